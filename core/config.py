@@ -1,0 +1,96 @@
+"""Every setting of every Insight process, read once from the environment (and `.env`).
+
+Settings are built by `get_settings()` on first use, never at import time, so tests and
+tools can set the environment first and call `get_settings.cache_clear()` to re-read it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Development-only secrets: usable on a laptop, refused anywhere else.
+DEV_JWT_SECRET = "insight-dev-jwt-secret-change-me-0123456789"
+DEV_STRIPE_API_KEY = "sk_test_insight_local"
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_insight_local_dev"
+
+Environment = Literal["development", "test", "production"]
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
+
+
+class Settings(BaseSettings):
+    """Configuration of all services; see `.env.example` for the meaning of each variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = "development"
+    log_level: str = "INFO"
+
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite:///var/insight.db"
+
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_public_key: SecretStr | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_algorithm: JwtAlgorithm = "HS256"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: SecretStr = SecretStr(DEV_STRIPE_WEBHOOK_SECRET)
+
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    # The durable per-recipient event log (Redis Streams).
+    events_max_len: int = Field(1000, ge=10)
+    events_max_age_seconds: int = Field(3600, ge=60)
+
+    # The realtime edge.
+    ws_send_buffer: int = Field(256, ge=8)
+    ws_max_message_bytes: int = Field(4096, ge=256)
+    ws_auth_timeout_seconds: float = Field(5.0, gt=0)
+    ws_subscribe_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production_settings(self) -> Settings:
+        if self.jwt_algorithm.startswith(("RS", "ES")) and self.jwt_public_key is None:
+            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PUBLIC_KEY")
+        if self.environment == "development":
+            return self
+        defaults = {
+            "JWT_SECRET": (self.jwt_secret, DEV_JWT_SECRET),
+            "STRIPE_WEBHOOK_SECRET": (self.stripe_webhook_secret, DEV_STRIPE_WEBHOOK_SECRET),
+            "STRIPE_API_KEY": (self.stripe_api_key, DEV_STRIPE_API_KEY),
+        }
+        for name, (value, default) in defaults.items():
+            if value is not None and value.get_secret_value() == default:
+                raise ValueError(
+                    f"{name} is the development default; set a real one "
+                    f"(ENVIRONMENT={self.environment})"
+                )
+        if self.jwt_algorithm.startswith("HS") and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters for HMAC algorithms")
+        return self
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Browsers send Origin on WebSocket upgrades; other clients may not, and pass."""
+        if origin is None or "*" in self.allowed_origins:
+            return True
+        return origin.rstrip("/") in self.allowed_origins
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

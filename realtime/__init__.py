@@ -1,0 +1,9 @@
+"""Insight's realtime subsystem: publish UI events from any process (`UIManager`) and stream
+them to browsers (`realtime.main`, the edge). Importing this package starts nothing and does
+not import FastAPI.
+"""
+
+from realtime.channels import Recipient
+from realtime.publisher import AsyncUIManager, UIManager
+
+__all__ = ["AsyncUIManager", "Recipient", "UIManager"]

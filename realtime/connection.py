@@ -1,0 +1,130 @@
+"""One WebSocket's delivery state: its cursor, its bounded send buffer, and the switch from
+replay to live.
+
+The hub fans each live event out by appending to every addressed connection's buffer, which
+never blocks; each connection's own writer task drains its buffer to the socket. A slow
+client therefore only fills its own buffer. When that buffer is full, a newer `ui_update`
+with the same coalesce key replaces the one still waiting; anything else closes the
+connection with 1013 so the client resumes with `since`, and nothing is silently dropped.
+
+While a connection catches up from the log (on connect, and after the edge lost Redis),
+live events are held aside and, once the replay is queued, only those newer than the
+replay's head are released: the two meet without a gap and without a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from core.security import Identity
+from realtime.channels import Recipient, cursor_key
+from realtime.eventlog import Replay
+from realtime.protocol import CloseCode, gap_frame, ready_frame
+
+
+class ClientConnection:
+    """Delivery state of one WebSocket; the endpoint owns the socket, the hub feeds this."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        recipients: tuple[Recipient, ...],
+        since: str | None,
+        capacity: int,
+    ) -> None:
+        self.identity = identity
+        self.recipients = recipients
+        self.cursor = since
+        self.capacity = capacity
+        self.close_code: CloseCode | None = None
+        self.coalesced = 0
+        # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
+        # and do not count against the live capacity.
+        self._outbox: deque[tuple[str, str, bool]] = deque()
+        self._live_queued = 0
+        self._held: list[tuple[str, str, str]] | None = []  # live frames during catch-up
+        self._wakeup = asyncio.Event()
+        self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the last cursor
+
+    # -- fed by the hub ---------------------------------------------------------------
+
+    def offer(self, event_id: str, frame: str, coalesce_key: str) -> None:
+        """A live event addressed to this connection."""
+        if self._held is not None:
+            self._held.append((event_id, frame, coalesce_key))
+        else:
+            self._enqueue_live(event_id, frame, coalesce_key)
+
+    def hold_live_events(self) -> None:
+        """Start a catch-up: keep live events aside until `resume_from` has run."""
+        if self._held is None:
+            self._held = []
+
+    @property
+    def catching_up(self) -> bool:
+        return self._held is not None
+
+    def resume_from(self, replay: Replay, *, announce: bool) -> None:
+        """Queue what the log replayed, then the held live events newer than its head."""
+        since = self.cursor
+        if replay.gap and since is not None:
+            self._push(gap_frame(since), "", live=False)
+        for frame in replay.frames:
+            self._push(frame, "", live=False)
+        head = replay.head
+        if since is None or cursor_key(head) > cursor_key(since):
+            self.cursor = head
+        held, self._held = self._held or [], None
+        last = cursor_key(head)
+        for event_id, frame, coalesce_key in held:
+            if cursor_key(event_id) > last:
+                self._enqueue_live(event_id, frame, coalesce_key)
+        if announce and self.cursor is not None:
+            self._push(ready_frame(self.cursor), "", live=False)
+
+    def close(self, code: CloseCode) -> None:
+        """Ask the writer to close the socket with `code` once it wakes."""
+        if self.close_code is None:
+            self.close_code = code
+        self._wakeup.set()
+
+    # -- drained by the endpoint's writer ----------------------------------------------
+
+    async def next_frame(self) -> str | None:
+        """The next frame to send, or None when the connection must close (see close_code)."""
+        while not self._outbox and self.close_code is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.close_code is not None:
+            return None
+        _, frame, live = self._outbox.popleft()
+        if live:
+            self._live_queued -= 1
+        return frame
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _enqueue_live(self, event_id: str, frame: str, coalesce_key: str) -> None:
+        if self.close_code is not None:
+            return
+        outbox = self._outbox
+        if coalesce_key and outbox and outbox[-1][0] == coalesce_key and outbox[-1][2]:
+            outbox[-1] = (coalesce_key, frame, True)
+            self.coalesced += 1
+        elif self._live_queued >= self.capacity:
+            self.close(CloseCode.TRY_AGAIN_LATER)
+            return
+        else:
+            outbox.append((coalesce_key, frame, True))
+            self._live_queued += 1
+        self.cursor = event_id
+        self._wakeup.set()
+
+    def _push(self, frame: str, coalesce_key: str, *, live: bool) -> None:
+        self._outbox.append((coalesce_key, frame, live))
+        self._wakeup.set()

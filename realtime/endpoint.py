@@ -1,0 +1,154 @@
+"""GET /api/v1/insight: authenticate, attach to the hub, and pump frames until one side stops.
+
+Every refusal accepts the upgrade first and then closes with a code from `CloseCode`,
+because a browser cannot read the HTTP status of a refused handshake (it only sees 1006).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from core.config import Settings
+from core.security import Identity, InvalidToken, verify_token
+from realtime.channels import is_cursor, recipients_of
+from realtime.connection import ClientConnection
+from realtime.hub import Hub, SubscribeTimeout
+from realtime.protocol import (
+    CHANNELS,
+    DEFAULT_CHANNEL,
+    SUBPROTOCOL,
+    CloseCode,
+    token_from_first_frame,
+    token_from_subprotocols,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def insight_socket(websocket: WebSocket) -> None:
+    """The seed's `/api/v1/insight` WebSocket."""
+    settings: Settings = websocket.app.state.settings
+    hub: Hub = websocket.app.state.hub
+    offered = list(websocket.scope.get("subprotocols", []))
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    connection: ClientConnection | None = None
+    try:
+        since = _check_request(websocket, settings)
+        identity = await _authenticate(websocket, settings, offered)
+        connection = ClientConnection(
+            identity,
+            recipients_of(identity.user_id, identity.business_id),
+            since,
+            settings.ws_send_buffer,
+        )
+        try:
+            await hub.attach(connection)
+        except SubscribeTimeout as error:
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
+        logger.info(
+            "websocket connected",
+            extra={"user_id": identity.user_id, "business_id": identity.business_id},
+        )
+        code = await _pump(websocket, connection, settings)
+        await _close(websocket, code, code.name.lower())
+    except Refused as refusal:
+        logger.info(
+            "websocket refused", extra={"close_code": int(refusal.code), "reason": refusal.reason}
+        )
+        await _close(websocket, refusal.code, refusal.reason)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if connection is not None:
+            hub.detach(connection)
+
+
+def _check_request(websocket: WebSocket, settings: Settings) -> str | None:
+    """Validate origin, channel and cursor; returns the `since` cursor, if any."""
+    if not settings.origin_allowed(websocket.headers.get("origin")):
+        raise Refused(CloseCode.FORBIDDEN, "origin not allowed")
+    params = websocket.query_params
+    if len(params.getlist("channel")) > 1 or len(params.getlist("since")) > 1:
+        raise Refused(CloseCode.MALFORMED, "repeated query parameter")
+    channel = params.get("channel") or DEFAULT_CHANNEL
+    if channel not in CHANNELS:
+        raise Refused(CloseCode.FORBIDDEN, "channel not allowed")
+    since = params.get("since") or None
+    if since is not None and not is_cursor(since):
+        raise Refused(CloseCode.MALFORMED, "since is not an event id")
+    return since
+
+
+async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[str]) -> Identity:
+    """Token from the query, a `insight.bearer.<JWT>` subprotocol, or the first frame."""
+    token = websocket.query_params.get("token") or token_from_subprotocols(offered)
+    if token is None:
+        try:
+            async with asyncio.timeout(settings.ws_auth_timeout_seconds):
+                message = await websocket.receive()
+        except TimeoutError as error:
+            raise Refused(CloseCode.UNAUTHORIZED, "no token") from error
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None or len(text) > settings.ws_max_message_bytes:
+            raise Refused(CloseCode.MALFORMED, "first frame must be an auth message")
+        token = token_from_first_frame(text)
+        if token is None:
+            raise Refused(CloseCode.MALFORMED, "first frame must be an auth message")
+    try:
+        return verify_token(token, settings)
+    except InvalidToken as error:
+        raise Refused(CloseCode.UNAUTHORIZED, "invalid token") from error
+
+
+async def _pump(websocket: WebSocket, connection: ClientConnection, settings: Settings) -> CloseCode:
+    """Send frames, read (and police) inbound frames, and end the session when the token does."""
+
+    async def write() -> CloseCode:
+        send = websocket.send
+        while (frame := await connection.next_frame()) is not None:
+            await send({"type": "websocket.send", "text": frame})
+        assert connection.close_code is not None
+        return connection.close_code
+
+    async def read() -> CloseCode:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            size = len(message.get("text") or message.get("bytes") or "")
+            if size > settings.ws_max_message_bytes:
+                return CloseCode.MESSAGE_TOO_BIG
+
+    async def expire() -> CloseCode:
+        await asyncio.sleep(max(0.0, connection.identity.expires_at - time.time()))
+        return CloseCode.UNAUTHORIZED
+
+    tasks = [asyncio.create_task(job()) for job in (write, read, expire)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+        await websocket.close(code=code, reason=reason[:120])

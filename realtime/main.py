@@ -1,0 +1,81 @@
+"""The realtime edge: `uvicorn realtime.main:app` (port 8001).
+
+Stateless apart from its connections: every instance subscribes only to the recipients
+connected to it, so instances scale out behind any load balancer without sticky sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from core.config import get_settings
+from core.logging import configure_logging
+from realtime.endpoint import insight_socket
+from realtime.eventlog import AsyncEventLog
+from realtime.events import event_json_schema
+from realtime.hub import Hub
+from realtime.protocol import CloseCode
+from realtime.publisher import retention_of
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+    hub = Hub(
+        settings.redis_url,
+        AsyncEventLog(client, retention_of(settings)),
+        settings.ws_subscribe_timeout_seconds,
+    )
+    app.state.settings = settings
+    app.state.redis = client
+    app.state.hub = hub
+    await hub.start()
+    try:
+        yield
+    finally:
+        hub.close_all(CloseCode.SERVER_RESTARTING)
+        await hub.stop()
+        await client.aclose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
+    app.add_api_websocket_route("/api/v1/insight", insight_socket)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    async def readyz() -> JSONResponse:
+        """Redis answers and the pub/sub connection is live: safe to route clients here."""
+        hub: Hub = app.state.hub
+        checks = {"redis": False, "pubsub": hub.pubsub.connected.is_set()}
+        try:
+            checks["redis"] = bool(await app.state.redis.ping())
+        except redis.RedisError:
+            pass
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks,
+                "connections": hub.count}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/events/schema", tags=["protocol"])
+    async def schema() -> dict[str, object]:
+        """JSON Schema of the frames this edge sends (the five UI events)."""
+        return event_json_schema()
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,165 @@
+"""UIManager: the seed's publishing API, for any Python process.
+
+A Celery task says `UIManager.for_user("42").show_toast(...)`; the event is validated here,
+appended to the recipient's durable log and announced to every edge process in one Redis
+round trip, and the call returns the event id. The synchronous manager shares one
+connection pool per process (redis-py re-creates it after a fork, so Celery's prefork
+children each get their own); the async twin keeps one client per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Coroutine
+from functools import lru_cache
+from typing import Any, Generic, Self, TypeVar
+
+import redis
+import redis.asyncio
+from pydantic import JsonValue
+
+from core.config import Settings, get_settings
+from realtime.channels import Recipient
+from realtime.eventlog import AsyncEventLog, EventLog, Retention
+from realtime.events import (
+    DEFAULT_TTL_SECONDS,
+    Modal,
+    ModalContent,
+    Redirect,
+    Refresh,
+    Toast,
+    ToastVariant,
+    Update,
+    encode_event,
+)
+
+AnyEvent = Redirect | Toast | Refresh | Update | Modal
+Result = TypeVar("Result")
+
+
+def retention_of(settings: Settings) -> Retention:
+    return Retention(settings.events_max_len, settings.events_max_age_seconds)
+
+
+@lru_cache(maxsize=1)
+def default_event_log() -> EventLog:
+    """The process-wide log used by UIManager when none is given."""
+    settings = get_settings()
+    client = redis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
+    )
+    return EventLog(client, retention_of(settings))
+
+
+_async_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEventLog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_async_event_log() -> AsyncEventLog:
+    """One async client per running event loop (an asyncio client cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    log = _async_logs.get(loop)
+    if log is None:
+        settings = get_settings()
+        client = redis.asyncio.Redis.from_url(
+            settings.redis_url, health_check_interval=30, socket_timeout=5
+        )
+        log = _async_logs[loop] = AsyncEventLog(client, retention_of(settings))
+    return log
+
+
+class _Manager(Generic[Result]):
+    """The seed's five calls, shared by both twins; `publish` decides sync or async."""
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.recipient = recipient
+
+    @classmethod
+    def for_user(cls, user_id: str | int) -> Self:
+        return cls(Recipient.user(user_id))
+
+    @classmethod
+    def for_business(cls, business_id: str | int) -> Self:
+        return cls(Recipient.business(business_id))
+
+    @classmethod
+    def broadcast(cls) -> Self:
+        return cls(Recipient.everyone())
+
+    def publish(
+        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+    ) -> Result:
+        raise NotImplementedError
+
+    def redirect(self, path: str, *, ttl: float | None = None) -> Result:
+        """Send the browser to `path`."""
+        return self.publish(Redirect(target=path), ttl=ttl)
+
+    def show_toast(
+        self, title: str, description: str, variant: ToastVariant, *, ttl: float | None = None
+    ) -> Result:
+        """Show a toast; variant is success, error, warning or info."""
+        return self.publish(Toast(title=title, description=description, variant=variant), ttl=ttl)
+
+    def refresh(self, *, ttl: float | None = None) -> Result:
+        """Reload the page."""
+        return self.publish(Refresh(), ttl=ttl)
+
+    def update_ui(
+        self, data: JsonValue, *, coalesce_key: str | None = None, ttl: float | None = None
+    ) -> Result:
+        """Hand `data` to the page's ui-update listeners.
+
+        With `coalesce_key`, a newer update with the same key replaces an older one still
+        waiting in a slow client's send buffer (use it for state snapshots, not deltas).
+        """
+        return self.publish(Update(data=data), ttl=ttl, coalesce_key=coalesce_key)
+
+    def show_modal(
+        self, modal_type: str, payload: JsonValue = None, *, ttl: float | None = None
+    ) -> Result:
+        """Open the modal `modal_type` with `payload`."""
+        content = ModalContent(type=modal_type, payload={} if payload is None else payload)
+        return self.publish(Modal(data=content), ttl=ttl)
+
+
+class UIManager(_Manager[str]):
+    """Publish UI events from synchronous code; each call returns the event id."""
+
+    def __init__(self, recipient: Recipient, log: EventLog | None = None) -> None:
+        super().__init__(recipient)
+        self._log = log
+
+    def publish(
+        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+    ) -> str:
+        """Validate, store and announce `event`; raises redis.RedisError if Redis is down."""
+        log = self._log or default_event_log()
+        return log.append(
+            self.recipient,
+            encode_event(event),
+            ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
+            coalesce_key=coalesce_key,
+        )
+
+
+class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
+    """Publish UI events from asyncio code; each call is awaited for the event id."""
+
+    def __init__(self, recipient: Recipient, log: AsyncEventLog | None = None) -> None:
+        super().__init__(recipient)
+        self._log = log
+
+    async def publish(
+        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+    ) -> str:
+        """Validate, store and announce `event`; raises redis.RedisError if Redis is down."""
+        log = self._log or default_async_event_log()
+        return await log.append(
+            self.recipient,
+            encode_event(event),
+            ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
+            coalesce_key=coalesce_key,
+        )

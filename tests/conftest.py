@@ -1,0 +1,108 @@
+"""Shared fixtures: a private Redis server, a running edge, tokens, and the publisher.
+
+The tests never touch a Redis they did not start: each session gets its own server on a
+free port, and the publisher in this process is pointed at it through the environment,
+exactly as a Celery worker would be configured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from cli.local_redis import LocalRedis, free_port
+from core.config import Settings, get_settings
+from realtime.publisher import default_event_log
+from tests.harness import Edge, start_edge, settings_for, token_for
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def redis_server(artifacts: Path) -> Iterator[LocalRedis]:
+    server = LocalRedis(free_port(), artifacts / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _publisher_uses_test_redis(redis_server: LocalRedis) -> Iterator[None]:
+    """Configure this process like a worker: settings from the environment."""
+    saved = dict(os.environ)
+    os.environ.update(settings_env(redis_server.url))
+    get_settings.cache_clear()
+    default_event_log.cache_clear()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+    default_event_log.cache_clear()
+
+
+def settings_env(redis_url: str) -> dict[str, str]:
+    settings = settings_for(redis_url)
+    return {
+        "ENVIRONMENT": settings.environment,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "JWT_AUDIENCE": settings.jwt_audience or "",
+        "JWT_ISSUER": settings.jwt_issuer or "",
+        "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret.get_secret_value(),
+    }
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: LocalRedis) -> Settings:
+    return settings_for(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def edge(redis_server: LocalRedis, artifacts: Path) -> Iterator[Edge]:
+    """One edge shared by tests that need nothing special from it."""
+    process = start_edge(redis_server.url, artifacts)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def edge_factory(redis_server: LocalRedis, artifacts: Path) -> Iterator[Callable[..., Edge]]:
+    """Start extra edges (own settings, or to be killed); all stopped after the test."""
+    started: list[Edge] = []
+
+    def start(redis_url: str | None = None, **env: str) -> Edge:
+        process = start_edge(redis_url or redis_server.url, artifacts, **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    """token(user, business=None, ttl=3600) -> a JWT the edge accepts."""
+
+    def make(user: str, business: str | None = None, ttl: int = 3600) -> str:
+        return token_for(settings, user, business, ttl)
+
+    return make

@@ -1,0 +1,214 @@
+"""Real processes for tests: uvicorn edges on free ports, and a WebSocket client with bounded
+waits. Nothing here is a fake; fixtures in conftest.py wire these together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from cli.local_redis import free_port
+from core.config import Settings
+from core.security import issue_token
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123"
+TEST_AUDIENCE = "insight-tests"
+TEST_ISSUER = "insight-test-issuer"
+TEST_WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
+WAIT = 10.0  # the longest any single expectation may take
+
+
+def settings_for(redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "redis_url": redis_url,
+        "jwt_secret": TEST_JWT_SECRET,
+        "jwt_audience": TEST_AUDIENCE,
+        "jwt_issuer": TEST_ISSUER,
+        "stripe_webhook_secret": TEST_WEBHOOK_SECRET,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def token_for(
+    settings: Settings, user: str, business: str | None = None, ttl: int = 3600
+) -> str:
+    return issue_token(settings, user, business_id=business, ttl_seconds=ttl)
+
+
+@dataclass
+class Edge:
+    """A `uvicorn realtime.main:app` process."""
+
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/insight"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Edge:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "realtime.main:app",
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--timeout-graceful-shutdown", "5",
+                ],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"edge exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.http_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"edge not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def terminate(self) -> int:
+        """SIGTERM, as an orchestrator would; returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_edge(redis_url: str, log_dir: Path, **env_overrides: str) -> Edge:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "JWT_AUDIENCE": TEST_AUDIENCE,
+        "JWT_ISSUER": TEST_ISSUER,
+        "STRIPE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        "LOG_LEVEL": "INFO",
+        **env_overrides,
+    }
+    return Edge(port, env, log_dir / f"edge-{port}.log").start()
+
+
+@dataclass
+class Client:
+    """A WebSocket client that records every frame it receives."""
+
+    ws: ClientConnection
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        *,
+        since: str | None = None,
+        query: Mapping[str, str] | None = None,
+        wait_ready: bool = True,
+        **options: Any,
+    ) -> Client:
+        params = dict(query or {})
+        if token is not None:
+            params["token"] = token
+        if since is not None:
+            params["since"] = since
+        target = url + ("?" + str(httpx.QueryParams(params)) if params else "")
+        ws = await asyncio.wait_for(websockets.connect(target, **options), WAIT)
+        client = cls(ws)
+        if wait_ready:
+            await client.until(lambda f: f["type"] == "insight_ready")
+        return client
+
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def until(self, done: Any, timeout: float = WAIT) -> dict[str, Any]:
+        """Receive until a frame satisfies `done`; returns it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if done(frame):
+                    return frame
+
+    async def events(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+        """The next `count` UI events (control frames are recorded but skipped)."""
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while len(received) < count:
+                frame = await self.recv(timeout)
+                if frame["type"].startswith("ui_"):
+                    received.append(frame)
+        return received
+
+    async def silent_for(self, seconds: float) -> bool:
+        """True if no UI event arrives within `seconds` (for asserting non-delivery)."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    frame = await self.recv(seconds)
+                    if frame["type"].startswith("ui_"):
+                        return False
+        except TimeoutError:
+            return True
+
+    async def closed_with(self, timeout: float = WAIT) -> int:
+        """Wait for the server to close the socket; returns the close code."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.recv(timeout)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            return closed.rcvd.code
+        raise AssertionError("unreachable")
+
+    @property
+    def cursor(self) -> str:
+        """The last id seen (events and the ready frame both carry one)."""
+        return next(f["id"] for f in reversed(self.frames) if "id" in f)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def without_id(frame: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in frame.items() if k != "id"}
