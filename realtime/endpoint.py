@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 
+import redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
@@ -57,6 +58,8 @@ async def insight_socket(websocket: WebSocket) -> None:
             await hub.attach(connection)
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
+        except redis.RedisError as error:
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable") from error
         logger.info(
             "websocket connected",
             extra={"user_id": identity.user_id, "business_id": identity.business_id},

@@ -27,9 +27,17 @@ from realtime.publisher import retention_of
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    # A bounded pool that makes callers wait for a free connection: a burst of connects
+    # queues its replays instead of opening a Redis connection per WebSocket.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=32,
+        timeout=settings.ws_subscribe_timeout_seconds,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        health_check_interval=30,
     )
+    client = redis.asyncio.Redis(connection_pool=pool)
     hub = Hub(
         settings.redis_url,
         AsyncEventLog(client, retention_of(settings)),
@@ -45,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.close_all(CloseCode.SERVER_RESTARTING)
         await hub.stop()
         await client.aclose()
+        await pool.aclose()
 
 
 def create_app() -> FastAPI:

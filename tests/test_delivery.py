@@ -1,0 +1,238 @@
+"""Events published with UIManager reach exactly the WebSockets they are addressed to,
+in exactly the seed's wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from realtime import AsyncUIManager, UIManager
+from tests.harness import ROOT, Client, Edge, without_id
+
+pytestmark = pytest.mark.anyio
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    ui = UIManager.for_user(user)
+    ids = [
+        ui.redirect("/orders?status=success"),
+        ui.show_toast("Order created", "Order #17 was created", "success"),
+        ui.refresh(),
+        ui.update_ui({"type": "metrics_update", "businessId": "b1", "metrics": {"revenue": 900}}),
+        ui.show_modal("payment_failed", {"orderId": "17"}),
+    ]
+    frames = await client.events(5)
+    assert [f["id"] for f in frames] == ids
+    assert [without_id(f) for f in frames] == [
+        {"type": "ui_redirect", "target": "/orders?status=success"},
+        {"type": "ui_toast", "title": "Order created", "description": "Order #17 was created",
+         "variant": "success"},
+        {"type": "ui_refresh"},
+        {"type": "ui_update",
+         "data": {"type": "metrics_update", "businessId": "b1", "metrics": {"revenue": 900}}},
+        {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}},
+    ]  # fmt: skip
+    await client.close()
+
+
+async def test_async_twin_publishes_the_same_frames(edge: Edge, token: Callable[..., str]) -> None:
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    event_id = await AsyncUIManager.for_user(user).show_toast("Saved", "All good", "info")
+    [frame] = await client.events(1)
+    assert frame == {
+        "id": event_id, "type": "ui_toast", "title": "Saved", "description": "All good",
+        "variant": "info",
+    }  # fmt: skip
+    await client.close()
+
+
+async def test_business_and_broadcast_events_reach_every_member_and_nobody_else(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    business, other_business = unique("b"), unique("b")
+    alice = await Client.connect(edge.ws_url, token(unique("alice"), business))
+    bob = await Client.connect(edge.ws_url, token(unique("bob"), business))
+    carol = await Client.connect(edge.ws_url, token(unique("carol"), other_business))
+    loner = await Client.connect(edge.ws_url, token(unique("dave")))
+
+    to_business = UIManager.for_business(business).update_ui({"orders": 3})
+    to_everyone = UIManager.broadcast().show_toast("Maintenance", "At 22:00", "warning")
+
+    for member in (alice, bob):
+        assert [f["id"] for f in await member.events(2)] == [to_business, to_everyone]
+    for outsider in (carol, loner):
+        assert [f["id"] for f in await outsider.events(1)] == [to_everyone]
+        assert await outsider.silent_for(0.3)
+    for client in (alice, bob, carol, loner):
+        await client.close()
+
+
+async def test_many_users_with_random_addressing_get_only_their_own_events(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    users = [unique("u") for _ in range(60)]
+    clients = await asyncio.gather(*(Client.connect(edge.ws_url, token(u)) for u in users))
+    rng = random.Random(7)
+    expected: dict[str, list[str]] = {u: [] for u in users}
+    for n in range(600):
+        user = rng.choice(users)
+        expected[user].append(UIManager.for_user(user).update_ui({"n": n}))
+
+    async def collect(user: str, client: Client) -> None:
+        frames = await client.events(len(expected[user]))
+        assert [f["id"] for f in frames] == expected[user]  # all, in order, nobody else's
+        assert await client.silent_for(0.2)
+
+    await asyncio.gather(*(collect(u, c) for u, c in zip(users, clients, strict=True)))
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_two_tabs_of_one_user_each_get_every_event_once(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    tabs = [await Client.connect(edge.ws_url, token(user)) for _ in range(2)]
+    ids = [UIManager.for_user(user).update_ui({"n": n}) for n in range(20)]
+    for tab in tabs:
+        assert [f["id"] for f in await tab.events(20)] == ids
+        assert await tab.silent_for(0.2)
+    for tab in tabs:
+        await tab.close()
+
+
+async def test_tabs_on_two_edge_processes_each_get_every_event_once(
+    edge: Edge, edge_factory: Callable[..., Edge], token: Callable[..., str]
+) -> None:
+    second = edge_factory()
+    user, business = unique("u"), unique("b")
+    tabs = [
+        await Client.connect(edge.ws_url, token(user, business)),
+        await Client.connect(second.ws_url, token(user, business)),
+    ]
+    ids = [
+        UIManager.for_user(user).show_toast("One", "to the user", "info"),
+        UIManager.for_business(business).update_ui({"two": 2}),
+        UIManager.broadcast().refresh(),
+    ]
+    for tab in tabs:
+        assert [f["id"] for f in await tab.events(3)] == ids
+        assert await tab.silent_for(0.3)
+    for tab in tabs:
+        await tab.close()
+
+
+async def test_a_user_leaving_does_not_deafen_the_same_users_other_tab(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    staying = await Client.connect(edge.ws_url, token(user))
+    for _ in range(5):
+        leaving = await Client.connect(edge.ws_url, token(user))
+        await leaving.close()
+    event_id = UIManager.for_user(user).refresh()
+    assert [f["id"] for f in await staying.events(1)] == [event_id]
+    await staying.close()
+
+
+async def test_hundreds_of_users_connecting_at_once_are_all_subscribed(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    users = [unique("u") for _ in range(300)]
+    clients = await asyncio.gather(*(Client.connect(edge.ws_url, token(u)) for u in users))
+    ids = {u: UIManager.for_user(u).show_toast("Hi", u, "info") for u in users}
+
+    async def check(user: str, client: Client) -> None:
+        assert [f["id"] for f in await client.events(1)] == [ids[user]]
+
+    await asyncio.gather(*(check(u, c) for u, c in zip(users, clients, strict=True)))
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_users_coming_and_going_while_events_flow_never_leave_anyone_deaf(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    users = [unique("u") for _ in range(20)]
+    steady = {u: await Client.connect(edge.ws_url, token(u)) for u in users}
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        rng = random.Random(3)
+        while not stop.is_set():
+            batch = [
+                Client.connect(edge.ws_url, token(rng.choice(users)), wait_ready=False)
+                for _ in range(10)
+            ]
+            for client in await asyncio.gather(*batch):
+                await client.close()
+
+    churning = asyncio.create_task(churn())
+    expected: dict[str, list[str]] = {u: [] for u in users}
+    for n in range(400):
+        user = users[n % len(users)]
+        expected[user].append(UIManager.for_user(user).update_ui({"n": n}))
+        if n % 40 == 0:
+            await asyncio.sleep(0)  # let the churn run between publishes
+    results = await asyncio.gather(
+        *(steady[u].events(len(expected[u])) for u in users), return_exceptions=True
+    )
+    stop.set()
+    await churning
+    for user, frames in zip(users, results, strict=True):
+        assert not isinstance(frames, BaseException), f"{user}: {frames!r}"
+        assert [f["id"] for f in frames] == expected[user]
+    for client in steady.values():
+        await client.close()
+
+
+def _insight(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+
+
+async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None:
+    user = unique("u")
+    minted = _insight("token", "--user", user, "--business", "b1", "--ttl", "120")
+    assert minted.returncode == 0, minted.stderr
+    client = await Client.connect(edge.ws_url, minted.stdout.strip())
+    sent = _insight("publish", "--user", user, "toast", "Hello", "From the CLI", "--variant", "success")
+    assert sent.returncode == 0, sent.stderr
+    [frame] = await client.events(1)
+    assert frame == {"id": sent.stdout.strip(), "type": "ui_toast", "title": "Hello",
+                     "description": "From the CLI", "variant": "success"}  # fmt: skip
+    bad = _insight("publish", "--user", user, "toast", "x", "y", "--variant", "purple")
+    assert bad.returncode == 2
+    assert "variant" in bad.stderr
+    await client.close()
+
+
+def test_importing_the_publisher_imports_no_web_framework_and_starts_nothing() -> None:
+    probe = (
+        "import sys, threading; import realtime; from realtime import UIManager; "
+        "assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules, 'web'; "
+        "assert threading.active_count() == 1, 'threads'; print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == "ok", result.stderr
+
+
