@@ -30,6 +30,8 @@ from realtime.protocol import (
 
 logger = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_SECONDS = 30.0
+
 
 class Refused(Exception):
     def __init__(self, code: CloseCode, reason: str) -> None:
@@ -65,6 +67,14 @@ async def insight_socket(websocket: WebSocket) -> None:
             extra={"user_id": identity.user_id, "business_id": identity.business_id},
         )
         code = await _pump(websocket, connection, settings)
+        logger.info(
+            "websocket closing",
+            extra={
+                "user_id": identity.user_id,
+                "close_code": int(code),
+                "queued": connection.queued,
+            },
+        )
         await _close(websocket, code, code.name.lower())
     except Refused as refusal:
         logger.info(
@@ -117,7 +127,9 @@ async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[
         raise Refused(CloseCode.UNAUTHORIZED, "invalid token") from error
 
 
-async def _pump(websocket: WebSocket, connection: ClientConnection, settings: Settings) -> CloseCode:
+async def _pump(
+    websocket: WebSocket, connection: ClientConnection, settings: Settings
+) -> CloseCode:
     """Send frames, read (and police) inbound frames, and end the session when the token does."""
 
     async def write() -> CloseCode:
@@ -151,7 +163,10 @@ async def _pump(websocket: WebSocket, connection: ClientConnection, settings: Se
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with `code`; a peer too slow to take even the close frame is left to the
+    server's keepalive, which drops the TCP connection when pings go unanswered."""
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-        await websocket.close(code=code, reason=reason[:120])
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+            await websocket.close(code=code, reason=reason[:120])

@@ -6,11 +6,11 @@ sequence (`<redis-time-ms>-<n>`, strictly increasing across all recipients): a c
 that listens to a user, a business and everyone can then resume from one cursor, and the
 edge can merge three logs in order.
 
-Retention: each log keeps at most `max_len` entries (approximately, as Redis trims whole
-nodes) and nothing older than `max_age`. A cursor is "past retention" when Redis has trimmed
-an entry newer than it (`max-deleted-entry-id`) or when the log was lost after it (the epoch
-key records the first id the current log ever issued). Each entry also carries its own
-expiry, after which it is no longer replayed.
+Retention: each log keeps at most `max_len` entries and nothing older than `max_age`. A
+cursor is "past retention" when an entry newer than it was trimmed by count (the stream's
+`max-deleted-entry-id`) or when the log was lost after it (the epoch key records the first id
+the current log issued). Each entry also carries its own expiry (at most `max_age`), after
+which it is not replayed; trimming by age therefore never drops a replayable event.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import redis.asyncio
 from realtime.channels import KEY_PREFIX, SEQUENCE_KEY, Recipient
 
 EPOCH_KEY = f"{KEY_PREFIX}:epoch"
+MAX_FRAME_BYTES = 64 * 1024  # a UI event is a notification, not a data transfer
 
 # KEYS: sequence, epoch, stream.  ARGV: channel, body, ttl_ms, max_len, max_age_ms, coalesce_key
 _APPEND = """
@@ -43,8 +44,16 @@ redis.call('SET', KEYS[1], id)
 if not last then redis.call('SET', KEYS[2], id) end
 local frame = '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2)
 local max_age = tonumber(ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id,
-           'f', frame, 'x', string.format('%.0f', now + tonumber(ARGV[3])))
+redis.call('XADD', KEYS[3], id, 'f', frame, 'x', string.format('%.0f', now + tonumber(ARGV[3])))
+local excess = redis.call('XLEN', KEYS[3]) - tonumber(ARGV[4])
+if excess > 0 then
+  -- Trimming does not update max-deleted-entry-id (only XDEL does): record the newest
+  -- dropped id ourselves, so replay can tell "trimmed after your cursor" from "quiet".
+  local doomed = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', excess)
+  redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
+  redis.call('XSETID', KEYS[3], id, 'MAXDELETEDID', doomed[#doomed][1])
+end
+-- Entries past max_age are past every event's TTL too: dropping them loses nothing.
 redis.call('XTRIM', KEYS[3], 'MINID', '~', string.format('%.0f-0', now - max_age))
 redis.call('PEXPIRE', KEYS[3], max_age)
 redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)
@@ -134,6 +143,8 @@ def _append_call(
 ) -> tuple[list[str], list[str | int]]:
     if not body.startswith('{"'):
         raise ValueError("an event body must be a JSON object")
+    if len(body) > MAX_FRAME_BYTES // 4 and (size := len(body.encode())) > MAX_FRAME_BYTES:
+        raise ValueError(f"an event may be at most {MAX_FRAME_BYTES} bytes, got {size}")
     if not 0 < ttl_seconds <= retention.max_age_seconds:
         raise ValueError(
             f"ttl must be between 0 and the log's retention ({retention.max_age_seconds} s), "

@@ -6,12 +6,15 @@ connected to it, so instances scale out behind any load balancer without sticky 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from core.config import get_settings
 from core.logging import configure_logging
@@ -36,6 +39,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_timeout=5,
         socket_connect_timeout=5,
         health_check_interval=30,
+        # Replays are reads: after a Redis restart, stale pooled connections are retried.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
     )
     client = redis.asyncio.Redis(connection_pool=pool)
     hub = Hub(
@@ -70,13 +75,14 @@ def create_app() -> FastAPI:
         """Redis answers and the pub/sub connection is live: safe to route clients here."""
         hub: Hub = app.state.hub
         checks = {"redis": False, "pubsub": hub.pubsub.connected.is_set()}
-        try:
+        with contextlib.suppress(redis.RedisError):
             checks["redis"] = bool(await app.state.redis.ping())
-        except redis.RedisError:
-            pass
         ready = all(checks.values())
-        body = {"status": "ready" if ready else "unavailable", "checks": checks,
-                "connections": hub.count}
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "checks": checks,
+            "connections": hub.count,
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/api/v1/events/schema", tags=["protocol"])

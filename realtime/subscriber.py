@@ -148,9 +148,11 @@ class PubSubConnection:
             timeout=5,
         )
         if url.password:
-            parts = [unquote(url.username), unquote(url.password)] if url.username else [
-                unquote(url.password)
-            ]
+            parts = (
+                [unquote(url.username), unquote(url.password)]
+                if url.username
+                else [unquote(url.password)]
+            )
             writer.write(_command("AUTH", *parts))
             await writer.drain()
             reply = hiredis.Reader()

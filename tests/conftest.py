@@ -17,7 +17,7 @@ import redis
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings, get_settings
 from realtime.publisher import default_event_log
-from tests.harness import Edge, start_edge, settings_for, token_for
+from tests.harness import Edge, settings_for, start_edge, token_for
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +88,8 @@ def edge_factory(redis_server: LocalRedis, artifacts: Path) -> Iterator[Callable
     """Start extra edges (own settings, or to be killed); all stopped after the test."""
     started: list[Edge] = []
 
-    def start(redis_url: str | None = None, **env: str) -> Edge:
-        process = start_edge(redis_url or redis_server.url, artifacts, **env)
+    def start(*uvicorn_args: str, redis_url: str | None = None, **env: str) -> Edge:
+        process = start_edge(redis_url or redis_server.url, artifacts, *uvicorn_args, **env)
         started.append(process)
         return process
 

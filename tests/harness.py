@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,7 @@ def settings_for(redis_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def token_for(
-    settings: Settings, user: str, business: str | None = None, ttl: int = 3600
-) -> str:
+def token_for(settings: Settings, user: str, business: str | None = None, ttl: int = 3600) -> str:
     return issue_token(settings, user, business_id=business, ttl_seconds=ttl)
 
 
@@ -58,6 +56,7 @@ class Edge:
     port: int
     env: dict[str, str]
     log_path: Path
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +74,7 @@ class Edge:
                     sys.executable, "-m", "uvicorn", "realtime.main:app",
                     "--host", "127.0.0.1", "--port", str(self.port),
                     "--timeout-graceful-shutdown", "5",
+                    *self.extra_args,
                 ],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -106,11 +106,15 @@ class Edge:
             self.process.kill()
             self.process.wait(10)
 
+    def connection_count(self) -> int:
+        body = httpx.get(f"{self.http_url}/readyz", timeout=5).json()
+        return int(body["connections"])
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
-def start_edge(redis_url: str, log_dir: Path, **env_overrides: str) -> Edge:
+def start_edge(redis_url: str, log_dir: Path, *uvicorn_args: str, **env_overrides: str) -> Edge:
     port = free_port()
     env = {
         **os.environ,
@@ -123,7 +127,7 @@ def start_edge(redis_url: str, log_dir: Path, **env_overrides: str) -> Edge:
         "LOG_LEVEL": "INFO",
         **env_overrides,
     }
-    return Edge(port, env, log_dir / f"edge-{port}.log").start()
+    return Edge(port, env, log_dir / f"edge-{port}.log", uvicorn_args).start()
 
 
 @dataclass
@@ -191,23 +195,35 @@ class Client:
             return True
 
     async def closed_with(self, timeout: float = WAIT) -> int:
-        """Wait for the server to close the socket; returns the close code."""
+        """Receive (and record) frames until the server closes; returns the close code."""
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     await self.recv(timeout)
-        except ConnectionClosed as closed:
-            assert closed.rcvd is not None, "closed without a close frame"
-            return closed.rcvd.code
-        raise AssertionError("unreachable")
+        except ConnectionClosed:
+            pass
+        received = self.ws.protocol.close_rcvd
+        assert received is not None, "closed without a close frame from the server"
+        return int(received.code)
 
     @property
     def cursor(self) -> str:
         """The last id seen (events and the ready frame both carry one)."""
-        return next(f["id"] for f in reversed(self.frames) if "id" in f)
+        return str(next(f["id"] for f in reversed(self.frames) if "id" in f))
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll `condition` until it holds, for state only visible by asking (an HTTP probe)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 def without_id(frame: dict[str, Any]) -> dict[str, Any]:

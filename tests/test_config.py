@@ -24,7 +24,7 @@ def test_development_defaults_work_out_of_the_box() -> None:
 @pytest.mark.parametrize("environment", ["production", "test"])
 def test_default_jwt_secret_is_refused_outside_development(environment: str) -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
-        Settings(environment=environment)  # type: ignore[arg-type]
+        Settings(environment=environment)
 
 
 def test_short_hmac_secret_is_refused_in_production() -> None:

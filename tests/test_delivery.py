@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -212,7 +211,9 @@ async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None
     minted = _insight("token", "--user", user, "--business", "b1", "--ttl", "120")
     assert minted.returncode == 0, minted.stderr
     client = await Client.connect(edge.ws_url, minted.stdout.strip())
-    sent = _insight("publish", "--user", user, "toast", "Hello", "From the CLI", "--variant", "success")
+    sent = _insight(
+        "publish", "--user", user, "toast", "Hello", "From the CLI", "--variant", "success"
+    )
     assert sent.returncode == 0, sent.stderr
     [frame] = await client.events(1)
     assert frame == {"id": sent.stdout.strip(), "type": "ui_toast", "title": "Hello",
@@ -234,5 +235,3 @@ def test_importing_the_publisher_imports_no_web_framework_and_starts_nothing() -
         check=False,
     )  # fmt: skip
     assert result.stdout.strip() == "ok", result.stderr
-
-

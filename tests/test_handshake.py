@@ -32,7 +32,7 @@ def _claims(**overrides: object) -> dict[str, object]:
 BAD_TOKENS = {
     "expired": jwt.encode(_claims(exp=int(time.time()) - 10), TEST_JWT_SECRET, "HS256"),
     "wrong-signature": jwt.encode(_claims(), "another-secret-entirely-0123456789abc", "HS256"),
-    "alg-none": jwt.encode(_claims(), None, algorithm="none"),
+    "alg-none": jwt.encode(_claims(), "", algorithm="none"),
     "missing-exp": jwt.encode(_claims(exp=None), TEST_JWT_SECRET, "HS256"),
     "wrong-audience": jwt.encode(_claims(aud="elsewhere"), TEST_JWT_SECRET, "HS256"),
     "garbage": "not-a-token",
@@ -75,7 +75,8 @@ async def test_token_in_the_subprotocol_keeps_it_out_of_the_url(
 ) -> None:
     user = "u-" + uuid.uuid4().hex[:8]
     async with connect(
-        edge.ws_url, subprotocols=["insight", f"insight.bearer.{token(user)}"]  # type: ignore[list-item]
+        edge.ws_url,
+        subprotocols=["insight", f"insight.bearer.{token(user)}"],  # type: ignore[list-item]
     ) as ws:
         assert ws.subprotocol == "insight"
         ready = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
