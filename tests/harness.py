@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,11 @@ async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+def unique(prefix: str) -> str:
+    """A fresh user or business id, so tests sharing an edge never see each other's events."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def without_id(frame: dict[str, Any]) -> dict[str, Any]:

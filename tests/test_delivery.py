@@ -7,19 +7,14 @@ import asyncio
 import random
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 
 import pytest
 
 from realtime import AsyncUIManager, UIManager
-from tests.harness import ROOT, Client, Edge, without_id
+from tests.harness import ROOT, Client, Edge, unique, without_id
 
 pytestmark = pytest.mark.anyio
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Callable
 
 import jwt
@@ -15,14 +14,14 @@ from websockets.asyncio.client import connect
 from core.config import Settings
 from realtime import UIManager
 from realtime.protocol import CloseCode
-from tests.harness import TEST_AUDIENCE, TEST_ISSUER, TEST_JWT_SECRET, WAIT, Client, Edge
+from tests.harness import TEST_AUDIENCE, TEST_ISSUER, TEST_JWT_SECRET, WAIT, Client, Edge, unique
 
 pytestmark = pytest.mark.anyio
 
 
 def _claims(**overrides: object) -> dict[str, object]:
     claims: dict[str, object] = {
-        "sub": "u-" + uuid.uuid4().hex[:8], "exp": int(time.time()) + 60,
+        "sub": unique("u"), "exp": int(time.time()) + 60,
         "aud": TEST_AUDIENCE, "iss": TEST_ISSUER,
     }  # fmt: skip
     claims.update(overrides)
@@ -73,7 +72,7 @@ async def test_malformed_since_is_closed_with_4400(edge: Edge, token: Callable[.
 async def test_token_in_the_subprotocol_keeps_it_out_of_the_url(
     edge: Edge, token: Callable[..., str]
 ) -> None:
-    user = "u-" + uuid.uuid4().hex[:8]
+    user = unique("u")
     async with connect(
         edge.ws_url,
         subprotocols=["insight", f"insight.bearer.{token(user)}"],  # type: ignore[list-item]
@@ -88,7 +87,7 @@ async def test_token_in_the_subprotocol_keeps_it_out_of_the_url(
 
 
 async def test_token_in_the_first_frame(edge: Edge, token: Callable[..., str]) -> None:
-    user = "u-" + uuid.uuid4().hex[:8]
+    user = unique("u")
     async with connect(edge.ws_url) as ws:
         await ws.send(json.dumps({"type": "auth", "token": token(user)}))
         assert json.loads(await asyncio.wait_for(ws.recv(), WAIT))["type"] == "insight_ready"
@@ -108,7 +107,7 @@ async def test_a_token_that_expires_during_the_session_closes_it_with_4401(
 ) -> None:
     from core.security import issue_token
 
-    short = issue_token(settings, "u-" + uuid.uuid4().hex[:8], ttl_seconds=2)
+    short = issue_token(settings, unique("u"), ttl_seconds=2)
     client = await Client.connect(edge.ws_url, short)
     assert await client.closed_with(timeout=WAIT) == CloseCode.UNAUTHORIZED
 

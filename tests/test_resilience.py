@@ -22,7 +22,7 @@ from cli.local_redis import LocalRedis, free_port
 from realtime import Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
 from realtime.protocol import CloseCode
-from tests.harness import WAIT, Client, Edge, eventually
+from tests.harness import WAIT, Client, Edge, eventually, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -30,10 +30,6 @@ pytestmark = pytest.mark.anyio
 def bulky() -> str:
     """16 KB that permessage-deflate cannot shrink: big frames make backpressure show fast."""
     return secrets.token_hex(8_000)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def small_receive_window(edge: Edge) -> dict[str, Any]:

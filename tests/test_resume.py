@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import pytest
@@ -13,13 +12,9 @@ import redis
 
 from realtime import Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
-from tests.harness import Client, Edge
+from tests.harness import Client, Edge, unique
 
 pytestmark = pytest.mark.anyio
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def test_reconnect_with_since_replays_missed_events(
