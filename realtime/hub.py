@@ -27,7 +27,14 @@ class SubscribeTimeout(Exception):
 class Hub:
     """Connections by live channel, fed by one pub/sub connection, resynced after outages."""
 
-    def __init__(self, redis_url: str, log: AsyncEventLog, subscribe_timeout: float) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        log: AsyncEventLog,
+        *,
+        subscribe_timeout: float,
+        ping_interval: float,
+    ) -> None:
         self.log = log
         self._subscribe_timeout = subscribe_timeout
         self._by_channel: dict[bytes, set[ClientConnection]] = {}
@@ -38,6 +45,7 @@ class Hub:
             self._on_message,
             on_lost=self._on_redis_lost,
             on_restored=self._on_redis_restored,
+            ping_interval=ping_interval,
         )
 
     async def start(self) -> None:

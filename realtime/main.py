@@ -46,7 +46,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = Hub(
         settings.redis_url,
         AsyncEventLog(client, retention_of(settings)),
-        settings.ws_subscribe_timeout_seconds,
+        subscribe_timeout=settings.ws_subscribe_timeout_seconds,
+        ping_interval=settings.pubsub_ping_interval_seconds,
     )
     app.state.settings = settings
     app.state.redis = client

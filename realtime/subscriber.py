@@ -44,11 +44,14 @@ class PubSubConnection:
         *,
         on_lost: OnConnectionChange | None = None,
         on_restored: OnConnectionChange | None = None,
+        ping_interval: float = 5.0,
     ) -> None:
         self._url = url
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._ping_interval = ping_interval
+        self._last_heard = 0.0
         self._refcount: dict[bytes, int] = {}
         self._active: set[bytes] = set()  # confirmed by Redis on the current connection
         self._waiters: dict[bytes, asyncio.Future[None]] = {}
@@ -113,6 +116,7 @@ class PubSubConnection:
                 continue
             delay = 0.05
             self._writer = writer
+            self._last_heard = asyncio.get_running_loop().time()
             self._active.clear()
             self._acks = asyncio.Queue()
             reading = asyncio.create_task(self._read(reader), name="pubsub-reader")
@@ -172,21 +176,34 @@ class PubSubConnection:
             data = await reader.read(65536)
             if not data:
                 raise ConnectionError("redis closed the pub/sub connection")
+            self._last_heard = asyncio.get_running_loop().time()
             parser.feed(data)
             while (reply := parser.gets()) is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"redis refused a pub/sub command: {reply}")
+                if not isinstance(reply, list):
+                    continue  # +PONG while nothing is subscribed
                 kind = reply[0]
                 if kind == b"message":
                     on_message(reply[1], reply[2])
                 elif kind in (b"subscribe", b"unsubscribe"):
                     self._acks.put_nowait(reply[1])
-                elif isinstance(reply, hiredis.ReplyError):
-                    raise ConnectionError(f"redis refused a pub/sub command: {reply}")
 
     async def _control(self, first: bool) -> None:
         """Make Redis's subscriptions match the reference counts, one confirmed batch at a time."""
         self._dirty.set()
+        loop = asyncio.get_running_loop()
         while True:
-            await self._dirty.wait()
+            try:
+                await asyncio.wait_for(self._dirty.wait(), self._ping_interval)
+            except TimeoutError:
+                # A quiet connection may be a dead one (a host gone without a RST): PING it,
+                # and give up on it when even the PONG does not come back.
+                if loop.time() - self._last_heard > 2 * self._ping_interval:
+                    raise ConnectionError("redis did not answer PING") from None
+                if self._writer is not None:
+                    self._writer.write(_command("PING"))
+                continue
             self._dirty.clear()
             wanted = set(self._refcount)
             for abandoned in [c for c in self._waiters if c not in wanted]:

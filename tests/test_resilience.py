@@ -150,6 +150,27 @@ async def test_events_after_a_redis_restart_still_arrive(
     await client.close()
 
 
+async def test_a_frozen_redis_is_detected_and_the_edge_recovers_when_it_thaws(
+    edge_factory: Callable[..., Edge], token: Callable[..., str], private_redis: LocalRedis
+) -> None:
+    edge = edge_factory(redis_url=private_redis.url, PUBSUB_PING_INTERVAL_SECONDS="0.3")
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    assert private_redis.process is not None
+    private_redis.process.send_signal(signal.SIGSTOP)  # alive, connected, and silent
+    try:
+        await eventually(lambda: "redis did not answer PING" in edge.log_text())
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    ui = UIManager(
+        Recipient.user(user),
+        log=EventLog(redis.Redis.from_url(private_redis.url), Retention(1000, 3600)),
+    )
+    event_id = ui.refresh()
+    assert [f["id"] for f in await client.events(1, timeout=20)] == [event_id]
+    await client.close()
+
+
 async def test_sigterm_closes_every_socket_with_1012_and_exits_promptly(
     edge_factory: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
