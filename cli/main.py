@@ -67,6 +67,13 @@ def _run(args: argparse.Namespace) -> int:
     return run(get_settings(), edge_port=args.edge_port)
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from core.migrate import migrate
+
+    migrate(args.database_url or get_settings().database_url)
+    return 0
+
+
 def _redis(args: argparse.Namespace) -> int:
     """Run a local Redis in the foreground (what `make run` does when none answers)."""
     from pathlib import Path
@@ -117,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole system in the foreground")
     run.add_argument("--edge-port", type=int, default=8001)
     run.set_defaults(handler=_run)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
+    migrate.add_argument("--database-url", help="default: DATABASE_URL")
+    migrate.set_defaults(handler=_migrate)
 
     redis_server = commands.add_parser("redis", help="run a local Redis in the foreground")
     redis_server.add_argument("--port", type=int, default=6379)
