@@ -1,0 +1,17 @@
+"""`uvicorn stripe_local.main:app` (or `insight stripe-server`): configured from the environment.
+
+STRIPE_LOCAL_WEBHOOK_URL is where events are posted (the job API's /api/v1/webhooks/stripe),
+signed with STRIPE_WEBHOOK_SECRET.
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.config import get_settings
+from stripe_local.app import StripeLocal
+
+app = StripeLocal(
+    os.environ.get("STRIPE_LOCAL_WEBHOOK_URL"),
+    get_settings().stripe_webhook_secret.get_secret_value(),
+).app
