@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: SecretStr = SecretStr(DEV_STRIPE_WEBHOOK_SECRET)
+    stripe_timeout_seconds: float = Field(20.0, gt=0)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 

@@ -8,6 +8,7 @@ it) come from `event_json_schema()`.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
@@ -78,8 +79,24 @@ UIEvent = Annotated[Redirect | Toast | Refresh | Update | Modal, Field(discrimin
 _adapter: TypeAdapter[UIEvent] = TypeAdapter(UIEvent)
 
 
+# Keys a producer may add beside an event's own, like the `id` the log adds: they tell the page
+# which job (and which API request) an event is about, without changing the seed's shapes.
+CONTEXT_KEYS = frozenset({"jobId", "requestId"})
+
+
+def encode_context(context: dict[str, str]) -> str:
+    """The context as JSON members to put before an event's own (`"jobId":"…",`), validated."""
+    unknown = set(context) - CONTEXT_KEYS
+    if unknown:
+        raise ValueError(f"unknown context keys {sorted(unknown)}; allowed: {sorted(CONTEXT_KEYS)}")
+    for key, value in context.items():
+        if not isinstance(value, str) or not 0 < len(value) <= 200:
+            raise ValueError(f"context {key} must be a string of 1-200 characters")
+    return "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in sorted(context.items()))
+
+
 def parse_event(value: Any) -> Redirect | Toast | Refresh | Update | Modal:
-    """Validate a dict (for example a received frame, minus its `id`) into an event."""
+    """Validate a dict (a received frame without `id` and context keys) into an event."""
     return _adapter.validate_python(value)
 
 

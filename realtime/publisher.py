@@ -10,6 +10,7 @@ children each get their own); the async twin keeps one client per event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import weakref
 from collections.abc import Coroutine
 from functools import lru_cache
@@ -31,6 +32,7 @@ from realtime.events import (
     Toast,
     ToastVariant,
     Update,
+    encode_context,
     encode_event,
 )
 
@@ -75,6 +77,17 @@ class _Manager(Generic[Result]):
 
     def __init__(self, recipient: Recipient) -> None:
         self.recipient = recipient
+        self._context = ""
+
+    def with_context(self, **context: str) -> Self:
+        """A copy whose events also carry these keys, e.g. `jobId=...` for events about a job."""
+        twin = copy.copy(self)
+        twin._context = encode_context(context)
+        return twin
+
+    def _body(self, event: AnyEvent) -> str:
+        body = encode_event(event)
+        return "{" + self._context + body[1:] if self._context else body
 
     @classmethod
     def for_user(cls, user_id: str | int) -> Self:
@@ -139,7 +152,7 @@ class UIManager(_Manager[str]):
         log = self._log or default_event_log()
         return log.append(
             self.recipient,
-            encode_event(event),
+            self._body(event),
             ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
             coalesce_key=coalesce_key,
         )
@@ -159,7 +172,7 @@ class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
         log = self._log or default_async_event_log()
         return await log.append(
             self.recipient,
-            encode_event(event),
+            self._body(event),
             ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
             coalesce_key=coalesce_key,
         )

@@ -230,3 +230,20 @@ def test_importing_the_publisher_imports_no_web_framework_and_starts_nothing() -
         check=False,
     )  # fmt: skip
     assert result.stdout.strip() == "ok", result.stderr
+
+
+async def test_events_about_a_job_carry_its_id_beside_the_seed_keys(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    ui = UIManager.for_user(user).with_context(jobId="job-17")
+    event_id = ui.show_toast("Order created", "Order #17 was created", "success")
+    [frame] = await client.events(1)
+    assert frame == {
+        "id": event_id, "jobId": "job-17", "type": "ui_toast", "title": "Order created",
+        "description": "Order #17 was created", "variant": "success",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="unknown context"):
+        UIManager.for_user(user).with_context(type="ui_refresh")
+    await client.close()

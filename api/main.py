@@ -1,0 +1,59 @@
+"""The job API: `uvicorn api.main:app` (port 8000). HTTP only; the work happens in workers/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+from fastapi import FastAPI, Request, Response
+
+from api.routes import health, jobs, metrics, orders, payments, webhooks
+from core.config import get_settings
+from core.logging import configure_logging
+
+MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app.state.settings = settings
+    app.state.redis = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+    )
+    yield
+    await app.state.redis.aclose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Insight job API",
+        description="Submit long jobs; their progress and outcome reach the user's page "
+        "through the realtime edge (WebSocket /api/v1/insight).",
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """One id per request (X-Request-ID if the caller sent a sane one) for logs and jobs."""
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    for router in (orders.router, payments.router, metrics.router, jobs.router, webhooks.router):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

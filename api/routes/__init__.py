@@ -1,0 +1,1 @@
+"""The job API's routers, one module per resource."""

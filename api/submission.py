@@ -1,0 +1,109 @@
+"""Accepting a job: one row committed, then one message enqueued, answered with 202.
+
+The order matters: the worker may pick the message up at once, so the rows it will load must
+already be committed. An Idempotency-Key makes a repeated submission return the first job;
+the same key with a different body is refused rather than silently answered with a job that
+does something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import HTTPException, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.models import Job, Payment
+from core.security import Identity
+from workers.celery_app import app as celery
+
+logger = logging.getLogger(__name__)
+
+TASKS = {"order": ("orders.create", "orders"), "payment": ("payments.charge", "payments"),
+         "metrics": ("metrics.recalculate", "metrics")}  # fmt: skip
+
+
+def submit(
+    session: Session,
+    user: Identity,
+    kind: str,
+    body: dict[str, Any],
+    idempotency_key: str | None,
+    correlation_id: str | None,
+    *,
+    business_id: str | None = None,
+    add_rows: Callable[[Job], None] | None = None,
+) -> Job:
+    """Store and enqueue a job (or find the one this Idempotency-Key already made)."""
+    fingerprint = hashlib.sha256(
+        json.dumps({"kind": kind, "body": body}, sort_keys=True).encode()
+    ).hexdigest()
+    if idempotency_key is not None:
+        earlier = _earlier(session, user.user_id, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier
+    job = Job(
+        id=str(uuid.uuid4()), kind=kind, user_id=user.user_id,
+        business_id=business_id if business_id is not None else user.business_id,
+        status="queued", request=body, request_hash=fingerprint,
+        idempotency_key=idempotency_key, correlation_id=correlation_id, deliveries=0,
+        notified=False,
+    )  # fmt: skip
+    session.add(job)
+    if add_rows is not None:
+        add_rows(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key won the race: answer with its job.
+        earlier = _earlier(session, user.user_id, idempotency_key, fingerprint)
+        if earlier is None:
+            raise
+        return earlier
+    task, queue = TASKS[kind]
+    try:
+        celery.send_task(task, args=[job.id], queue=queue,
+                         headers={"correlation_id": correlation_id})  # fmt: skip
+    except Exception as error:
+        logger.error("could not enqueue", extra={"job_id": job.id, "error": repr(error)})
+        session.execute(delete(Payment).where(Payment.job_id == job.id))
+        session.execute(delete(Job).where(Job.id == job.id))
+        session.commit()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the job queue is unavailable; try again"
+        ) from error
+    logger.info("job accepted", extra={"job_id": job.id, "kind": kind, "user_id": user.user_id})
+    return job
+
+
+def _earlier(session: Session, user_id: str, key: str, fingerprint: str) -> Job | None:
+    job = session.scalars(
+        select(Job).where(Job.user_id == user_id, Job.idempotency_key == key)
+    ).one_or_none()
+    if job is not None and job.request_hash != fingerprint:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "Idempotency-Key was already used with a different request body",
+        )
+    return job
+
+
+def accepted(job: Job) -> JSONResponse:
+    """The 202 answer, with Location pointing at the job's status."""
+    url = f"/api/v1/jobs/{job.id}"
+    return JSONResponse(
+        {"job_id": job.id, "status": job.status, "status_url": url},
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": url},
+    )

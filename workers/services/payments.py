@@ -1,0 +1,156 @@
+"""Charge an order with Stripe, at most once per job, however often the job runs.
+
+The Idempotency-Key sent to Stripe is derived from the job and stored on the payment row
+before the first call, so a retried or redelivered job repeats the same request and Stripe
+answers it from its idempotency cache instead of charging again; that also covers a response
+lost after the charge was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import get_settings
+from core.models import PAYMENT_STATUSES, Order, Payment
+
+
+class TransientPaymentError(Exception):
+    """Stripe was unreachable, rate-limited or failing: try the same request again later."""
+
+
+class PaymentRejected(Exception):
+    """Stripe refused the request for a reason retrying cannot fix."""
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    id: int
+    order_id: int
+    amount: int
+    currency: str
+    payment_method: str
+    success_url: str
+    idempotency_key: str
+    status: str
+    failure_reason: str | None
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    succeeded: bool
+    payment_intent_id: str | None
+    failure_reason: str | None = None
+    decline_code: str | None = None
+
+
+@lru_cache(maxsize=1)
+def stripe_client() -> stripe.StripeClient:
+    """One client per process; retries are the task's business, not the HTTP client's."""
+    settings = get_settings()
+    key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None
+    if not key:
+        raise PaymentRejected("STRIPE_API_KEY is not configured")
+    return stripe.StripeClient(
+        key,
+        base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else {},
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+def _payment(session: Session, job_id: str) -> Payment:
+    payment = session.scalars(
+        select(Payment).where(Payment.job_id == job_id).with_for_update()
+    ).one_or_none()
+    if payment is None:
+        raise PaymentRejected(f"no payment for job {job_id}")
+    return payment
+
+
+def prepare(session: Session, job_id: str) -> PaymentView:
+    """Fix the Idempotency-Key before any call to Stripe (committed by the caller's session)."""
+    payment = _payment(session, job_id)
+    if payment.idempotency_key is None:
+        payment.idempotency_key = f"insight-payment-{job_id}"
+    advance(payment, "processing")
+    return PaymentView(
+        payment.id, payment.order_id, payment.amount, payment.currency, payment.payment_method,
+        payment.success_url, payment.idempotency_key, payment.status, payment.failure_reason,
+    )  # fmt: skip
+
+
+def charge(client: stripe.StripeClient, payment: PaymentView, job_id: str) -> ChargeOutcome:
+    """Create and confirm the PaymentIntent; a decline is an outcome, not an error."""
+    try:
+        intent = client.v1.payment_intents.create(
+            params={
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "payment_method": payment.payment_method,
+                "confirm": True,
+                "payment_method_types": ["card"],
+                "metadata": {"payment_id": str(payment.id), "order_id": str(payment.order_id),
+                             "job_id": job_id},
+            },  # fmt: skip
+            options={"idempotency_key": payment.idempotency_key},
+        )
+    except stripe.CardError as error:
+        intent_id = error.error.payment_intent.id if error.error and error.error.payment_intent else None
+        return ChargeOutcome(
+            succeeded=False,
+            payment_intent_id=intent_id,
+            failure_reason=error.user_message or "The card was declined.",
+            decline_code=error.error.decline_code if error.error else None,
+        )
+    except (stripe.RateLimitError, stripe.APIConnectionError) as error:
+        raise TransientPaymentError(type(error).__name__) from error
+    except stripe.IdempotencyError as error:
+        if error.http_status == 409:  # the same request is still running at Stripe
+            raise TransientPaymentError("idempotent request in progress") from error
+        raise PaymentRejected(error.user_message or "idempotency conflict") from error
+    except stripe.APIError as error:
+        if error.http_status is None or error.http_status >= 500:
+            raise TransientPaymentError(f"Stripe answered {error.http_status}") from error
+        raise PaymentRejected(error.user_message or "Stripe refused the payment") from error
+    except stripe.StripeError as error:
+        raise PaymentRejected(error.user_message or type(error).__name__) from error
+    if intent.status == "succeeded":
+        return ChargeOutcome(succeeded=True, payment_intent_id=intent.id)
+    reason = (intent.last_payment_error or {}).get("message") if intent.last_payment_error else None
+    return ChargeOutcome(False, intent.id, reason or f"payment {intent.status}")
+
+
+def advance(payment: Payment, status: str) -> bool:
+    """Move a payment's state forward only; returns whether it moved."""
+    if PAYMENT_STATUSES.index(status) <= PAYMENT_STATUSES.index(payment.status):
+        return False
+    payment.status = status
+    return True
+
+
+def record(session: Session, job_id: str, outcome: ChargeOutcome) -> Payment:
+    """Store Stripe's answer on the payment (and mark the order paid on success)."""
+    payment = _payment(session, job_id)
+    if outcome.payment_intent_id and payment.stripe_payment_intent_id is None:
+        payment.stripe_payment_intent_id = outcome.payment_intent_id
+    if outcome.succeeded:
+        mark_paid(session, payment)
+    elif advance(payment, "failed"):
+        payment.failure_reason = outcome.failure_reason
+    return payment
+
+
+def mark_paid(session: Session, payment: Payment) -> bool:
+    """Payment succeeded: the payment and its order say so (whoever learns it first)."""
+    moved = advance(payment, "succeeded")
+    if moved:
+        payment.failure_reason = None
+        order = session.get(Order, payment.order_id)
+        if order is not None:
+            order.status = "paid"
+    return moved

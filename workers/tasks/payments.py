@@ -1,0 +1,39 @@
+"""payments.charge: charge an order through Stripe, then toast and redirect, or explain."""
+
+from __future__ import annotations
+
+from core.db import session_scope
+from workers import announce
+from workers.celery_app import app
+from workers.reliability import TIME_LIMITS
+from workers.services import jobs, payments
+from workers.tasks.base import JobTask, finish
+
+LIMIT = TIME_LIMITS["payments"]
+
+
+@app.task(name="payments.charge", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
+def charge_payment(job_id: str) -> None:
+    with session_scope() as session:
+        job = jobs.begin(session, job_id)
+    if not job.finished:
+        announce.progress(job, 10)
+        with session_scope() as session:
+            payment = payments.prepare(session, job_id)  # the Idempotency-Key is committed here
+        announce.progress(job, 30)
+        try:
+            outcome = payments.charge(payments.stripe_client(), payment, job_id)
+        except payments.PaymentRejected as rejected:
+            outcome = payments.ChargeOutcome(False, None, str(rejected))
+        with session_scope() as session:
+            recorded = payments.record(session, job_id, outcome)
+            result = {
+                "order_id": str(payment.order_id), "payment_id": str(payment.id),
+                "payment_intent_id": recorded.stripe_payment_intent_id,
+                "success_url": payment.success_url, "decline_code": outcome.decline_code,
+            }  # fmt: skip
+            if recorded.status == "succeeded":
+                job = jobs.succeed(session, job_id, result)
+            else:
+                job = jobs.fail(session, job_id, recorded.failure_reason or "declined", result)
+    finish(job)
