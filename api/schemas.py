@@ -62,7 +62,9 @@ class OrderIn(_Body):
 class PaymentIn(_Body):
     order_id: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
     payment_method: str = Field(min_length=4, max_length=100, pattern=r"^pm_[A-Za-z0-9_]+$")
-    success_url: Annotated[str, Field(max_length=2048), AfterValidator(_relative_path)] | None = None
+    success_url: Annotated[str, Field(max_length=2048), AfterValidator(_relative_path)] | None = (
+        None
+    )
 
 
 class MetricsIn(_Body):

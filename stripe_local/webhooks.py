@@ -44,8 +44,9 @@ class WebhookSender:
             "request": {"id": None, "idempotency_key": None},
         }  # fmt: skip
         payload = json.dumps(event).encode()
-        self.events[event["id"]] = payload
-        self._post_later(event["id"], payload)
+        event_id = str(event["id"])
+        self.events[event_id] = payload
+        self._post_later(event_id, payload)
 
     def resend(self, event_id: str) -> bool:
         payload = self.events.get(event_id)
@@ -62,7 +63,8 @@ class WebhookSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, event_id: str, payload: bytes) -> None:
-        assert self.url is not None and self.secret is not None
+        assert self.url is not None
+        assert self.secret is not None
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=10)
         delay = 0.2

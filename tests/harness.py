@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import websockets
@@ -51,28 +51,26 @@ def token_for(settings: Settings, user: str, business: str | None = None, ttl: i
 
 
 @dataclass
-class Edge:
-    """A `uvicorn realtime.main:app` process."""
+class ServerProcess:
+    """`uvicorn <app>` on a free port, logging to a file, ready when its probe answers 200."""
 
+    app: str
     port: int
     env: dict[str, str]
     log_path: Path
     extra_args: tuple[str, ...] = ()
+    ready_path: str = "/readyz"
     process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/insight"
 
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Edge:
+    def start(self) -> Self:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "uvicorn", "realtime.main:app",
+                    sys.executable, "-m", "uvicorn", self.app,
                     "--host", "127.0.0.1", "--port", str(self.port),
                     "--timeout-graceful-shutdown", "5",
                     *self.extra_args,
@@ -87,14 +85,14 @@ class Edge:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"edge exited early:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.app} exited early:\n{self.log_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.http_url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.http_url + self.ready_path, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"edge not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"{self.app} not ready in {timeout}s:\n{self.log_text()[-3000:]}")
 
     def terminate(self) -> int:
         """SIGTERM, as an orchestrator would; returns the exit status."""
@@ -107,17 +105,25 @@ class Edge:
             self.process.kill()
             self.process.wait(10)
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Edge(ServerProcess):
+    """The realtime edge."""
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/insight"
+
     def connection_count(self) -> int:
         body = httpx.get(f"{self.http_url}/readyz", timeout=5).json()
         return int(body["connections"])
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-
-def start_edge(redis_url: str, log_dir: Path, *uvicorn_args: str, **env_overrides: str) -> Edge:
-    port = free_port()
-    env = {
+def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of every process under test: test secrets and the private Redis."""
+    return {
         **os.environ,
         "ENVIRONMENT": "test",
         "REDIS_URL": redis_url,
@@ -126,9 +132,14 @@ def start_edge(redis_url: str, log_dir: Path, *uvicorn_args: str, **env_override
         "JWT_ISSUER": TEST_ISSUER,
         "STRIPE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
         "LOG_LEVEL": "INFO",
-        **env_overrides,
+        **overrides,
     }
-    return Edge(port, env, log_dir / f"edge-{port}.log", uvicorn_args).start()
+
+
+def start_edge(redis_url: str, log_dir: Path, *uvicorn_args: str, **env_overrides: str) -> Edge:
+    port = free_port()
+    env = base_env(redis_url, **env_overrides)
+    return Edge("realtime.main:app", port, env, log_dir / f"edge-{port}.log", uvicorn_args).start()
 
 
 @dataclass

@@ -43,9 +43,7 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
             ui.show_toast("Order failed", f"The order could not be created: {job.error}", "error")
     elif job.kind == "payment":
         if job.status == "succeeded":
-            ui.show_toast(
-                "Payment received", f"Order #{result['order_id']} is paid", "success"
-            )
+            ui.show_toast("Payment received", f"Order #{result['order_id']} is paid", "success")
             ui.redirect(result.get("success_url") or DEFAULT_SUCCESS_URL)
         else:
             ui.show_toast("Payment failed", job.error or "The payment failed", "error")

@@ -1,7 +1,7 @@
 """The one Celery app: queues orders, payments and metrics, routed by task name.
 
-    celery -A workers worker -Q orders      # one worker per queue in production
-    celery -A workers beat                  # the periodic metrics push
+celery -A workers worker -Q orders      # one worker per queue in production
+celery -A workers beat                  # the periodic metrics push
 """
 
 from __future__ import annotations

@@ -21,6 +21,6 @@ def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     if job is None or job.user_id != user.user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return JobOut(
-        job_id=job.id, kind=job.kind, status=job.status, result=job.result,  # type: ignore[arg-type]
+        job_id=job.id, kind=job.kind, status=job.status, result=job.result,
         error=job.error, created_at=job.created_at, updated_at=job.updated_at,
     )  # fmt: skip

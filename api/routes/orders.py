@@ -41,7 +41,7 @@ def create_order(
 
 def order_out(order: Order) -> OrderOut:
     return OrderOut(
-        order_id=str(order.id), status=order.status, currency=order.currency,  # type: ignore[arg-type]
+        order_id=str(order.id), status=order.status, currency=order.currency,
         total_amount=order.total_amount, business_id=order.business_id,
         created_at=order.created_at,
         items=[OrderItemOut(sku=i.sku, name=i.name, quantity=i.quantity, unit_amount=i.unit_amount)

@@ -60,6 +60,9 @@ def create_payment(
 
 def _same_key_used(session: SessionDep, user_id: str, key: str) -> bool:
     """A repeated Idempotency-Key is answered by submit(), even once the order is paid."""
-    return session.scalars(
-        select(Job.id).where(Job.user_id == user_id, Job.idempotency_key == key)
-    ).first() is not None
+    return (
+        session.scalars(
+            select(Job.id).where(Job.user_id == user_id, Job.idempotency_key == key)
+        ).first()
+        is not None
+    )

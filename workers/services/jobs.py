@@ -76,7 +76,9 @@ def succeed(session: Session, job_id: str, result: dict[str, Any]) -> JobView:
     return JobView.of(job)
 
 
-def fail(session: Session, job_id: str, reason: str, result: dict[str, Any] | None = None) -> JobView:
+def fail(
+    session: Session, job_id: str, reason: str, result: dict[str, Any] | None = None
+) -> JobView:
     job = _locked(session, job_id)
     if job.status != "succeeded":
         job.status, job.error = "failed", reason

@@ -17,7 +17,9 @@ def windows(now: datetime) -> dict[str, datetime]:
     return {"today": midnight, "7d": now - timedelta(days=7), "30d": now - timedelta(days=30)}
 
 
-def business_metrics(session: Session, business_id: str, now: datetime | None = None) -> dict[str, Any]:
+def business_metrics(
+    session: Session, business_id: str, now: datetime | None = None
+) -> dict[str, Any]:
     """Figures per window; money per currency, in minor units."""
     now = now or datetime.now(UTC)
     figures: dict[str, Any] = {}

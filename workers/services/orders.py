@@ -26,9 +26,11 @@ def create_order(session: Session, job_id: str) -> OrderView:
     assert job is not None
     items = [
         OrderItem(
-            sku=item["sku"], name=item["name"], quantity=int(item["quantity"]),
+            sku=item["sku"],
+            name=item["name"],
+            quantity=int(item["quantity"]),
             unit_amount=int(item["unit_amount"]),
-        )  # fmt: skip
+        )
         for item in job.request["items"]
     ]
     order = Order(

@@ -93,14 +93,20 @@ def charge(client: stripe.StripeClient, payment: PaymentView, job_id: str) -> Ch
                 "currency": payment.currency,
                 "payment_method": payment.payment_method,
                 "confirm": True,
-                "payment_method_types": ["card"],
-                "metadata": {"payment_id": str(payment.id), "order_id": str(payment.order_id),
-                             "job_id": job_id},
-            },  # fmt: skip
+                # Server-side confirmation: no redirect-based methods, so no return_url needed.
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                "metadata": {
+                    "payment_id": str(payment.id),
+                    "order_id": str(payment.order_id),
+                    "job_id": job_id,
+                },
+            },
             options={"idempotency_key": payment.idempotency_key},
         )
     except stripe.CardError as error:
-        intent_id = error.error.payment_intent.id if error.error and error.error.payment_intent else None
+        intent_id = (
+            error.error.payment_intent.id if error.error and error.error.payment_intent else None
+        )
         return ChargeOutcome(
             succeeded=False,
             payment_intent_id=intent_id,
@@ -121,7 +127,7 @@ def charge(client: stripe.StripeClient, payment: PaymentView, job_id: str) -> Ch
         raise PaymentRejected(error.user_message or type(error).__name__) from error
     if intent.status == "succeeded":
         return ChargeOutcome(succeeded=True, payment_intent_id=intent.id)
-    reason = (intent.last_payment_error or {}).get("message") if intent.last_payment_error else None
+    reason = intent.last_payment_error.message if intent.last_payment_error else None
     return ChargeOutcome(False, intent.id, reason or f"payment {intent.status}")
 
 

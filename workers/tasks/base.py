@@ -18,7 +18,12 @@ from workers.services.payments import TransientPaymentError
 logger = logging.getLogger(__name__)
 
 # Errors that a later attempt may not meet: a database or Redis blip, Stripe unavailable.
-TRANSIENT_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, TransientPaymentError)
+TRANSIENT_ERRORS = (
+    OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    TransientPaymentError,
+)
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -31,13 +36,13 @@ class JobTask(Task):  # type: ignore[misc]
     retry_jitter = True
     max_retries = reliability.MAX_RETRIES
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         job_id = args[0] if args else kwargs.get("job_id")
         if job_id is None:
             return
-        logger.error(
-            "job failed", extra={"job_id": job_id, "task_id": task_id, "error": repr(exc)}
-        )
+        logger.error("job failed", extra={"job_id": job_id, "task_id": task_id, "error": repr(exc)})
         try:
             with session_scope() as session:
                 job = jobs.fail(session, job_id, f"internal error: {type(exc).__name__}")

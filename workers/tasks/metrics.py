@@ -12,13 +12,17 @@ from workers.tasks.base import JobTask, finish
 LIMIT = TIME_LIMITS["metrics"]
 
 
-@app.task(name="metrics.recalculate", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
+@app.task(
+    name="metrics.recalculate", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard
+)
 def recalculate(job_id: str) -> None:
     with session_scope() as session:
         job = jobs.begin(session, job_id)
         figures = metrics.business_metrics(session, job.business_id) if job.business_id else None
         if not job.finished and figures is not None:
-            job = jobs.succeed(session, job_id, {"business_id": job.business_id, "metrics": figures})
+            job = jobs.succeed(
+                session, job_id, {"business_id": job.business_id, "metrics": figures}
+            )
         elif not job.finished:
             job = jobs.fail(session, job_id, "the job names no business")
     finish(job, figures)
@@ -28,7 +32,9 @@ def recalculate(job_id: str) -> None:
 def push_all() -> int:
     """Fresh figures to every business with recent orders; returns how many were pushed."""
     with session_scope() as session:
-        figures = {b: metrics.business_metrics(session, b) for b in metrics.active_businesses(session)}
+        figures = {
+            b: metrics.business_metrics(session, b) for b in metrics.active_businesses(session)
+        }
     for business_id, values in figures.items():
         announce.push_metrics(business_id, values)
     return len(figures)

@@ -1,0 +1,178 @@
+"""The job system's real processes for tests: a database (SQLite file or a fresh PostgreSQL
+database), the local Stripe server, the job API and a Celery worker."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from cli.local_redis import free_port
+from core.migrate import migrate
+from tests.harness import ROOT, Edge, ServerProcess
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+STRIPE_TEST_KEY = "sk_test_insight_tests_0123456789"
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, directory: Path) -> Any:
+    """A migrated, empty database of `backend`; dropped afterwards."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / f'insight-{uuid.uuid4().hex[:8]}.db'}"
+        migrate(url)
+        yield url
+        return
+    name = f"insight_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Worker:
+    """`celery -A workers worker` for all three queues, one pool process."""
+
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        name = f"test-{uuid.uuid4().hex[:6]}@%h"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "workers", "worker",
+                    "-Q", "orders,payments,metrics", "-c", "1", "-P", "prefork", "-n", name,
+                    "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+                ],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log_text():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def pool_pids(self) -> list[int]:
+        """The pool processes (children of the main worker process) that run the tasks."""
+        assert self.process is not None
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Stack:
+    """Everything a job needs, plus the edge its events reach."""
+
+    database_url: str
+    api: ServerProcess
+    stripe: ServerProcess
+    worker: Worker
+    edge: Edge
+
+    def post(self, path: str, token: str, body: Any = None, **headers: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.api.http_url}/api/v1{path}", json=body, timeout=10,
+            headers={"Authorization": f"Bearer {token}", **headers},
+        )  # fmt: skip
+
+    def get(self, path: str, token: str) -> httpx.Response:
+        return httpx.get(
+            f"{self.api.http_url}/api/v1{path}", timeout=10,
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+
+    def stripe_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = httpx.get(f"{self.stripe.http_url}/_insight/state").json()
+        return state
+
+    def stripe_fault(self, kind: str, count: int = 1, delay_seconds: float = 0) -> None:
+        httpx.post(
+            f"{self.stripe.http_url}/_insight/faults",
+            json={"kind": kind, "count": count, "delay_seconds": delay_seconds},
+        ).raise_for_status()
+
+    def charges_for_job(self, job_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.stripe_state()["charges"] if c["metadata"].get("job_id") == job_id]
+
+    def wait_job(self, job_id: str, token: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll GET /jobs/{id} (the API's own contract) until the job has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = self.get(f"/jobs/{job_id}", token).json()
+            if job["status"] in ("succeeded", "failed"):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+            time.sleep(0.05)
+
+
+def start_stack(redis_url: str, database_url: str, edge: Edge, log_dir: Path) -> Stack:
+    from tests.harness import base_env
+
+    api_port, stripe_port = free_port(), free_port()
+    env = base_env(
+        redis_url,
+        DATABASE_URL=database_url,
+        STRIPE_API_KEY=STRIPE_TEST_KEY,
+        STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
+        STRIPE_TIMEOUT_SECONDS="2",
+        STRIPE_LOCAL_WEBHOOK_URL=f"http://127.0.0.1:{api_port}/api/v1/webhooks/stripe",
+    )
+    started: list[Any] = []
+    try:
+        stripe = ServerProcess(
+            "stripe_local.main:app", stripe_port, env, log_dir / f"stripe-{stripe_port}.log",
+            ready_path="/healthz",
+        ).start()  # fmt: skip
+        started.append(stripe)
+        api = ServerProcess("api.main:app", api_port, env, log_dir / f"api-{api_port}.log").start()
+        started.append(api)
+        worker = Worker(env, log_dir / f"worker-{api_port}.log").start()
+        started.append(worker)
+    except BaseException:
+        for process in started:
+            process.stop()
+        raise
+    return Stack(database_url, api, stripe, worker, edge)
