@@ -62,9 +62,21 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cli.supervisor import run
+    from cli.supervisor import Ports, run
 
-    return run(get_settings(), edge_port=args.edge_port)
+    return run(get_settings(), Ports(api=args.api_port, edge=args.edge_port))
+
+
+def _stripe_server(args: argparse.Namespace) -> int:
+    """The local Stripe-compatible server in the foreground."""
+    import os
+
+    import uvicorn
+
+    if args.webhook_url:
+        os.environ["STRIPE_LOCAL_WEBHOOK_URL"] = args.webhook_url
+    uvicorn.run("stripe_local.main:app", host=args.host, port=args.port)
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -122,8 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(handler=_publish)
 
     run = commands.add_parser("run", help="run the whole system in the foreground")
+    run.add_argument("--api-port", type=int, default=8000)
     run.add_argument("--edge-port", type=int, default=8001)
     run.set_defaults(handler=_run)
+
+    stripe_server = commands.add_parser(
+        "stripe-server", help="run the local Stripe-compatible server (development, tests)"
+    )
+    stripe_server.add_argument("--host", default="127.0.0.1")
+    stripe_server.add_argument("--port", type=int, default=12111)
+    stripe_server.add_argument(
+        "--webhook-url", help="where to post signed events (default: STRIPE_LOCAL_WEBHOOK_URL)"
+    )
+    stripe_server.set_defaults(handler=_stripe_server)
 
     migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.add_argument("--database-url", help="default: DATABASE_URL")

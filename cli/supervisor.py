@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cli.local_redis import LocalRedis, answers, is_local
-from core.config import Settings
+from core.config import DEV_STRIPE_API_KEY, Settings
+from core.migrate import migrate
 
 COLOURS = ["36", "35", "33", "32", "34", "31", "96", "95"]
 
@@ -29,20 +30,54 @@ class Service:
     argv: list[str]
 
 
-def services(settings: Settings, edge_port: int) -> list[Service]:
-    """Every long-running process of the system, in start order."""
-    python = sys.executable
+@dataclass(frozen=True)
+class Ports:
+    api: int = 8000
+    edge: int = 8001
+    stripe: int = 12111
+
+
+def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
     return [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--timeout-graceful-shutdown", "5", *extra,
+    ]  # fmt: skip
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers", *args, "-l", "INFO"]
+
+
+def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service]]:
+    """The environment every process shares, and the processes, in start order.
+
+    Without STRIPE_API_KEY the local Stripe-compatible server is started and everything is
+    pointed at it, webhooks included.
+    """
+    env: dict[str, str] = {}
+    services = [
+        Service("api", _uvicorn("api.main:app", ports.api)),
         Service(
             "edge",
-            [
-                python, "-m", "uvicorn", "realtime.main:app",
-                "--host", "127.0.0.1", "--port", str(edge_port),
-                "--ws-max-size", str(settings.ws_max_message_bytes),
-                "--timeout-graceful-shutdown", "5",
-            ],
+            _uvicorn(
+                "realtime.main:app", ports.edge, "--ws-max-size", str(settings.ws_max_message_bytes)
+            ),
         ),
-    ]  # fmt: skip
+        *(
+            Service(
+                f"worker-{queue}",
+                _celery("worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h", "--without-gossip"),
+            )
+            for queue in ("orders", "payments", "metrics")
+        ),
+        Service("beat", _celery("beat", "--schedule", "var/celerybeat-schedule")),
+    ]
+    if settings.stripe_api_key is None:
+        env["STRIPE_API_KEY"] = DEV_STRIPE_API_KEY
+        env["STRIPE_API_BASE"] = f"http://127.0.0.1:{ports.stripe}"
+        env["STRIPE_LOCAL_WEBHOOK_URL"] = f"http://127.0.0.1:{ports.api}/api/v1/webhooks/stripe"
+        services.insert(0, Service("stripe", _uvicorn("stripe_local.main:app", ports.stripe)))
+    return env, services
 
 
 def _pump_output(name: str, colour: str, stream: object, width: int) -> None:
@@ -55,9 +90,11 @@ def _pump_output(name: str, colour: str, stream: object, width: int) -> None:
         sys.stdout.flush()
 
 
-def run(settings: Settings, *, edge_port: int = 8001, var_dir: Path = Path("var")) -> int:
+def run(settings: Settings, ports: Ports, var_dir: Path = Path("var")) -> int:
     """Run everything in the foreground until interrupted; returns an exit status."""
-    env = dict(os.environ)
+    var_dir.mkdir(exist_ok=True)
+    extra_env, services = plan(settings, ports)
+    env = {**os.environ, **extra_env}
     local_redis: LocalRedis | None = None
     if not answers(settings.redis_url):
         if not is_local(settings.redis_url):
@@ -74,9 +111,11 @@ def run(settings: Settings, *, edge_port: int = 8001, var_dir: Path = Path("var"
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    width = max(len(s.name) for s in services(settings, edge_port))
+    migrate(settings.database_url)
+    print(f"database migrated ({settings.database_url.split('@')[-1]})")
+    width = max(len(s.name) for s in services)
     try:
-        for index, service in enumerate(services(settings, edge_port)):
+        for index, service in enumerate(services):
             proc = subprocess.Popen(
                 service.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
@@ -86,7 +125,11 @@ def run(settings: Settings, *, edge_port: int = 8001, var_dir: Path = Path("var"
                 args=(service.name, COLOURS[index % len(COLOURS)], proc.stdout, width),
                 daemon=True,
             ).start()
-        print(f"Insight is running: edge ws://127.0.0.1:{edge_port}/api/v1/insight  (Ctrl-C stops)")
+        print(
+            f"Insight is running (Ctrl-C stops):\n"
+            f"  job API   http://127.0.0.1:{ports.api}/docs\n"
+            f"  edge      ws://127.0.0.1:{ports.edge}/api/v1/insight"
+        )
         while not stopping.is_set():
             for service, proc in procs:
                 if proc.poll() is not None:
