@@ -27,8 +27,11 @@ from workers.celery_app import app as celery
 
 logger = logging.getLogger(__name__)
 
-TASKS = {"order": ("orders.create", "orders"), "payment": ("payments.charge", "payments"),
-         "metrics": ("metrics.recalculate", "metrics")}  # fmt: skip
+TASKS = {
+    "order": ("orders.create", "orders"),
+    "payment": ("payments.charge", "payments"),
+    "metrics": ("metrics.recalculate", "metrics"),
+}
 
 
 def submit(
@@ -51,12 +54,18 @@ def submit(
         if earlier is not None:
             return earlier
     job = Job(
-        id=str(uuid.uuid4()), kind=kind, user_id=user.user_id,
+        id=str(uuid.uuid4()),
+        kind=kind,
+        user_id=user.user_id,
         business_id=business_id if business_id is not None else user.business_id,
-        status="queued", request=body, request_hash=fingerprint,
-        idempotency_key=idempotency_key, correlation_id=correlation_id, deliveries=0,
+        status="queued",
+        request=body,
+        request_hash=fingerprint,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        deliveries=0,
         notified=False,
-    )  # fmt: skip
+    )
     session.add(job)
     if add_rows is not None:
         add_rows(job)
@@ -73,8 +82,9 @@ def submit(
         return earlier
     task, queue = TASKS[kind]
     try:
-        celery.send_task(task, args=[job.id], queue=queue,
-                         headers={"correlation_id": correlation_id})  # fmt: skip
+        celery.send_task(
+            task, args=[job.id], queue=queue, headers={"correlation_id": correlation_id}
+        )
     except Exception as error:
         logger.error("could not enqueue", extra={"job_id": job.id, "error": repr(error)})
         session.execute(delete(Payment).where(Payment.job_id == job.id))

@@ -35,13 +35,17 @@ SUCCEEDING_METHODS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_
 DECLINING_METHODS = {
     "pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
     "pm_card_chargeDeclinedInsufficientFunds": (
-        "card_declined", "insufficient_funds", "Your card has insufficient funds.",
+        "card_declined",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
     ),
     "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "Your card has expired."),
     "pm_card_chargeDeclinedIncorrectCvc": (
-        "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.",
+        "incorrect_cvc",
+        "incorrect_cvc",
+        "Your card's security code is incorrect.",
     ),
-}  # fmt: skip
+}
 FAULT_KINDS = ("http_500", "http_429", "slow", "lose_response")
 
 
@@ -151,19 +155,24 @@ class StripeLocal:
             saved = self.state.idempotency[slot]
             if saved is None:
                 return stripe_error(
-                    409, "idempotency_error", "A request with this key is in progress.",
+                    409,
+                    "idempotency_error",
+                    "A request with this key is in progress.",
                     code="idempotency_key_in_use",
-                )  # fmt: skip
+                )
             if saved[0] != fingerprint:
                 return stripe_error(
-                    400, "idempotency_error",
+                    400,
+                    "idempotency_error",
                     "Keys for idempotent requests can only be used with the same parameters "
                     "they were first used with.",
-                )  # fmt: skip
+                )
             return Response(
-                saved[2], status_code=saved[1], media_type="application/json",
+                saved[2],
+                status_code=saved[1],
+                media_type="application/json",
                 headers={"Idempotent-Replayed": "true", "Idempotency-Key": idempotency_key},
-            )  # fmt: skip
+            )
         self.state.idempotency[slot] = None
         response: Response = handler(request, params)
         self.state.idempotency[slot] = (fingerprint, response.status_code, bytes(response.body))
@@ -180,13 +189,22 @@ class StripeLocal:
             return stripe_error(400, "invalid_request_error", "Invalid currency", param="currency")
         now = int(time.time())
         intent: dict[str, Any] = {
-            "id": _id("pi"), "object": "payment_intent", "amount": int(amount),
-            "amount_received": 0, "currency": currency.lower(), "status": "requires_payment_method",
-            "payment_method": None, "metadata": params.get("metadata") or {},
-            "description": params.get("description"), "created": now, "livemode": False,
-            "capture_method": "automatic", "confirmation_method": "automatic",
-            "last_payment_error": None, "latest_charge": None,
-        }  # fmt: skip
+            "id": _id("pi"),
+            "object": "payment_intent",
+            "amount": int(amount),
+            "amount_received": 0,
+            "currency": currency.lower(),
+            "status": "requires_payment_method",
+            "payment_method": None,
+            "metadata": params.get("metadata") or {},
+            "description": params.get("description"),
+            "created": now,
+            "livemode": False,
+            "capture_method": "automatic",
+            "confirmation_method": "automatic",
+            "last_payment_error": None,
+            "latest_charge": None,
+        }
         intent["client_secret"] = f"{intent['id']}_secret_{secrets.token_hex(8)}"
         self.state.payment_intents[intent["id"]] = intent
         if params.get("payment_method"):
@@ -202,10 +220,12 @@ class StripeLocal:
             return _no_such(request.path_params["pi"])
         if intent["status"] == "succeeded":
             return stripe_error(
-                400, "invalid_request_error",
+                400,
+                "invalid_request_error",
                 "This PaymentIntent's status is succeeded and cannot be confirmed.",
-                code="payment_intent_unexpected_state", payment_intent=intent,
-            )  # fmt: skip
+                code="payment_intent_unexpected_state",
+                payment_intent=intent,
+            )
         return self._attempt(intent, params.get("payment_method") or intent["payment_method"])
 
     def _retrieve(self, request: Request, _params: dict[str, Any]) -> Response:
@@ -215,21 +235,29 @@ class StripeLocal:
     def _attempt(self, intent: dict[str, Any], method: Any) -> Response:
         if not method:
             return stripe_error(
-                400, "invalid_request_error", "You must provide a payment method.",
+                400,
+                "invalid_request_error",
+                "You must provide a payment method.",
                 param="payment_method",
-            )  # fmt: skip
+            )
         intent["payment_method"] = method
         if method in SUCCEEDING_METHODS:
             charge = {
-                "id": _id("ch"), "amount": intent["amount"], "currency": intent["currency"],
-                "payment_intent": intent["id"], "payment_method": method,
-                "metadata": intent["metadata"], "created": int(time.time()),
-            }  # fmt: skip
+                "id": _id("ch"),
+                "amount": intent["amount"],
+                "currency": intent["currency"],
+                "payment_intent": intent["id"],
+                "payment_method": method,
+                "metadata": intent["metadata"],
+                "created": int(time.time()),
+            }
             self.state.charges.append(charge)
             intent.update(
-                status="succeeded", amount_received=intent["amount"], latest_charge=charge["id"],
+                status="succeeded",
+                amount_received=intent["amount"],
+                latest_charge=charge["id"],
                 last_payment_error=None,
-            )  # fmt: skip
+            )
             self.webhooks.send("payment_intent.succeeded", intent)
             return JSONResponse(intent)
         if method in DECLINING_METHODS:
@@ -242,9 +270,12 @@ class StripeLocal:
             self.webhooks.send("payment_intent.payment_failed", intent)
             return stripe_error(402, "card_error", message, **error, payment_intent=intent)
         return stripe_error(
-            400, "invalid_request_error", f"No such PaymentMethod: '{method}'",
-            code="resource_missing", param="payment_method",
-        )  # fmt: skip
+            400,
+            "invalid_request_error",
+            f"No such PaymentMethod: '{method}'",
+            code="resource_missing",
+            param="payment_method",
+        )
 
     # -- test controls ---------------------------------------------------------------
 

@@ -38,11 +38,16 @@ class WebhookSender:
 
     def send(self, event_type: str, obj: dict[str, Any]) -> None:
         event = {
-            "id": f"evt_{secrets.token_hex(12)}", "object": "event", "type": event_type,
-            "created": int(time.time()), "livemode": False, "api_version": "2024-06-20",
-            "pending_webhooks": 1, "data": {"object": json.loads(json.dumps(obj))},
+            "id": f"evt_{secrets.token_hex(12)}",
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "livemode": False,
+            "api_version": "2024-06-20",
+            "pending_webhooks": 1,
+            "data": {"object": json.loads(json.dumps(obj))},
             "request": {"id": None, "idempotency_key": None},
-        }  # fmt: skip
+        }
         payload = json.dumps(event).encode()
         event_id = str(event["id"])
         self.events[event_id] = payload

@@ -64,12 +64,31 @@ class Worker:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "workers", "worker",
-                    "-Q", "orders,payments,metrics", "-c", "1", "-P", "prefork", "-n", name,
-                    "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    "orders,payments,metrics",
+                    "-c",
+                    "1",
+                    "-P",
+                    "prefork",
+                    "-n",
+                    name,
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "INFO",
                 ],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while " ready." not in self.log_text():
             if self.process.poll() is not None:
@@ -84,8 +103,10 @@ class Worker:
         assert self.process is not None
         out = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return [int(pid) for pid in out.stdout.split()]
 
     def stop(self) -> None:
@@ -113,15 +134,18 @@ class Stack:
 
     def post(self, path: str, token: str, body: Any = None, **headers: str) -> httpx.Response:
         return httpx.post(
-            f"{self.api.http_url}/api/v1{path}", json=body, timeout=10,
+            f"{self.api.http_url}/api/v1{path}",
+            json=body,
+            timeout=10,
             headers={"Authorization": f"Bearer {token}", **headers},
-        )  # fmt: skip
+        )
 
     def get(self, path: str, token: str) -> httpx.Response:
         return httpx.get(
-            f"{self.api.http_url}/api/v1{path}", timeout=10,
+            f"{self.api.http_url}/api/v1{path}",
+            timeout=10,
             headers={"Authorization": f"Bearer {token}"},
-        )  # fmt: skip
+        )
 
     def stripe_state(self) -> dict[str, Any]:
         state: dict[str, Any] = httpx.get(f"{self.stripe.http_url}/_insight/state").json()
@@ -163,9 +187,12 @@ def start_stack(redis_url: str, database_url: str, edge: Edge, log_dir: Path) ->
     started: list[Any] = []
     try:
         stripe = ServerProcess(
-            "stripe_local.main:app", stripe_port, env, log_dir / f"stripe-{stripe_port}.log",
+            "stripe_local.main:app",
+            stripe_port,
+            env,
+            log_dir / f"stripe-{stripe_port}.log",
             ready_path="/healthz",
-        ).start()  # fmt: skip
+        ).start()
         started.append(stripe)
         api = ServerProcess("api.main:app", api_port, env, log_dir / f"api-{api_port}.log").start()
         started.append(api)

@@ -25,10 +25,15 @@ def _ui(job: JobView) -> UIManager:
 def progress(job: JobView, percent: int, status: str = "running") -> None:
     """A ui_update the page can draw as a progress bar."""
     _ui(job).update_ui(
-        {"type": "job_progress", "jobId": job.id, "kind": job.kind, "percent": percent,
-         "status": status},
+        {
+            "type": "job_progress",
+            "jobId": job.id,
+            "kind": job.kind,
+            "percent": percent,
+            "status": status,
+        },
         coalesce_key=f"job:{job.id}",
-    )  # fmt: skip
+    )
 
 
 def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
@@ -49,9 +54,13 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
             ui.show_toast("Payment failed", job.error or "The payment failed", "error")
             ui.show_modal(
                 "payment_failed",
-                {"jobId": job.id, "orderId": result.get("order_id"), "reason": job.error,
-                 "declineCode": result.get("decline_code")},
-            )  # fmt: skip
+                {
+                    "jobId": job.id,
+                    "orderId": result.get("order_id"),
+                    "reason": job.error,
+                    "declineCode": result.get("decline_code"),
+                },
+            )
     elif job.kind == "metrics":
         if job.status == "succeeded" and metrics is not None and job.business_id:
             push_metrics(job.business_id, metrics, job)

@@ -12,15 +12,21 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut,
+    "/jobs/{job_id}",
+    response_model=JobOut,
     responses={401: {"model": Problem}, 404: {"model": Problem}},
-)  # fmt: skip
+)
 def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     """Status, result (an order job's holds `order_id`) and error of one of the caller's jobs."""
     job = session.get(Job, job_id) if len(job_id) <= 36 else None
     if job is None or job.user_id != user.user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return JobOut(
-        job_id=job.id, kind=job.kind, status=job.status, result=job.result,
-        error=job.error, created_at=job.created_at, updated_at=job.updated_at,
-    )  # fmt: skip
+        job_id=job.id,
+        kind=job.kind,
+        status=job.status,
+        result=job.result,
+        error=job.error,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )

@@ -14,13 +14,18 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.post(
-    "/metrics/recalculate", status_code=202, response_model=JobAccepted,
+    "/metrics/recalculate",
+    status_code=202,
+    response_model=JobAccepted,
     responses={401: {"model": Problem}, 403: {"model": Problem}},
-)  # fmt: skip
+)
 def recalculate(
-    user: CurrentUser, session: SessionDep, request: Request, body: MetricsIn | None = None,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    body: MetricsIn | None = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Recompute the caller's business metrics (or the named one, if it is the caller's)."""
     business_id = (body.business_id if body else None) or user.business_id
     if business_id is None:
@@ -31,7 +36,12 @@ def recalculate(
     if business_id != user.business_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "business_id: not the caller's business")
     job = submit(
-        session, user, "metrics", {"business_id": business_id}, idempotency_key,
-        request.state.request_id, business_id=business_id,
-    )  # fmt: skip
+        session,
+        user,
+        "metrics",
+        {"business_id": business_id},
+        idempotency_key,
+        request.state.request_id,
+        business_id=business_id,
+    )
     return accepted(job)

@@ -18,35 +18,53 @@ router = APIRouter(tags=["orders"])
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255,
-           description="Repeat a submission safely: the same key and body return the first job."),
-]  # fmt: skip
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a submission safely: the same key and body return the first job.",
+    ),
+]
 
 
 @router.post(
-    "/orders", status_code=202, response_model=JobAccepted,
+    "/orders",
+    status_code=202,
+    response_model=JobAccepted,
     responses={401: {"model": Problem}, 422: {"description": "Invalid body or reused key"}},
-)  # fmt: skip
+)
 def create_order(
-    body: OrderIn, user: CurrentUser, session: SessionDep, request: Request,
+    body: OrderIn,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Accept an order; a worker creates it and tells the user's page when it is done."""
     job = submit(
-        session, user, "order", body.model_dump(mode="json"), idempotency_key,
+        session,
+        user,
+        "order",
+        body.model_dump(mode="json"),
+        idempotency_key,
         request.state.request_id,
-    )  # fmt: skip
+    )
     return accepted(job)
 
 
 def order_out(order: Order) -> OrderOut:
     return OrderOut(
-        order_id=str(order.id), status=order.status, currency=order.currency,
-        total_amount=order.total_amount, business_id=order.business_id,
+        order_id=str(order.id),
+        status=order.status,
+        currency=order.currency,
+        total_amount=order.total_amount,
+        business_id=order.business_id,
         created_at=order.created_at,
-        items=[OrderItemOut(sku=i.sku, name=i.name, quantity=i.quantity, unit_amount=i.unit_amount)
-               for i in order.items],
-    )  # fmt: skip
+        items=[
+            OrderItemOut(sku=i.sku, name=i.name, quantity=i.quantity, unit_amount=i.unit_amount)
+            for i in order.items
+        ],
+    )
 
 
 @router.get("/orders", response_model=list[OrderOut], responses={401: {"model": Problem}})
@@ -55,16 +73,20 @@ def list_orders(
 ) -> list[OrderOut]:
     """The caller's orders, newest first."""
     orders = session.scalars(
-        select(Order).where(Order.user_id == user.user_id)
-        .options(selectinload(Order.items)).order_by(Order.id.desc()).limit(limit)
-    )  # fmt: skip
+        select(Order)
+        .where(Order.user_id == user.user_id)
+        .options(selectinload(Order.items))
+        .order_by(Order.id.desc())
+        .limit(limit)
+    )
     return [order_out(o) for o in orders]
 
 
 @router.get(
-    "/orders/{order_id}", response_model=OrderOut,
+    "/orders/{order_id}",
+    response_model=OrderOut,
     responses={401: {"model": Problem}, 404: {"model": Problem}},
-)  # fmt: skip
+)
 def get_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderOut:
     """One of the caller's orders (404 for anyone else's)."""
     order = find_own_order(session, order_id, user.user_id)

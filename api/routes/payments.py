@@ -17,14 +17,23 @@ router = APIRouter(tags=["payments"])
 
 
 @router.post(
-    "/payments", status_code=202, response_model=JobAccepted,
-    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
-               422: {"description": "Invalid body or reused key"}},
-)  # fmt: skip
+    "/payments",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        401: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        422: {"description": "Invalid body or reused key"},
+    },
+)
 def create_payment(
-    body: PaymentIn, user: CurrentUser, session: SessionDep, request: Request,
+    body: PaymentIn,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """Charge an order; the page gets a toast and a redirect, or a modal on a decline."""
     order = find_own_order(session, body.order_id, user.user_id)
     payload = body.model_dump(mode="json")
@@ -44,17 +53,28 @@ def create_payment(
     def add_payment(job: Job) -> None:
         session.add(
             Payment(
-                job_id=job.id, order_id=order.id, user_id=user.user_id,
-                business_id=order.business_id, amount=order.total_amount,
-                currency=order.currency, payment_method=body.payment_method,
-                success_url=body.success_url or DEFAULT_SUCCESS_URL, status="pending",
+                job_id=job.id,
+                order_id=order.id,
+                user_id=user.user_id,
+                business_id=order.business_id,
+                amount=order.total_amount,
+                currency=order.currency,
+                payment_method=body.payment_method,
+                success_url=body.success_url or DEFAULT_SUCCESS_URL,
+                status="pending",
             )
-        )  # fmt: skip
+        )
 
     job = submit(
-        session, user, "payment", payload, idempotency_key, request.state.request_id,
-        business_id=order.business_id, add_rows=add_payment,
-    )  # fmt: skip
+        session,
+        user,
+        "payment",
+        payload,
+        idempotency_key,
+        request.state.request_id,
+        business_id=order.business_id,
+        add_rows=add_payment,
+    )
     return accepted(job)
 
 

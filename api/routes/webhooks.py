@@ -32,9 +32,11 @@ async def stripe_webhook(
     payload = await request.body()
     try:
         stripe.WebhookSignature.verify_header(
-            payload.decode(), stripe_signature, settings.stripe_webhook_secret.get_secret_value(),
+            payload.decode(),
+            stripe_signature,
+            settings.stripe_webhook_secret.get_secret_value(),
             TOLERANCE_SECONDS,
-        )  # fmt: skip
+        )
         event = json.loads(payload)
     except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as error:
         logger.warning("webhook refused", extra={"reason": type(error).__name__})
@@ -43,8 +45,17 @@ async def stripe_webhook(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "not a Stripe event")
     first, change = await run_in_threadpool(apply_event, session, event)
     if change is not None:  # published after the commit of the change it announces
-        await AsyncUIManager.for_user(change.user_id).with_context(jobId=change.job_id).update_ui(
-            {"type": "payment_update", "paymentId": str(change.payment_id),
-             "orderId": str(change.order_id), "jobId": change.job_id, "status": change.status},
-        )  # fmt: skip
+        await (
+            AsyncUIManager.for_user(change.user_id)
+            .with_context(jobId=change.job_id)
+            .update_ui(
+                {
+                    "type": "payment_update",
+                    "paymentId": str(change.payment_id),
+                    "orderId": str(change.order_id),
+                    "jobId": change.job_id,
+                    "status": change.status,
+                },
+            )
+        )
     return {"received": True, "duplicate": not first}

@@ -15,12 +15,15 @@ from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 
-COFFEE = {"items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
-          "currency": "usd"}  # fmt: skip
+COFFEE = {
+    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
+    "currency": "usd",
+}
 
 
-async def frames_for_job(client: Client, job_id: str, until: Callable[[dict[str, Any]], bool],
-                         timeout: float = 20) -> list[dict[str, Any]]:  # fmt: skip
+async def frames_for_job(
+    client: Client, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 20
+) -> list[dict[str, Any]]:
     """This job's frames up to and including the first that satisfies `until`."""
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
@@ -68,9 +71,12 @@ async def test_an_order_gives_progress_then_a_success_toast_and_the_job_reads_su
     assert (job["status"], job["kind"]) == ("succeeded", "order")
     order_id = job["result"]["order_id"]
     assert {k: v for k, v in frames[-1].items() if k not in ("id", "requestId")} == {
-        "jobId": accepted["job_id"], "type": "ui_toast", "title": "Order created",
-        "description": f"Order #{order_id} created", "variant": "success",
-    }  # fmt: skip
+        "jobId": accepted["job_id"],
+        "type": "ui_toast",
+        "title": "Order created",
+        "description": f"Order #{order_id} created",
+        "variant": "success",
+    }
     order = stack.get(f"/orders/{order_id}", token(user)).json()
     assert (order["total_amount"], order["currency"]) == (900, "usd")
     assert order["items"] == COFFEE["items"]
@@ -139,8 +145,11 @@ async def test_a_metrics_job_reaches_every_member_of_the_business_and_no_one_els
         return frame["type"] == "ui_update" and frame["data"].get("type") == "metrics_update"  # type: ignore[no-any-return]
 
     for member in (owner, colleague):
-        [update] = [f for f in await frames_for_job(clients[member], job_id, metrics_update)
-                    if metrics_update(f)]  # fmt: skip
+        [update] = [
+            f
+            for f in await frames_for_job(clients[member], job_id, metrics_update)
+            if metrics_update(f)
+        ]
         assert update["data"]["businessId"] == business
         figures = update["data"]["metrics"]
         assert (figures["today"]["orders"], figures["30d"]["orders"]) == (1, 1)
@@ -177,8 +186,9 @@ async def test_kill_9_of_the_worker_mid_payment_charges_once_and_toasts_once(
         "/payments", token(user), {"order_id": order_id, "payment_method": "pm_card_visa"}
     ).json()["job_id"]
     # 30% is published just before the call to Stripe: kill the pool process inside it.
-    await frames_for_job(client, job_id, lambda f: f["type"] == "ui_update"
-                         and f["data"]["percent"] == 30)  # fmt: skip
+    await frames_for_job(
+        client, job_id, lambda f: f["type"] == "ui_update" and f["data"]["percent"] == 30
+    )
     for pid in stack.worker.pool_pids():
         os.kill(pid, signal.SIGKILL)
     frames = await frames_for_job(client, job_id, lambda f: f["type"] == "ui_redirect", timeout=40)

@@ -43,10 +43,17 @@ class JobView:
     @classmethod
     def of(cls, job: Job) -> JobView:
         return cls(
-            job.id, job.kind, job.user_id, job.business_id, job.status, dict(job.request),
-            dict(job.result) if job.result is not None else None, job.error, job.notified,
+            job.id,
+            job.kind,
+            job.user_id,
+            job.business_id,
+            job.status,
+            dict(job.request),
+            dict(job.result) if job.result is not None else None,
+            job.error,
+            job.notified,
             job.correlation_id,
-        )  # fmt: skip
+        )
 
 
 def _locked(session: Session, job_id: str) -> Job:

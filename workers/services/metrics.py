@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, distinct, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from core.models import Order, Payment
@@ -25,17 +25,21 @@ def business_metrics(
     figures: dict[str, Any] = {}
     for name, since in windows(now).items():
         orders = session.execute(
-            select(Order.currency, func.count(Order.id),
-                   func.sum(case((Order.status == "paid", Order.total_amount), else_=0)),
-                   func.sum(case((Order.status == "paid", 1), else_=0)))
+            select(
+                Order.currency,
+                func.count(Order.id),
+                func.sum(case((Order.status == "paid", Order.total_amount), else_=0)),
+                func.sum(case((Order.status == "paid", 1), else_=0)),
+            )
             .where(Order.business_id == business_id, Order.created_at >= since)
             .group_by(Order.currency)
-        ).all()  # fmt: skip
+        ).all()
         succeeded, failed = session.execute(
-            select(func.sum(case((Payment.status == "succeeded", 1), else_=0)),
-                   func.sum(case((Payment.status == "failed", 1), else_=0)))
-            .where(Payment.business_id == business_id, Payment.created_at >= since)
-        ).one()  # fmt: skip
+            select(
+                func.sum(case((Payment.status == "succeeded", 1), else_=0)),
+                func.sum(case((Payment.status == "failed", 1), else_=0)),
+            ).where(Payment.business_id == business_id, Payment.created_at >= since)
+        ).one()
         succeeded, failed = int(succeeded or 0), int(failed or 0)
         revenue = {currency: int(paid or 0) for currency, _, paid, _ in orders}
         paid_counts = {currency: int(n or 0) for currency, _, _, n in orders}
@@ -58,8 +62,8 @@ def active_businesses(session: Session, now: datetime | None = None) -> list[str
     """Businesses with orders in the last 30 days: the ones whose dashboards may be open."""
     since = (now or datetime.now(UTC)) - timedelta(days=30)
     rows = session.scalars(
-        select(distinct(Order.business_id)).where(
-            Order.business_id.is_not(None), Order.created_at >= since
-        )
+        select(Order.business_id)
+        .where(Order.business_id.is_not(None), Order.created_at >= since)
+        .distinct()
     )
     return sorted(b for b in rows if b is not None)

@@ -79,9 +79,16 @@ def prepare(session: Session, job_id: str) -> PaymentView:
         payment.idempotency_key = f"insight-payment-{job_id}"
     advance(payment, "processing")
     return PaymentView(
-        payment.id, payment.order_id, payment.amount, payment.currency, payment.payment_method,
-        payment.success_url, payment.idempotency_key, payment.status, payment.failure_reason,
-    )  # fmt: skip
+        payment.id,
+        payment.order_id,
+        payment.amount,
+        payment.currency,
+        payment.payment_method,
+        payment.success_url,
+        payment.idempotency_key,
+        payment.status,
+        payment.failure_reason,
+    )
 
 
 def charge(client: stripe.StripeClient, payment: PaymentView, job_id: str) -> ChargeOutcome:

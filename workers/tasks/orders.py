@@ -21,8 +21,12 @@ def create_order(job_id: str) -> None:
         with session_scope() as session:
             order = orders.create_order(session, job_id)
             job = jobs.succeed(
-                session, job_id,
-                {"order_id": str(order.id), "total_amount": order.total_amount,
-                 "currency": order.currency},
-            )  # fmt: skip
+                session,
+                job_id,
+                {
+                    "order_id": str(order.id),
+                    "total_amount": order.total_amount,
+                    "currency": order.currency,
+                },
+            )
     finish(job)

@@ -28,10 +28,12 @@ def charge_payment(job_id: str) -> None:
         with session_scope() as session:
             recorded = payments.record(session, job_id, outcome)
             result = {
-                "order_id": str(payment.order_id), "payment_id": str(payment.id),
+                "order_id": str(payment.order_id),
+                "payment_id": str(payment.id),
                 "payment_intent_id": recorded.stripe_payment_intent_id,
-                "success_url": payment.success_url, "decline_code": outcome.decline_code,
-            }  # fmt: skip
+                "success_url": payment.success_url,
+                "decline_code": outcome.decline_code,
+            }
             if recorded.status == "succeeded":
                 job = jobs.succeed(session, job_id, result)
             else:
