@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from core.db import build_engine
 from core.models import Payment, ProcessedWebhookEvent
@@ -65,12 +66,12 @@ def count_events(stack: Stack) -> int:
 
 def payment_of(stack: Stack, intent_id: str) -> Payment:
     engine = build_engine(stack.database_url)
-    with engine.connect() as connection:
-        row = connection.execute(
+    with Session(engine) as session:
+        payment = session.scalars(
             select(Payment).where(Payment.stripe_payment_intent_id == intent_id)
         ).one()
     engine.dispose()
-    return row  # type: ignore[no-any-return]
+    return payment
 
 
 @pytest.mark.parametrize(
