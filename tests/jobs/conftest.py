@@ -5,6 +5,7 @@ Data and end-to-end tests run on both SQLite and PostgreSQL; PostgreSQL is the o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ CELERY_KEYS = ("orders", "payments", "metrics", "unacked", "unacked_index", "una
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[str]:
     if request.param == "postgresql" and not postgres_available():
+        if os.environ.get("INSIGHT_REQUIRE_POSTGRES"):
+            pytest.fail("no PostgreSQL at 127.0.0.1:5432, and INSIGHT_REQUIRE_POSTGRES is set")
         pytest.skip("no PostgreSQL at 127.0.0.1:5432 (.ci/run starts one)")
     with fresh_database(request.param, artifacts) as url:
         yield url
