@@ -1,0 +1,135 @@
+"""Time from POST /api/v1/orders to the "Order created" toast at the user's WebSocket.
+
+Runs the real process set of `make run` (job API, edge, one Celery worker per queue, beat,
+the local Stripe server) against a private Redis and a fresh SQLite database, submits orders
+at a steady rate from one client, and prints p50/p90/p99/max and the sustained jobs/s.
+
+    .venv/bin/python -m bench.order_to_toast --rate 20 --orders 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from cli.local_redis import LocalRedis, free_port
+from cli.supervisor import Ports, plan
+from core.config import Settings
+from core.migrate import migrate
+from core.security import issue_token
+
+SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
+ORDER = {"items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
+         "currency": "usd"}  # fmt: skip
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready")
+
+
+async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list[float], float]:
+    """Submit `count` orders at `rate`/s; returns each one's POST-to-toast time and the jobs/s."""
+    sent: dict[str, float] = {}
+    toasted: dict[str, float] = {}  # a toast may beat its own POST's response under load
+    everything_arrived = asyncio.Event()
+    async with (
+        websockets.connect(
+            f"ws://127.0.0.1:{ports.edge}/api/v1/insight?token={token}", compression=None
+        ) as ws,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.api}", timeout=30) as http,
+    ):
+        await ws.recv()  # insight_ready
+
+        async def receive() -> None:
+            async for raw in ws:
+                arrived = time.perf_counter()
+                frame = json.loads(raw)
+                if frame.get("type") == "ui_toast" and "jobId" in frame:
+                    toasted[frame["jobId"]] = arrived
+                    if len(toasted) >= count and set(sent) <= set(toasted):
+                        everything_arrived.set()
+
+        async def submit() -> None:
+            started = time.perf_counter()
+            response = await http.post(
+                "/api/v1/orders", json=ORDER, headers={"Authorization": f"Bearer {token}"}
+            )
+            response.raise_for_status()
+            sent[response.json()["job_id"]] = started
+
+        receiver = asyncio.create_task(receive())
+        begin = time.perf_counter()
+        submissions = []
+        for n in range(count):
+            await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
+            submissions.append(asyncio.create_task(submit()))
+        await asyncio.gather(*submissions)
+        if not set(sent) <= set(toasted):
+            await asyncio.wait_for(everything_arrived.wait(), 120)
+        elapsed = max(toasted.values()) - begin
+        receiver.cancel()
+    return [toasted[job] - started for job, started in sent.items()], count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=20, help="orders per second")
+    parser.add_argument("--orders", type=int, default=300)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="insight-bench-"))
+    redis_server = LocalRedis(free_port(), workdir / "redis").start()
+    database_url = f"sqlite:///{workdir / 'bench.db'}"
+    migrate(database_url)
+    env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": database_url,
+           "JWT_SECRET": SECRET, "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    env.pop("STRIPE_API_KEY", None)
+    settings = Settings(redis_url=redis_server.url, jwt_secret=SECRET)
+    ports = Ports(api=free_port(), edge=free_port(), stripe=free_port())
+    extra, services = plan(settings, ports)
+    processes = [
+        subprocess.Popen(s.argv, env={**env, **extra}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        for s in services
+    ]  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{ports.api}/readyz")
+        wait_ready(f"http://127.0.0.1:{ports.edge}/readyz")
+        token = issue_token(settings, "bench-user", business_id="bench-business")
+        asyncio.run(drive(ports, token, 5, 5))  # warm-up: returns once the workers answer
+        latencies, throughput = asyncio.run(drive(ports, token, args.rate, args.orders))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(15)
+        redis_server.stop()
+    latencies.sort()
+
+    def ms(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
+
+    print(json.dumps({"rate": args.rate, "orders": args.orders, "jobs_per_s": round(throughput, 1),
+                      "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
+                      "max_ms": round(latencies[-1] * 1000, 2)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
