@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from core.db import session_scope
@@ -45,10 +46,25 @@ class JobTask(Task):  # type: ignore[misc]
         logger.error("job failed", extra={"job_id": job_id, "task_id": task_id, "error": repr(exc)})
         try:
             with session_scope() as session:
-                job = jobs.fail(session, job_id, f"internal error: {type(exc).__name__}")
+                job = jobs.fail(session, job_id, human_reason(exc))
             finish(job)
         except Exception:
             logger.exception("could not record the failure", extra={"job_id": job_id})
+
+
+def human_reason(error: BaseException) -> str:
+    """What the user is told when a job gives up (the details go to the log, not the page)."""
+    if isinstance(error, SoftTimeLimitExceeded):
+        return "it took too long; please try again"
+    if isinstance(error, OperationalError):
+        return "our database was unavailable; please try again in a minute"
+    if isinstance(error, redis.RedisError):
+        return "our queue was unavailable; please try again in a minute"
+    if isinstance(error, TransientPaymentError):
+        return "the payment provider was unavailable; you were not charged twice, try again"
+    if isinstance(error, jobs.UnknownJob):
+        return "the job was not found"
+    return "something went wrong on our side; please try again"
 
 
 def finish(job: jobs.JobView, metrics: dict[str, Any] | None = None) -> None:
