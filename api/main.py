@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.routes import health, jobs, metrics, orders, payments, webhooks
 from core.config import get_settings
@@ -37,6 +38,17 @@ def create_app() -> FastAPI:
         "through the realtime edge (WebSocket /api/v1/insight).",
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
+    )
+
+    settings = get_settings()
+    # The demo page (served by the edge) and other browser clients call the API cross-origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        expose_headers=["Location", "X-Request-ID"],
+        max_age=600,
     )
 
     @app.middleware("http")

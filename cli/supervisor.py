@@ -55,6 +55,8 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
     pointed at it, webhooks included.
     """
     env: dict[str, str] = {}
+    if "PUBLIC_API_URL" not in os.environ:
+        env["PUBLIC_API_URL"] = f"http://127.0.0.1:{ports.api}"  # where the demo page calls
     services = [
         Service("api", _uvicorn("api.main:app", ports.api)),
         Service(
@@ -127,6 +129,7 @@ def run(settings: Settings, ports: Ports, var_dir: Path = Path("var")) -> int:
             ).start()
         print(
             f"Insight is running (Ctrl-C stops):\n"
+            f"  demo      http://127.0.0.1:{ports.edge}/  (open two windows as two users)\n"
             f"  job API   http://127.0.0.1:{ports.api}/docs\n"
             f"  edge      ws://127.0.0.1:{ports.edge}/api/v1/insight"
         )

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 
+    # The demo page (served by the edge at /): where its browser reaches the job API, and
+    # whether the edge may mint demo tokens (default: only in development).
+    public_api_url: str = "http://127.0.0.1:8000"
+    demo_enabled: bool | None = None
+
     # The durable per-recipient event log (Redis Streams).
     events_max_len: int = Field(1000, ge=10)
     events_max_age_seconds: int = Field(3600, ge=60)
@@ -86,6 +91,10 @@ class Settings(BaseSettings):
         if self.jwt_algorithm.startswith("HS") and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters for HMAC algorithms")
         return self
+
+    @property
+    def demo_tokens_allowed(self) -> bool:
+        return self.environment == "development" if self.demo_enabled is None else self.demo_enabled
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Browsers send Origin on WebSocket upgrades; other clients may not, and pass."""

@@ -13,11 +13,14 @@ from contextlib import asynccontextmanager
 import redis.asyncio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.config import get_settings
 from core.logging import configure_logging
+from realtime import demo
+from realtime.demo import STATIC
 from realtime.endpoint import insight_socket
 from realtime.eventlog import AsyncEventLog
 from realtime.events import event_json_schema
@@ -65,6 +68,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
     app.add_api_websocket_route("/api/v1/insight", insight_socket)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(demo.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -17,7 +17,7 @@ import psycopg
 
 from cli.local_redis import free_port
 from core.migrate import migrate
-from tests.harness import ROOT, Edge, ServerProcess
+from tests.harness import ROOT, Edge, ServerProcess, base_env, start_edge
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STRIPE_TEST_KEY = "sk_test_insight_tests_0123456789"
@@ -172,9 +172,11 @@ class Stack:
             time.sleep(0.05)
 
 
-def start_stack(redis_url: str, database_url: str, edge: Edge, log_dir: Path) -> Stack:
-    from tests.harness import base_env
-
+def start_stack(
+    redis_url: str, database_url: str, log_dir: Path, edge: Edge | None = None, **edge_env: str
+) -> Stack:
+    """Stripe server, API and worker; with no `edge`, also an edge that knows the API's URL
+    (the demo page needs it) with `edge_env` added to its environment."""
     api_port, stripe_port = free_port(), free_port()
     env = base_env(
         redis_url,
@@ -198,6 +200,9 @@ def start_stack(redis_url: str, database_url: str, edge: Edge, log_dir: Path) ->
         started.append(api)
         worker = Worker(env, log_dir / f"worker-{api_port}.log").start()
         started.append(worker)
+        if edge is None:
+            edge = start_edge(redis_url, log_dir, PUBLIC_API_URL=api.http_url, **edge_env)
+            started.append(edge)
     except BaseException:
         for process in started:
             process.stop()

@@ -72,3 +72,13 @@ def test_json_schema_describes_the_five_events() -> None:
     assert set(mapping) == {"ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal"}
     toast = schema["$defs"]["Toast"]
     assert toast["properties"]["variant"]["enum"] == ["success", "error", "warning", "info"]
+
+
+def test_the_committed_typescript_declarations_match_the_python_schema() -> None:
+    from realtime.typescript import DECLARATIONS, render
+
+    assert DECLARATIONS.read_text() == render(), (
+        "realtime/static/insight.d.ts is stale: run `insight typescript > "
+        "realtime/static/insight.d.ts`"
+    )
+    assert 'variant: "success" | "error" | "warning" | "info";' in render()

@@ -33,7 +33,7 @@ def database_url(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[st
 def stack(
     redis_server: LocalRedis, database_url: str, edge: Edge, artifacts: Path
 ) -> Iterator[Stack]:
-    running = start_stack(redis_server.url, database_url, edge, artifacts)
+    running = start_stack(redis_server.url, database_url, artifacts, edge)
     yield running
     for process in (running.worker, running.api, running.stripe):
         process.stop()

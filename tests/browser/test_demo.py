@@ -1,0 +1,101 @@
+"""The demo and its client, in a real browser, against the real system."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from realtime import UIManager
+from tests.stack import Stack
+
+Shot = Callable[..., Path]
+
+
+def open_demo(context: BrowserContext, stack: Stack, user: str, query: str = "") -> Page:
+    page = context.new_page()
+    page.goto(f"{stack.edge.http_url}/?user={user}{query}")
+    page.wait_for_function("window.insightDemo && window.insightDemo.status === 'open'")
+    return page
+
+
+def create_order(page: Page) -> None:
+    page.click("#create-order")
+    expect(page.locator(".toast.success", has_text="Order created")).to_be_visible()
+
+
+def test_creating_an_order_shows_its_progress_and_toast(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "alice")
+    create_order(page)
+    expect(page.locator('.job[data-status="succeeded"]')).to_have_count(1)
+    screenshot(page)
+
+
+def test_paying_lands_on_the_orders_page(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "alice")
+    create_order(page)
+    page.click("#pay-visa")
+    page.wait_for_url("**/orders?status=success*")
+    expect(page.locator("#paid-banner")).to_be_visible()
+    expect(page.locator("tr[data-order-id] td", has_text="paid").first).to_be_visible()
+    screenshot(page)
+
+
+def test_a_declined_card_opens_the_payment_failed_modal(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "bob")
+    create_order(page)
+    page.click("#pay-declined")
+    expect(page.locator("#modal")).to_be_visible()
+    expect(page.locator("#modal-body")).to_contain_text("Your card was declined.")
+    expect(page.locator(".toast.error", has_text="Payment failed")).to_be_visible()
+    screenshot(page)
+
+
+def test_two_users_of_one_business_share_metrics_but_not_toasts(
+    browser: Browser, context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    alice = open_demo(context, demo, "alice")
+    bob = open_demo(browser.new_context(viewport={"width": 1280, "height": 860}), demo, "bob")
+    create_order(alice)
+    alice.click("#recalculate")
+    for page in (alice, bob):
+        expect(page.locator('.figure[data-window="today"] [data-k="orders"]')).not_to_have_text("")
+    bob.wait_for_timeout(500)  # a toast for Alice would have reached Bob by now
+    expect(bob.locator(".toast", has_text="Order created")).to_have_count(0)
+    screenshot(alice, "-alice")
+    screenshot(bob, "-bob")
+    bob.context.close()
+
+
+def test_events_published_while_the_edge_restarts_arrive_after_it_returns(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "carol")
+    demo.edge.terminate()  # SIGTERM: the page is told 1012 and keeps trying
+    page.wait_for_function("window.insightDemo.status !== 'open'")
+    UIManager.for_user("carol").show_toast(
+        "While you were away", "Published during the restart", "info"
+    )
+    demo.edge.start()
+    page.wait_for_function("window.insightDemo.status === 'open'", timeout=30_000)
+    expect(page.locator(".toast", has_text="While you were away")).to_be_visible()
+    screenshot(page)
+
+
+def test_an_expiring_token_is_renewed_and_the_session_goes_on(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "dave", "&ttl=3")
+    # The edge closes with 4401 when the token expires; the client fetches a new one.
+    page.wait_for_function("window.insightDemo.tokenFetches >= 2", timeout=20_000)
+    page.wait_for_function("window.insightDemo.status === 'open'")
+    UIManager.for_user("dave").show_toast("Still here", "After a token renewal", "success")
+    expect(page.locator(".toast", has_text="Still here")).to_be_visible()
+    screenshot(page)
