@@ -24,8 +24,10 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped on purpose: Playwright's sync API runs an event loop of its own, which
+    must be gone before the asyncio tests of other modules start theirs."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("INSIGHT_REQUIRE_BROWSER"):
             pytest.fail(f"{CHROMIUM} is missing and INSIGHT_REQUIRE_BROWSER is set")
