@@ -99,3 +99,18 @@ def test_an_expiring_token_is_renewed_and_the_session_goes_on(
     UIManager.for_user("dave").show_toast("Still here", "After a token renewal", "success")
     expect(page.locator(".toast", has_text="Still here")).to_be_visible()
     screenshot(page)
+
+
+def test_a_reload_resumes_from_the_stored_cursor_without_repeats(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "alice")
+    UIManager.for_user("alice").show_toast("Before the reload", "seen live", "info")
+    expect(page.locator(".toast", has_text="Before the reload")).to_be_visible()
+    page.goto("about:blank")  # the tab leaves; its sessionStorage keeps the cursor
+    UIManager.for_user("alice").show_toast("While away", "published with no page open", "info")
+    page.go_back()
+    page.wait_for_function("window.insightDemo && window.insightDemo.status === 'open'")
+    expect(page.locator(".toast", has_text="While away")).to_be_visible()
+    expect(page.locator(".toast", has_text="Before the reload")).to_have_count(0)  # not twice
+    screenshot(page)
