@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.routes import health, jobs, metrics, orders, payments, webhooks
+from core import logging as log_context
 from core.config import get_settings
 from core.logging import configure_logging
 
@@ -25,7 +26,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     app.state.settings = settings
     app.state.redis = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        settings.events_url, socket_timeout=5, socket_connect_timeout=5
     )
     yield
     await app.state.redis.aclose()
@@ -58,7 +59,11 @@ def create_app() -> FastAPI:
         """One id per request (X-Request-ID if the caller sent a sane one) for logs and jobs."""
         given = request.headers.get("x-request-id", "")
         request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        response = await call_next(request)
+        token = log_context.request_id.set(request.state.request_id)
+        try:
+            response = await call_next(request)
+        finally:
+            log_context.request_id.reset(token)
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 

@@ -82,9 +82,7 @@ def submit(
         return earlier
     task, queue = TASKS[kind]
     try:
-        celery.send_task(
-            task, args=[job.id], queue=queue, headers={"correlation_id": correlation_id}
-        )
+        celery.send_task(task, args=[job.id], queue=queue, headers={"request_id": correlation_id})
     except Exception as error:
         logger.error("could not enqueue", extra={"job_id": job.id, "error": repr(error)})
         session.execute(delete(Payment).where(Payment.job_id == job.id))

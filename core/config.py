@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     redis_url: str = "redis://localhost:6379/0"
+    # Each defaults to REDIS_URL; set them to split the roles (e.g. RabbitMQ as the broker).
+    celery_broker_url: str | None = None
+    celery_result_backend: str | None = None
+    events_redis_url: str | None = None
     database_url: str = "sqlite:///var/insight.db"
 
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
@@ -91,6 +95,20 @@ class Settings(BaseSettings):
         if self.jwt_algorithm.startswith("HS") and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters for HMAC algorithms")
         return self
+
+    @property
+    def broker_url(self) -> str:
+        """Where Celery messages go (CELERY_BROKER_URL, else REDIS_URL)."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url
+
+    @property
+    def events_url(self) -> str:
+        """The Redis of the UI event logs and pub/sub (EVENTS_REDIS_URL, else REDIS_URL)."""
+        return self.events_redis_url or self.redis_url
 
     @property
     def demo_tokens_allowed(self) -> bool:

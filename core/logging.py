@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,11 @@ _SECRET_PATTERNS = (
     # Stripe-style keys
     re.compile(r"()\b(?:sk|rk|whsec)_[A-Za-z0-9_]{8,}"),
 )
+
+# The request (X-Request-ID) and job a line is about: set by the API's middleware and by the
+# worker around each task, added to every line logged meanwhile.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+job_id: ContextVar[str | None] = ContextVar("job_id", default=None)
 
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -53,6 +59,17 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class CorrelationFields(logging.Filter):
+    """Stamp each record with the current request and job ids, when there are any."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in (("request_id", request_id), ("job_id", job_id)):
+            value = var.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any `extra=` fields."""
 
@@ -76,6 +93,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactSecrets())
+    handler.addFilter(CorrelationFields())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

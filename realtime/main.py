@@ -36,7 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A bounded pool that makes callers wait for a free connection: a burst of connects
     # queues its replays instead of opening a Redis connection per WebSocket.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        settings.redis_url,
+        settings.events_url,
         max_connections=32,
         timeout=settings.ws_subscribe_timeout_seconds,
         socket_timeout=5,
@@ -47,7 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     client = redis.asyncio.Redis(connection_pool=pool)
     hub = Hub(
-        settings.redis_url,
+        settings.events_url,
         AsyncEventLog(client, retention_of(settings)),
         subscribe_timeout=settings.ws_subscribe_timeout_seconds,
         ping_interval=settings.pubsub_ping_interval_seconds,

@@ -49,7 +49,7 @@ def default_event_log() -> EventLog:
     """The process-wide log used by UIManager when none is given."""
     settings = get_settings()
     client = redis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
+        settings.events_url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
     )
     return EventLog(client, retention_of(settings))
 
@@ -66,7 +66,7 @@ def default_async_event_log() -> AsyncEventLog:
     if log is None:
         settings = get_settings()
         client = redis.asyncio.Redis.from_url(
-            settings.redis_url, health_check_interval=30, socket_timeout=5
+            settings.events_url, health_check_interval=30, socket_timeout=5
         )
         log = _async_logs[loop] = AsyncEventLog(client, retention_of(settings))
     return log

@@ -6,15 +6,25 @@ celery -A workers beat                  # the periodic metrics push
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
+from core import logging as log_context
 from core.config import get_settings
 from core.db import dispose_after_fork
 from core.logging import configure_logging
 from workers import reliability
+
+logger = logging.getLogger(__name__)
 
 METRICS_EVERY_SECONDS = 60.0
 
@@ -23,7 +33,8 @@ def create_celery() -> Celery:
     # Task modules are imported by the worker at start-up (`include`), not here: the API only
     # sends tasks by name and never needs them.
     app = Celery("insight", include=["workers.tasks"])
-    app.conf.update(reliability.celery_settings(get_settings().redis_url))
+    settings = get_settings()
+    app.conf.update(reliability.celery_settings(settings.broker_url, settings.result_backend))
     app.conf.beat_schedule = {
         "push-business-metrics": {
             "task": "metrics.push_all",
@@ -37,10 +48,30 @@ def create_celery() -> Celery:
 app = create_celery()
 
 
+@setup_logging.connect
+def _json_logs(**_: Any) -> None:
+    """Replace Celery's log set-up with the JSON lines every Insight process writes."""
+    configure_logging(get_settings().log_level)
+
+
 @worker_init.connect
 def _check_settings(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
     reliability.check(app.conf)
+
+
+@task_prerun.connect
+def _bind_log_context(task: Any = None, args: Any = None, **_: Any) -> None:
+    """Every line a task logs names the API request (X-Request-ID) and the job it serves."""
+    log_context.request_id.set(task.request.get("request_id") if task is not None else None)
+    log_context.job_id.set(args[0] if args else None)
+    logger.info("task started", extra={"task": getattr(task, "name", None)})
+
+
+@task_postrun.connect
+def _clear_log_context(task: Any = None, state: str | None = None, **_: Any) -> None:
+    logger.info("task finished", extra={"task": getattr(task, "name", None), "state": state})
+    log_context.request_id.set(None)
+    log_context.job_id.set(None)
 
 
 @worker_process_init.connect

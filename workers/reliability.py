@@ -38,14 +38,15 @@ MAX_DELIVERIES = 12
 VISIBILITY_TIMEOUT = 3600
 
 
-def celery_settings(broker_url: str) -> dict[str, Any]:
+def celery_settings(broker_url: str, result_backend: str | None = None) -> dict[str, Any]:
     """The Celery configuration of every worker and of the API's producer."""
     return {
         "broker_url": broker_url,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
-        # Job state lives in the database (GET /jobs/{id}); Celery results are not kept.
+        # Job state lives in the database (GET /jobs/{id}); Celery results are not kept, the
+        # backend is configured only for tools such as Flower.
         "task_ignore_result": True,
-        "result_backend": None,
+        "result_backend": result_backend,
         # Acknowledge after the task ran, so a crash mid-run means redelivery, not loss ...
         "task_acks_late": True,
         # ... including when the pool process is killed (OOM, kill -9, hard time limit) ...

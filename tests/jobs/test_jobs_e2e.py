@@ -231,3 +231,33 @@ async def test_someone_elses_job_and_order_are_404(stack: Stack, token: Callable
     )
     assert paying.status_code == 404
     assert stack.get("/orders", token(stranger)).json() == []
+
+
+async def test_one_request_id_follows_the_job_and_no_log_line_holds_the_token(
+    stack: Stack, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    secret = token(user)
+    client = await Client.connect(stack.edge.ws_url, secret)
+    request_id = f"req-{unique('trace')}"
+    response = stack.post("/orders", secret, COFFEE, **{"X-Request-ID": request_id})
+    job_id = response.json()["job_id"]
+    frames = await frames_for_job(client, job_id, is_toast)
+    assert {f["requestId"] for f in frames} == {request_id}  # in every event about the job
+    await client.close()
+
+    logs = {
+        "api": stack.api.log_text(),
+        "worker": stack.worker.log_text(),
+        "edge": stack.edge.log_text(),
+        "stripe": stack.stripe.log_text(),
+    }
+    for name in ("api", "worker"):
+        lines = [line for line in logs[name].splitlines() if request_id in line]
+        assert lines, f"no {name} log line carries the request id"
+        assert all(line.startswith("{") for line in lines)  # structured JSON lines
+    worker_lines = [line for line in logs["worker"].splitlines() if request_id in line]
+    assert any(job_id in line for line in worker_lines)  # ... and the job id beside it
+    for name, text in logs.items():
+        assert secret not in text, f"the token is in the {name} log"
+        assert secret.split(".")[2] not in text, f"the token's signature is in the {name} log"
