@@ -173,11 +173,17 @@ class Stack:
 
 
 def start_stack(
-    redis_url: str, database_url: str, log_dir: Path, edge: Edge | None = None, **edge_env: str
+    redis_url: str,
+    database_url: str,
+    log_dir: Path,
+    edge: Edge | None = None,
+    broker_url: str | None = None,
+    **edge_env: str,
 ) -> Stack:
     """Stripe server, API and worker; with no `edge`, also an edge that knows the API's URL
     (the demo page needs it) with `edge_env` added to its environment."""
     api_port, stripe_port = free_port(), free_port()
+    broker = {"CELERY_BROKER_URL": broker_url} if broker_url else {}
     env = base_env(
         redis_url,
         DATABASE_URL=database_url,
@@ -185,6 +191,7 @@ def start_stack(
         STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
         STRIPE_TIMEOUT_SECONDS="2",
         STRIPE_LOCAL_WEBHOOK_URL=f"http://127.0.0.1:{api_port}/api/v1/webhooks/stripe",
+        **broker,
     )
     started: list[Any] = []
     try:
