@@ -11,6 +11,7 @@ import redis.asyncio
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.metrics import measure, metrics_endpoint
 from api.routes import health, jobs, metrics, orders, payments, webhooks
 from core import logging as log_context
 from core.config import get_settings
@@ -67,6 +68,8 @@ def create_app() -> FastAPI:
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
+    app.middleware("http")(measure)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
     for router in (orders.router, payments.router, metrics.router, jobs.router, webhooks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)

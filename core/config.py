@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # replaced (a Redis host can vanish without closing the TCP connection).
     pubsub_ping_interval_seconds: float = Field(5.0, gt=0)
 
+    # A worker serves its Prometheus metrics (tasks, queue depths) on this port when set.
+    worker_metrics_port: int | None = None
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

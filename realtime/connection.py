@@ -18,6 +18,7 @@ import asyncio
 from collections import deque
 
 from core.security import Identity
+from realtime import metrics
 from realtime.channels import Recipient, cursor_key
 from realtime.eventlog import Replay
 from realtime.protocol import CloseCode, gap_frame, ready_frame
@@ -38,7 +39,6 @@ class ClientConnection:
         self.cursor = since
         self.capacity = capacity
         self.close_code: CloseCode | None = None
-        self.coalesced = 0
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
         # and do not count against the live capacity.
         self._outbox: deque[tuple[str, str, bool]] = deque()
@@ -107,6 +107,10 @@ class ClientConnection:
     def queued(self) -> int:
         return len(self._outbox)
 
+    def unsent(self) -> list[str]:
+        """Frames still waiting when the connection closes."""
+        return [frame for _, frame, _ in self._outbox]
+
     # -- internals ----------------------------------------------------------------------
 
     def _enqueue_live(self, event_id: str, frame: str, coalesce_key: str) -> None:
@@ -115,7 +119,7 @@ class ClientConnection:
         outbox = self._outbox
         if coalesce_key and outbox and outbox[-1][0] == coalesce_key and outbox[-1][2]:
             outbox[-1] = (coalesce_key, frame, True)
-            self.coalesced += 1
+            metrics.record_coalesced()
         elif self._live_queued >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER)
             return

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token
+from realtime import metrics
 from realtime.channels import is_cursor, recipients_of
 from realtime.connection import ClientConnection
 from realtime.hub import Hub, SubscribeTimeout
@@ -75,11 +76,15 @@ async def insight_socket(websocket: WebSocket) -> None:
                 "queued": connection.queued,
             },
         )
+        metrics.CLOSES.labels(str(int(code))).inc()
+        if code == CloseCode.TRY_AGAIN_LATER:
+            metrics.record_dropped(connection.unsent())
         await _close(websocket, code, code.name.lower())
     except Refused as refusal:
         logger.info(
             "websocket refused", extra={"close_code": int(refusal.code), "reason": refusal.reason}
         )
+        metrics.CLOSES.labels(str(int(refusal.code))).inc()
         await _close(websocket, refusal.code, refusal.reason)
     except WebSocketDisconnect:
         pass

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from realtime import metrics
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog, frame_id
 from realtime.protocol import CloseCode
@@ -39,7 +40,6 @@ class Hub:
         self._subscribe_timeout = subscribe_timeout
         self._by_channel: dict[bytes, set[ClientConnection]] = {}
         self.connections: set[ClientConnection] = set()
-        self.delivered = 0
         self.pubsub = PubSubConnection(
             redis_url,
             self._on_message,
@@ -95,6 +95,10 @@ class Hub:
             connection.hold_live_events()
             replay = await self.log.replay(connection.recipients, connection.cursor)
             connection.resume_from(replay, announce=announce)
+        metrics.REPLAYS.inc()
+        metrics.REPLAYED.inc(len(replay.frames))
+        if replay.gap:
+            metrics.GAPS.inc()
 
     def close_all(self, code: CloseCode) -> None:
         for connection in list(self.connections):
@@ -110,7 +114,7 @@ class Hub:
         event_id = frame_id(frame)
         for connection in listeners:
             connection.offer(event_id, frame, coalesce_key)
-        self.delivered += len(listeners)
+        metrics.record_delivery(frame, event_id, len(listeners))
 
     def _on_redis_lost(self) -> None:
         for connection in self.connections:

@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -25,6 +26,7 @@ from realtime.endpoint import insight_socket
 from realtime.eventlog import AsyncEventLog
 from realtime.events import event_json_schema
 from realtime.hub import Hub
+from realtime.metrics import HubCollector
 from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
 
@@ -55,10 +57,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.redis = client
     app.state.hub = hub
+    collector = HubCollector(hub)
+    REGISTRY.register(collector)
     await hub.start()
     try:
         yield
     finally:
+        REGISTRY.unregister(collector)
         hub.close_all(CloseCode.SERVER_RESTARTING)
         await hub.stop()
         await client.aclose()
@@ -90,6 +95,11 @@ def create_app() -> FastAPI:
             "connections": hub.count,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus metrics of this edge process."""
+        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/events/schema", tags=["protocol"])
     async def schema() -> dict[str, object]:

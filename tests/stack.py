@@ -57,6 +57,7 @@ class Worker:
 
     env: dict[str, str]
     log_path: Path
+    metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Worker:
@@ -205,7 +206,9 @@ def start_stack(
         started.append(stripe)
         api = ServerProcess("api.main:app", api_port, env, log_dir / f"api-{api_port}.log").start()
         started.append(api)
-        worker = Worker(env, log_dir / f"worker-{api_port}.log").start()
+        metrics_port = free_port()
+        worker_env = {**env, "WORKER_METRICS_PORT": str(metrics_port)}
+        worker = Worker(worker_env, log_dir / f"worker-{api_port}.log", metrics_port).start()
         started.append(worker)
         if edge is None:
             edge = start_edge(redis_url, log_dir, PUBLIC_API_URL=api.http_url, **edge_env)
