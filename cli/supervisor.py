@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ COLOURS = ["36", "35", "33", "32", "34", "31", "96", "95"]
 class Service:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Ports:
     api: int = 8000
     edge: int = 8001
     stripe: int = 12111
+    worker_metrics: int = 9101  # and the next two, one per queue's worker
 
 
 def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
@@ -69,8 +71,9 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
             Service(
                 f"worker-{queue}",
                 _celery("worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h", "--without-gossip"),
+                {"WORKER_METRICS_PORT": str(ports.worker_metrics + index)},
             )
-            for queue in ("orders", "payments", "metrics")
+            for index, queue in enumerate(("orders", "payments", "metrics"))
         ),
         Service("beat", _celery("beat", "--schedule", "var/celerybeat-schedule")),
     ]
@@ -119,7 +122,10 @@ def run(settings: Settings, ports: Ports, var_dir: Path = Path("var")) -> int:
     try:
         for index, service in enumerate(services):
             proc = subprocess.Popen(
-                service.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                service.argv,
+                env={**env, **service.env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             procs.append((service, proc))
             threading.Thread(
