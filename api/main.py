@@ -24,7 +24,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(settings.log_level)
     app.state.settings = settings
     app.state.redis = redis.asyncio.Redis.from_url(
         settings.events_url, socket_timeout=5, socket_connect_timeout=5
@@ -43,6 +42,8 @@ def create_app() -> FastAPI:
     )
 
     settings = get_settings()
+    # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
+    configure_logging(settings.log_level)
     # The demo page (served by the edge) and other browser clients call the API cross-origin.
     app.add_middleware(
         CORSMiddleware,

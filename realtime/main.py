@@ -34,7 +34,6 @@ from realtime.publisher import retention_of
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(settings.log_level)
     # A bounded pool that makes callers wait for a free connection: a burst of connects
     # queues its replays instead of opening a Redis connection per WebSocket.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -71,6 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
+    configure_logging(get_settings().log_level)
     app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
     app.add_api_websocket_route("/api/v1/insight", insight_socket)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

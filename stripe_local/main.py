@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 
 from core.config import get_settings
+from core.logging import configure_logging
 from stripe_local.app import StripeLocal
 
+configure_logging(get_settings().log_level)
 app = StripeLocal(
     os.environ.get("STRIPE_LOCAL_WEBHOOK_URL"),
     get_settings().stripe_webhook_secret.get_secret_value(),
