@@ -19,6 +19,10 @@ from cli.local_redis import free_port
 from core.migrate import migrate
 from tests.harness import ROOT, Edge, ServerProcess, base_env, start_edge
 
+COFFEE: dict[str, Any] = {
+    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
+    "currency": "usd",
+}
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STRIPE_TEST_KEY = "sk_test_insight_tests_0123456789"
 
@@ -160,6 +164,19 @@ class Stack:
 
     def charges_for_job(self, job_id: str) -> list[dict[str, Any]]:
         return [c for c in self.stripe_state()["charges"] if c["metadata"].get("job_id") == job_id]
+
+    def order(self, token: str) -> str:
+        """A created order of the token's user (through the whole job pipeline); its id."""
+        job = self.wait_job(self.post("/orders", token, COFFEE).json()["job_id"], token)
+        order_id: str = job["result"]["order_id"]
+        return order_id
+
+    def paid_order(self, token: str) -> tuple[str, dict[str, Any]]:
+        """An order paid with a card that succeeds: its id and the finished payment job."""
+        order_id = self.order(token)
+        body = {"order_id": order_id, "payment_method": "pm_card_visa"}
+        job = self.wait_job(self.post("/payments", token, body).json()["job_id"], token)
+        return order_id, job
 
     def wait_job(self, job_id: str, token: str, timeout: float = 20.0) -> dict[str, Any]:
         """Poll GET /jobs/{id} (the API's own contract) until the job has finished."""

@@ -9,16 +9,11 @@ import httpx
 import pytest
 
 from tests.harness import unique
-from tests.stack import Stack
-
-COFFEE = {
-    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
-    "currency": "usd",
-}
+from tests.stack import COFFEE, Stack
 
 
 def item(**overrides: Any) -> dict[str, Any]:
-    return {**COFFEE["items"][0], **overrides}  # type: ignore[dict-item]
+    return {**COFFEE["items"][0], **overrides}
 
 
 @pytest.mark.parametrize(
@@ -112,12 +107,8 @@ def test_unknown_order_and_job_are_404(stack: Stack, token: Callable[..., str]) 
 
 def test_paying_an_order_twice_is_409(stack: Stack, token: Callable[..., str]) -> None:
     user = token(unique("u"))
-    order_id = stack.wait_job(stack.post("/orders", user, COFFEE).json()["job_id"], user)["result"][
-        "order_id"
-    ]
-    first = stack.post("/payments", user, {"order_id": order_id, "payment_method": "pm_card_visa"})
-    assert first.status_code == 202
-    stack.wait_job(first.json()["job_id"], user)
+    order_id, payment = stack.paid_order(user)
+    assert payment["status"] == "succeeded"
     again = stack.post("/payments", user, {"order_id": order_id, "payment_method": "pm_card_visa"})
     assert again.status_code == 409
     assert "already paid" in again.json()["detail"]

@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 
 from tests.harness import Client, unique
-from tests.stack import Stack
+from tests.stack import COFFEE, Stack
 
 pytestmark = pytest.mark.anyio
-
-COFFEE = {
-    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
-    "currency": "usd",
-}
 
 
 async def frames_for_job(

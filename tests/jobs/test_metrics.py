@@ -9,12 +9,9 @@ import httpx
 import pytest
 
 from tests.harness import Client, unique
-from tests.stack import Stack
+from tests.stack import COFFEE, Stack
 
 pytestmark = pytest.mark.anyio
-
-COFFEE = {"items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 1, "unit_amount": 450}],
-          "currency": "usd"}  # fmt: skip
 
 
 def sample(text: str, name: str, **labels: str) -> float:

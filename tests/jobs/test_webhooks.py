@@ -19,11 +19,6 @@ from stripe_local.webhooks import sign
 from tests.harness import TEST_WEBHOOK_SECRET, unique
 from tests.stack import Stack
 
-COFFEE = {
-    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 1, "unit_amount": 300}],
-    "currency": "usd",
-}
-
 
 def event(kind: str, intent: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -96,15 +91,7 @@ def test_stripe_server_webhooks_reach_the_api_after_a_payment(
     stack: Stack, token: Callable[..., str]
 ) -> None:
     user = token(unique("u"))
-    order_id = stack.wait_job(stack.post("/orders", user, COFFEE).json()["job_id"], user)["result"][
-        "order_id"
-    ]
-    job = stack.wait_job(
-        stack.post(
-            "/payments", user, {"order_id": order_id, "payment_method": "pm_card_visa"}
-        ).json()["job_id"],
-        user,
-    )
+    _, job = stack.paid_order(user)
     intent_id = job["result"]["payment_intent_id"]
     deadline = time.monotonic() + 10
     while not any(e for e in stack.stripe_state()["webhooks"]):
@@ -117,15 +104,7 @@ def test_a_duplicate_webhook_has_one_effect_and_state_only_moves_forward(
     stack: Stack, token: Callable[..., str]
 ) -> None:
     user = token(unique("u"))
-    order_id = stack.wait_job(stack.post("/orders", user, COFFEE).json()["job_id"], user)["result"][
-        "order_id"
-    ]
-    job = stack.wait_job(
-        stack.post(
-            "/payments", user, {"order_id": order_id, "payment_method": "pm_card_visa"}
-        ).json()["job_id"],
-        user,
-    )
+    order_id, job = stack.paid_order(user)
     intent = {"id": job["result"]["payment_intent_id"], "metadata": {}}
     succeeded = event("payment_intent.succeeded", intent)
     first, second = post_event(stack, succeeded), post_event(stack, succeeded)
