@@ -1,0 +1,44 @@
+"""The TypeScript a frontend team drops in (insight.d.ts, generated; useUIEvents.ts, the
+seed's hooks) compiles under `tsc --strict` against real React and sonner typings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+PROJECT = ROOT / "tests" / "typescript"
+STATIC = ROOT / "realtime" / "static"
+
+
+@pytest.fixture(scope="module")
+def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("INSIGHT_REQUIRE_NODE"):
+            pytest.fail("npm is missing and INSIGHT_REQUIRE_NODE is set")
+        pytest.skip("the TypeScript check needs Node.js and npm")
+    workdir = tmp_path_factory.mktemp("typescript")
+    for name in ("package.json", "tsconfig.json"):
+        shutil.copy(PROJECT / name, workdir / name)
+    installed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--silent"],
+        cwd=workdir, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return workdir
+
+
+def test_the_declarations_and_react_hooks_compile_strictly(node_project: Path) -> None:
+    for name in ("insight.d.ts", "insight.js", "useUIEvents.ts"):
+        shutil.copy(STATIC / name, node_project / name)
+    checked = subprocess.run(
+        [str(node_project / "node_modules" / ".bin" / "tsc"), "-p", "."],
+        cwd=node_project, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
