@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format typecheck lock clean
+.PHONY: install run test lint format lock bench clean
 
 install: $(STAMP)
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: install          ## everything in the foreground (starts a local Redis if none answers)
@@ -24,6 +24,9 @@ lint: install         ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: install        ## benchmarks side by side with python-socketio and broadcaster (bench/results/)
+	$(BIN)/python -m bench.compare --users 1000 --rates 500 2000 5000 --seconds 10
 
 format: install
 	$(BIN)/ruff check --fix .
