@@ -214,13 +214,16 @@ def measure(target: str, users_count: int, rate: float, seconds: float) -> dict[
     received_file, sent_file = workdir / "received.json", workdir / "sent.json"
     client = spawn.Process(target=load_client, args=(target, port, redis_server.url, users,
                                                      ready, stop, str(received_file)))  # fmt: skip
+    server_proc = psutil.Process(server.pid) if server else None
+    rss_before = server_proc.memory_info().rss if server_proc else 0  # no connections yet
+    connect_started = time.perf_counter()
     client.start()
     try:
         if not ready.wait(180):
             raise RuntimeError(f"{target}: {users_count} clients did not all connect in 180 s")
-        server_proc = psutil.Process(server.pid) if server else None
+        connect_seconds = time.perf_counter() - connect_started
         redis_proc = psutil.Process(redis_server.process.pid)  # type: ignore[union-attr]
-        rss_before = server_proc.memory_info().rss if server_proc else 0
+        rss_connected = server_proc.memory_info().rss if server_proc else 0
         cpu_before = sum(server_proc.cpu_times()[:2]) if server_proc else 0.0
         redis_before = sum(redis_proc.cpu_times()[:2])
         producer = spawn.Process(target=produce, args=(target, redis_server.url, users, rate,
@@ -262,7 +265,9 @@ def measure(target: str, users_count: int, rate: float, seconds: float) -> dict[
         return round(float(latencies[min(delivered - 1, int(q * delivered))]) / 1e6, 3)
 
     cpu_per_event = round(cpu / delivered * 1e6, 1) if cpu is not None and delivered else None
-    rss_per_conn = round((rss - rss_before) / 1024 / users_count, 2) if rss else None
+    rss_per_conn = (
+        round((rss_connected - rss_before) / 1024 / users_count, 2) if server_proc else None
+    )
 
     return {
         "target": target, "users": users_count, "rate": rate, "seconds": seconds,
@@ -271,7 +276,8 @@ def measure(target: str, users_count: int, rate: float, seconds: float) -> dict[
         "max_ms": round(latencies[-1] / 1e6, 3) if latencies else None,
         "server_cpu_us_per_event": cpu_per_event,
         "server_rss_mib": round(rss / 2**20, 1) if rss else None,
-        "server_rss_growth_kib_per_conn": rss_per_conn,
+        "server_rss_kib_per_connection": rss_per_conn,
+        "connect_seconds": round(connect_seconds, 2),
         "redis_cpu_us_per_event": round(redis_cpu / max(total, 1) * 1e6, 1),
         "producer_cpu_us_per_event": round(produced["cpu_us_per_event"], 1),
     }  # fmt: skip
@@ -300,8 +306,8 @@ def main() -> None:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     columns = ["p50_ms", "p99_ms", "max_ms", "lost", "misrouted", "duplicated",
-               "server_cpu_us_per_event", "server_rss_mib", "redis_cpu_us_per_event",
-               "producer_cpu_us_per_event"]  # fmt: skip
+               "server_cpu_us_per_event", "server_rss_kib_per_connection", "connect_seconds",
+               "redis_cpu_us_per_event", "producer_cpu_us_per_event"]  # fmt: skip
     lines = ["| rate | target | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for result in results:
         base = next(
