@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,18 @@ def start_server(target: str, redis_url: str, port: int) -> subprocess.Popen[byt
 # -- the load client (its own process) ---------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _token_settings() -> Any:
+    from core.config import Settings
+
+    return Settings(jwt_secret=SECRET)
+
+
 def _url(target: str, port: int, user: str) -> str:
     if target == "insight":
-        from core.config import Settings
         from core.security import issue_token
 
-        token = issue_token(Settings(jwt_secret=SECRET), user, ttl_seconds=3600)
+        token = issue_token(_token_settings(), user, ttl_seconds=3600)
         return f"ws://127.0.0.1:{port}/api/v1/insight?token={token}"
     if target == "socketio":
         return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&user={user}"

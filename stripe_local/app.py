@@ -72,6 +72,9 @@ class StripeState:
     idempotency: dict[tuple[str, str], tuple[str, int, bytes] | None] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: int = 0
+    # Requests answered from the idempotency cache, or refused while their key was in use.
+    replayed: int = 0
+    key_in_use: int = 0
 
     def next_fault(self) -> Fault | None:
         while self.faults:
@@ -123,6 +126,9 @@ class StripeLocal:
         key = _secret_key(request)
         if key is None:
             return stripe_error(401, "invalid_request_error", "Invalid API Key provided.")
+        # Take the whole request first, as any server does: a client that dies while the
+        # server is still slow does not undo work the server already has.
+        params = parse_form((await request.body()).decode())
         self.state.requests += 1
         fault = self.state.next_fault()
         if fault is not None and fault.kind == "http_500":
@@ -131,53 +137,55 @@ class StripeLocal:
             return stripe_error(
                 429, "rate_limit_error", "Too many requests (injected fault).", code="rate_limit"
             )
+        slot: tuple[str, str] | None = None
+        idempotency_key = request.headers.get("idempotency-key")
+        if request.method == "POST" and idempotency_key:
+            slot = (key, idempotency_key)
+            fingerprint = hashlib.sha256(
+                json.dumps([request.url.path, params], sort_keys=True).encode()
+            ).hexdigest()
+            earlier = self._earlier_answer(slot, fingerprint)
+            if earlier is not None:
+                return earlier
+            self.state.idempotency[slot] = None  # reserved at arrival, as Stripe does
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.delay_seconds)
-        params = parse_form((await request.body()).decode())
-        idempotency_key = request.headers.get("idempotency-key")
-        if request.method != "POST" or not idempotency_key:
-            response = handler(request, params)
-        else:
-            response = self._idempotent(key, idempotency_key, request, params, handler)
+        response: Response = handler(request, params)
+        if slot is not None:
+            self.state.idempotency[slot] = (fingerprint, response.status_code, bytes(response.body))
+            response.headers["Idempotency-Key"] = slot[1]
         if fault is not None and fault.kind == "lose_response":
             # The work is done and remembered; the answer arrives after the client gave up.
             await asyncio.sleep(fault.delay_seconds)
-        return response  # type: ignore[no-any-return]
-
-    def _idempotent(
-        self, key: str, idempotency_key: str, request: Request, params: dict[str, Any], handler: Any
-    ) -> Response:
-        fingerprint = hashlib.sha256(
-            json.dumps([request.url.path, params], sort_keys=True).encode()
-        ).hexdigest()
-        slot = (key, idempotency_key)
-        if slot in self.state.idempotency:
-            saved = self.state.idempotency[slot]
-            if saved is None:
-                return stripe_error(
-                    409,
-                    "idempotency_error",
-                    "A request with this key is in progress.",
-                    code="idempotency_key_in_use",
-                )
-            if saved[0] != fingerprint:
-                return stripe_error(
-                    400,
-                    "idempotency_error",
-                    "Keys for idempotent requests can only be used with the same parameters "
-                    "they were first used with.",
-                )
-            return Response(
-                saved[2],
-                status_code=saved[1],
-                media_type="application/json",
-                headers={"Idempotent-Replayed": "true", "Idempotency-Key": idempotency_key},
-            )
-        self.state.idempotency[slot] = None
-        response: Response = handler(request, params)
-        self.state.idempotency[slot] = (fingerprint, response.status_code, bytes(response.body))
-        response.headers["Idempotency-Key"] = idempotency_key
         return response
+
+    def _earlier_answer(self, slot: tuple[str, str], fingerprint: str) -> Response | None:
+        """What Stripe answers for a key it has seen: in progress, mismatch, or a replay."""
+        if slot not in self.state.idempotency:
+            return None
+        saved = self.state.idempotency[slot]
+        if saved is None:
+            self.state.key_in_use += 1
+            return stripe_error(
+                409,
+                "idempotency_error",
+                "A request with this key is in progress.",
+                code="idempotency_key_in_use",
+            )
+        if saved[0] != fingerprint:
+            return stripe_error(
+                400,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters "
+                "they were first used with.",
+            )
+        self.state.replayed += 1
+        return Response(
+            saved[2],
+            status_code=saved[1],
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true", "Idempotency-Key": slot[1]},
+        )
 
     def _create(self, _request: Request, params: dict[str, Any]) -> Response:
         amount, currency = params.get("amount"), params.get("currency")
@@ -294,6 +302,8 @@ class StripeLocal:
                 "payment_intents": list(self.state.payment_intents.values()),
                 "charges": self.state.charges,
                 "requests": self.state.requests,
+                "replayed": self.state.replayed,
+                "key_in_use": self.state.key_in_use,
                 "webhooks": self.webhooks.delivered,
             }
         )

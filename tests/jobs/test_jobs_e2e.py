@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from tests.harness import Client, unique
+from tests.harness import Client, eventually, unique
 from tests.stack import COFFEE, Stack
 
 pytestmark = pytest.mark.anyio
@@ -176,19 +178,22 @@ async def test_kill_9_of_the_worker_mid_payment_charges_once_and_toasts_once(
     user = unique("u")
     client = await Client.connect(stack.edge.ws_url, token(user))
     order_id = await create_order(stack, client, token(user))
+    before = stack.stripe_state()
     stack.stripe_fault("slow", count=1, delay_seconds=1.5)  # keeps the charge call in flight
     job_id = stack.post(
         "/payments", token(user), {"order_id": order_id, "payment_method": "pm_card_visa"}
     ).json()["job_id"]
-    # 30% is published just before the call to Stripe: kill the pool process inside it.
-    await frames_for_job(
-        client, job_id, lambda f: f["type"] == "ui_update" and f["data"]["percent"] == 30
-    )
+    # Kill the pool process while Stripe holds its charge request (received, still slow).
+    await eventually(lambda: stack.stripe_state()["requests"] > before["requests"])
     for pid in stack.worker.pool_pids():
         os.kill(pid, signal.SIGKILL)
     frames = await frames_for_job(client, job_id, lambda f: f["type"] == "ui_redirect", timeout=40)
     assert stack.wait_job(job_id, token(user))["status"] == "succeeded"
     assert len(stack.charges_for_job(job_id)) == 1
+    # The killed attempt's charge went through at Stripe; the redelivered job was answered
+    # from Stripe's idempotency cache (after "key in use" while the first was still running).
+    after = stack.stripe_state()
+    assert after["replayed"] + after["key_in_use"] > before["replayed"] + before["key_in_use"]
     assert await client.silent_for(1.0)  # no second toast or redirect comes later
     assert len([f for f in frames if is_toast(f)]) == 1
     await client.close()
@@ -256,3 +261,39 @@ async def test_one_request_id_follows_the_job_and_no_log_line_holds_the_token(
     for name, text in logs.items():
         assert secret not in text, f"the token is in the {name} log"
         assert secret.split(".")[2] not in text, f"the token's signature is in the {name} log"
+
+
+def test_a_charge_racing_its_own_in_flight_request_is_retried_not_failed(stack: Stack) -> None:
+    import stripe
+
+    from tests.stack import STRIPE_TEST_KEY
+    from workers.services import payments
+
+    client = stripe.StripeClient(
+        STRIPE_TEST_KEY, base_addresses={"api": stack.stripe.http_url}, max_network_retries=0
+    )
+    payment = payments.PaymentView(
+        id=990_001,
+        order_id=990_001,
+        amount=500,
+        currency="usd",
+        payment_method="pm_card_visa",
+        success_url="/",
+        idempotency_key=f"race-{unique('k')}",
+        status="processing",
+        failure_reason=None,
+    )
+    before = stack.stripe_state()["requests"]
+    stack.stripe_fault("slow", count=1, delay_seconds=2)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(payments.charge, client, payment, "job-race")
+        deadline = time.monotonic() + 10
+        while stack.stripe_state()["requests"] == before:  # until Stripe holds the first one
+            assert time.monotonic() < deadline, "the first charge never reached the server"
+            time.sleep(0.02)
+        with pytest.raises(payments.TransientPaymentError, match="409"):
+            payments.charge(client, payment, "job-race")  # same key while the first still runs
+        assert first.result(timeout=10).succeeded
+    again = payments.charge(client, payment, "job-race")  # afterwards: Stripe's cached answer
+    assert again.succeeded
+    assert again.payment_intent_id == first.result().payment_intent_id

@@ -122,12 +122,12 @@ def charge(client: stripe.StripeClient, payment: PaymentView, job_id: str) -> Ch
         )
     except (stripe.RateLimitError, stripe.APIConnectionError) as error:
         raise TransientPaymentError(type(error).__name__) from error
-    except stripe.IdempotencyError as error:
-        if error.http_status == 409:  # the same request is still running at Stripe
-            raise TransientPaymentError("idempotent request in progress") from error
+    except stripe.IdempotencyError as error:  # same key, other parameters: never retried
         raise PaymentRejected(error.user_message or "idempotency conflict") from error
     except stripe.APIError as error:
-        if error.http_status is None or error.http_status >= 500:
+        # 409: a request with this Idempotency-Key is still running at Stripe (a redelivered
+        # job racing its own first attempt); stripe-python reports it as a plain APIError.
+        if error.http_status is None or error.http_status == 409 or error.http_status >= 500:
             raise TransientPaymentError(f"Stripe answered {error.http_status}") from error
         raise PaymentRejected(error.user_message or "Stripe refused the payment") from error
     except stripe.StripeError as error:
