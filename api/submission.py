@@ -45,7 +45,11 @@ def submit(
     business_id: str | None = None,
     add_rows: Callable[[Job], None] | None = None,
 ) -> Job:
-    """Store and enqueue a job (or find the one this Idempotency-Key already made)."""
+    """Store and enqueue a job (or find the one this Idempotency-Key already made).
+
+    `add_rows` runs only when a new job is made: it adds the rows the job refers to, and may
+    refuse the job by raising (nothing is committed then).
+    """
     fingerprint = hashlib.sha256(
         json.dumps({"kind": kind, "body": body}, sort_keys=True).encode()
     ).hexdigest()

@@ -20,21 +20,18 @@ import multiprocessing
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
+from bench.common import start_uvicorn, token
 from cli.local_redis import LocalRedis, free_port
 
 TARGETS = ("insight", "socketio", "broadcaster", "floor")
-SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 APPS = {
     "insight": "realtime.main:app",
     "socketio": "bench.peers.socketio_server:app",
@@ -43,42 +40,15 @@ APPS = {
 
 
 def start_server(target: str, redis_url: str, port: int) -> subprocess.Popen[bytes] | None:
-    if target == "floor":
-        return None
-    env = {**os.environ, "REDIS_URL": redis_url, "JWT_SECRET": SECRET,
-           "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", APPS[target], "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
-        env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with httpx.Client() as http:
-                http.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{target} did not start")
+    return None if target == "floor" else start_uvicorn(APPS[target], port, redis_url)
 
 
 # -- the load client (its own process) ---------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _token_settings() -> Any:
-    from core.config import Settings
-
-    return Settings(jwt_secret=SECRET)
-
-
 def _url(target: str, port: int, user: str) -> str:
     if target == "insight":
-        from core.security import issue_token
-
-        token = issue_token(_token_settings(), user, ttl_seconds=3600)
-        return f"ws://127.0.0.1:{port}/api/v1/insight?token={token}"
+        return f"ws://127.0.0.1:{port}/api/v1/insight?token={token(user)}"
     if target == "socketio":
         return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&user={user}"
     return f"ws://127.0.0.1:{port}/ws?user={user}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -21,27 +20,14 @@ from pathlib import Path
 import httpx
 import websockets
 
+from bench.common import SECRET, server_env, token, wait_ready
 from cli.local_redis import LocalRedis, free_port
 from cli.supervisor import Ports, plan
 from core.config import Settings
 from core.migrate import migrate
-from core.security import issue_token
 
-SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 ORDER = {"items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
          "currency": "usd"}  # fmt: skip
-
-
-def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
 
 
 async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list[float], float]:
@@ -98,8 +84,7 @@ def main() -> None:
     redis_server = LocalRedis(free_port(), workdir / "redis").start()
     database_url = f"sqlite:///{workdir / 'bench.db'}"
     migrate(database_url)
-    env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": database_url,
-           "JWT_SECRET": SECRET, "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {**server_env(redis_server.url), "DATABASE_URL": database_url}
     env.pop("STRIPE_API_KEY", None)
     settings = Settings(redis_url=redis_server.url, jwt_secret=SECRET)
     ports = Ports(api=free_port(), edge=free_port(), stripe=free_port())
@@ -112,9 +97,9 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{ports.api}/readyz")
         wait_ready(f"http://127.0.0.1:{ports.edge}/readyz")
-        token = issue_token(settings, "bench-user", business_id="bench-business")
-        asyncio.run(drive(ports, token, 5, 5))  # warm-up: returns once the workers answer
-        latencies, throughput = asyncio.run(drive(ports, token, args.rate, args.orders))
+        user_token = token("bench-user", "bench-business")
+        asyncio.run(drive(ports, user_token, 5, 5))  # warm-up: returns once the workers answer
+        latencies, throughput = asyncio.run(drive(ports, user_token, args.rate, args.orders))
     finally:
         for process in processes:
             process.terminate()

@@ -17,19 +17,15 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import websockets
 
+from bench.common import start_uvicorn, token
 from cli.local_redis import LocalRedis, free_port
-
-SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 
 
 def produce(redis_url: str, users: list[str], rate: float, seconds: float, out: str) -> None:
@@ -91,42 +87,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="insight-bench-"))
     redis_server = LocalRedis(free_port(), workdir / "redis").start()
     port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "JWT_SECRET": SECRET,
-        "ENVIRONMENT": "development",
-        "LOG_LEVEL": "WARNING",
-    }
-    edge = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "realtime.main:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--ws-per-message-deflate",
-            "false",
-        ],
-        env=env,
-    )
+    edge = start_uvicorn("realtime.main:app", port, redis_server.url)
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        os.environ.update(JWT_SECRET=SECRET, ENVIRONMENT="development")
-        from core.config import get_settings
-        from core.security import issue_token
-
         users = [f"bench-{i}" for i in range(args.users)]
-        tokens = {u: issue_token(get_settings(), u) for u in users}
+        tokens = {u: token(u) for u in users}
         out = workdir / "sent.json"
         producer = multiprocessing.get_context("spawn").Process(
             target=produce, args=(redis_server.url, users, args.rate, args.seconds, str(out))

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from cli.local_redis import LocalRedis, answers, is_local
@@ -85,8 +86,8 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
     return env, services
 
 
-def _pump_output(name: str, colour: str, stream: object, width: int) -> None:
-    assert hasattr(stream, "readline")
+def _pump_output(name: str, colour: str, stream: IO[bytes], width: int) -> None:
+    """Copy a child's output to ours, each line prefixed with the child's name."""
     prefix = f"{name:<{width}} | "
     if sys.stdout.isatty():
         prefix = f"\033[{colour}m{prefix}\033[0m"

@@ -36,8 +36,9 @@ def create_payment(
 ) -> JSONResponse:
     """Charge an order; the page gets a toast and a redirect, or a modal on a decline."""
     order = find_own_order(session, body.order_id, user.user_id)
-    payload = body.model_dump(mode="json")
-    if idempotency_key is None or not _same_key_used(session, user.user_id, idempotency_key):
+
+    def add_payment(job: Job) -> None:
+        # Only for a new job: a repeated Idempotency-Key gets its first job even once paid.
         if order.status == "paid":
             raise HTTPException(status.HTTP_409_CONFLICT, f"order {order.id} is already paid")
         in_flight = session.scalars(
@@ -49,8 +50,6 @@ def create_payment(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"a payment of order {order.id} is already in progress"
             )
-
-    def add_payment(job: Job) -> None:
         session.add(
             Payment(
                 job_id=job.id,
@@ -69,20 +68,10 @@ def create_payment(
         session,
         user,
         "payment",
-        payload,
+        body.model_dump(mode="json"),
         idempotency_key,
         request.state.request_id,
         business_id=order.business_id,
         add_rows=add_payment,
     )
     return accepted(job)
-
-
-def _same_key_used(session: SessionDep, user_id: str, key: str) -> bool:
-    """A repeated Idempotency-Key is answered by submit(), even once the order is paid."""
-    return (
-        session.scalars(
-            select(Job.id).where(Job.user_id == user_id, Job.idempotency_key == key)
-        ).first()
-        is not None
-    )

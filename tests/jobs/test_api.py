@@ -148,3 +148,17 @@ def test_health_and_readiness(stack: Stack) -> None:
     assert httpx.get(f"{stack.api.http_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.api.http_url}/readyz").json()
     assert ready["checks"] == {"redis": True, "database": True}
+
+
+def test_a_repeated_payment_key_returns_the_first_job_even_once_the_order_is_paid(
+    stack: Stack, token: Callable[..., str]
+) -> None:
+    user = token(unique("u"))
+    order_id = stack.order(user)
+    body = {"order_id": order_id, "payment_method": "pm_card_visa"}
+    first = stack.post("/payments", user, body, **{"Idempotency-Key": "pay-1"})
+    assert stack.wait_job(first.json()["job_id"], user)["status"] == "succeeded"
+    again = stack.post("/payments", user, body, **{"Idempotency-Key": "pay-1"})
+    assert again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert stack.post("/payments", user, body).status_code == 409  # a new request is refused

@@ -96,10 +96,3 @@ def fail(
 
 def mark_notified(session: Session, job_id: str) -> None:
     _locked(session, job_id).notified = True
-
-
-def view(session: Session, job_id: str) -> JobView:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise UnknownJob(job_id)
-    return JobView.of(job)

@@ -67,6 +67,12 @@ def human_reason(error: BaseException) -> str:
     return "something went wrong on our side; please try again"
 
 
+def begin(job_id: str) -> jobs.JobView:
+    """Count this delivery of the job (committed); the view says whether work remains."""
+    with session_scope() as session:
+        return jobs.begin(session, job_id)
+
+
 def finish(job: jobs.JobView, metrics: dict[str, Any] | None = None) -> None:
     """Announce a finished job unless an earlier delivery already did, then remember it."""
     if job.notified:

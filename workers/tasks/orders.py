@@ -7,15 +7,14 @@ from workers import announce
 from workers.celery_app import app
 from workers.reliability import TIME_LIMITS
 from workers.services import jobs, orders
-from workers.tasks.base import JobTask, finish
+from workers.tasks.base import JobTask, begin, finish
 
 LIMIT = TIME_LIMITS["orders"]
 
 
 @app.task(name="orders.create", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
 def create_order(job_id: str) -> None:
-    with session_scope() as session:
-        job = jobs.begin(session, job_id)
+    job = begin(job_id)
     if not job.finished:
         announce.progress(job, 10)
         with session_scope() as session:

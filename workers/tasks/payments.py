@@ -7,15 +7,14 @@ from workers import announce
 from workers.celery_app import app
 from workers.reliability import TIME_LIMITS
 from workers.services import jobs, payments
-from workers.tasks.base import JobTask, finish
+from workers.tasks.base import JobTask, begin, finish
 
 LIMIT = TIME_LIMITS["payments"]
 
 
 @app.task(name="payments.charge", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
 def charge_payment(job_id: str) -> None:
-    with session_scope() as session:
-        job = jobs.begin(session, job_id)
+    job = begin(job_id)
     if not job.finished:
         announce.progress(job, 10)
         with session_scope() as session:

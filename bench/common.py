@@ -1,0 +1,54 @@
+"""What every benchmark shares: the token secret, the servers' environment, starting a uvicorn
+app and waiting until it answers, and minting tokens without re-reading settings each time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from functools import lru_cache
+
+import httpx
+
+from core.config import Settings
+from core.security import issue_token
+
+SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
+
+
+def server_env(redis_url: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "JWT_SECRET": SECRET,
+            "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    """Poll `url` until it answers at all (any status): the server is accepting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def start_uvicorn(app: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """One uvicorn process as the benchmarks run servers: no access log, no compression."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
+        env=server_env(redis_url), stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_ready(f"http://127.0.0.1:{port}/")
+    return process
+
+
+@lru_cache(maxsize=1)
+def bench_settings() -> Settings:
+    return Settings(jwt_secret=SECRET)
+
+
+def token(user: str, business: str | None = None) -> str:
+    return issue_token(bench_settings(), user, business_id=business, ttl_seconds=3600)
