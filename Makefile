@@ -26,7 +26,7 @@ lint: install         ## ruff (lint + format check) and mypy
 	$(BIN)/mypy
 
 bench: install        ## benchmarks side by side with python-socketio and broadcaster (bench/results/)
-	$(BIN)/python -m bench.compare --users 1000 --rates 500 2000 5000 --seconds 10
+	$(BIN)/python -m bench
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import httpx
 
@@ -34,15 +36,33 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout}s")
 
 
-def start_uvicorn(app: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    """One uvicorn process as the benchmarks run servers: no access log, no compression."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
-        env=server_env(redis_url), stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+LOGS = Path(tempfile.gettempdir()) / "insight-bench-logs"
+
+
+def start_server(command: list[str], port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """Start a server; its output goes to LOGS/<port>.log."""
+    LOGS.mkdir(exist_ok=True)
+    with open(LOGS / f"{port}.log", "wb") as log:
+        process = subprocess.Popen(
+            command, env=server_env(redis_url), stdout=log, stderr=subprocess.STDOUT
+        )
     wait_ready(f"http://127.0.0.1:{port}/")
     return process
+
+
+def start_uvicorn(app: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """A peer under uvicorn as the benchmarks run servers: no access log, no compression."""
+    return start_server(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
+        port, redis_url,
+    )  # fmt: skip
+
+
+def start_edge(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """An Insight edge, started as operators start one (`insight edge`)."""
+    command = [sys.executable, "-m", "cli.main", "edge", "--port", str(port)]
+    return start_server(command, port, redis_url)
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ Runs the real process set of `make run` (job API, edge, one Celery worker per qu
 the local Stripe server) against a private Redis and a fresh SQLite database, submits orders
 at a steady rate from one client, and prints p50/p90/p99/max and the sustained jobs/s.
 
-    .venv/bin/python -m bench.order_to_toast --rate 20 --orders 400
+    .venv/bin/python -m bench.order_to_toast --rates 20 50 --orders 400
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,8 +28,10 @@ from cli.supervisor import Ports, plan
 from core.config import Settings
 from core.migrate import migrate
 
-ORDER = {"items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
-         "currency": "usd"}  # fmt: skip
+ORDER = {
+    "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
+    "currency": "usd",
+}
 
 
 async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list[float], float]:
@@ -74,13 +78,10 @@ async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list
     return [toasted[job] - started for job, started in sent.items()], count / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=20, help="orders per second")
-    parser.add_argument("--orders", type=int, default=300)
-    args = parser.parse_args()
-
-    workdir = Path(tempfile.mkdtemp(prefix="insight-bench-"))
+@contextmanager
+def job_system() -> Iterator[Ports]:
+    """The process set of `make run` on a private Redis and a fresh SQLite database."""
+    workdir = Path(tempfile.mkdtemp(prefix="insight-bench-jobs-"))
     redis_server = LocalRedis(free_port(), workdir / "redis").start()
     database_url = f"sqlite:///{workdir / 'bench.db'}"
     migrate(database_url)
@@ -90,30 +91,60 @@ def main() -> None:
     ports = Ports(api=free_port(), edge=free_port(), stripe=free_port())
     extra, services = plan(settings, ports)
     processes = [
-        subprocess.Popen(s.argv, env={**env, **extra}, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            s.argv, env={**env, **extra}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         for s in services
-    ]  # fmt: skip
+    ]
     try:
         wait_ready(f"http://127.0.0.1:{ports.api}/readyz")
         wait_ready(f"http://127.0.0.1:{ports.edge}/readyz")
-        user_token = token("bench-user", "bench-business")
-        asyncio.run(drive(ports, user_token, 5, 5))  # warm-up: returns once the workers answer
-        latencies, throughput = asyncio.run(drive(ports, user_token, args.rate, args.orders))
+        yield ports
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(15)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
         redis_server.stop()
-    latencies.sort()
 
-    def ms(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
 
-    print(json.dumps({"rate": args.rate, "orders": args.orders, "jobs_per_s": round(throughput, 1),
-                      "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
-                      "max_ms": round(latencies[-1] * 1000, 2)}))  # fmt: skip
+def measure(ports: Ports, rates: list[float], orders: int) -> list[dict[str, float]]:
+    """Each rate's POST-to-toast percentiles and the jobs/s sustained, after a warm-up."""
+    user_token = token("bench-user", "bench-business")
+    asyncio.run(drive(ports, user_token, 5, 5))  # warm-up: returns once the workers answer
+    rows = []
+    for rate in rates:
+        latencies, throughput = asyncio.run(drive(ports, user_token, rate, orders))
+        latencies.sort()
+
+        def ms(q: float, values: list[float] = latencies) -> float:
+            return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
+
+        rows.append(
+            {
+                "rate": rate,
+                "orders": orders,
+                "jobs_per_s": round(throughput, 1),
+                "p50_ms": ms(0.5),
+                "p90_ms": ms(0.9),
+                "p99_ms": ms(0.99),
+                "max_ms": round(latencies[-1] * 1000, 2),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", type=float, nargs="+", default=[20, 50], help="orders/s")
+    parser.add_argument("--orders", type=int, default=300)
+    args = parser.parse_args()
+    with job_system() as ports:
+        for row in measure(ports, args.rates, args.orders):
+            print(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def _run(args: argparse.Namespace) -> int:
     return run(get_settings(), Ports(api=args.api_port, edge=args.edge_port))
 
 
+def _edge(args: argparse.Namespace) -> int:
+    from realtime.serving import serve
+
+    serve(get_settings(), args.host, args.port)
+    return 0
+
+
 def _stripe_server(args: argparse.Namespace) -> int:
     """The local Stripe-compatible server in the foreground."""
     import os
@@ -144,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-port", type=int, default=8000)
     run.add_argument("--edge-port", type=int, default=8001)
     run.set_defaults(handler=_run)
+
+    edge = commands.add_parser("edge", help="run one realtime edge process (WebSockets)")
+    edge.add_argument("--host", default="127.0.0.1")
+    edge.add_argument("--port", type=int, default=8001)
+    edge.set_defaults(handler=_edge)
 
     stripe_server = commands.add_parser(
         "stripe-server", help="run the local Stripe-compatible server (development, tests)"

@@ -62,12 +62,7 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
         env["PUBLIC_API_URL"] = f"http://127.0.0.1:{ports.api}"  # where the demo page calls
     services = [
         Service("api", _uvicorn("api.main:app", ports.api)),
-        Service(
-            "edge",
-            _uvicorn(
-                "realtime.main:app", ports.edge, "--ws-max-size", str(settings.ws_max_message_bytes)
-            ),
-        ),
+        Service("edge", [sys.executable, "-m", "cli.main", "edge", "--port", str(ports.edge)]),
         *(
             Service(
                 f"worker-{queue}",

@@ -1,4 +1,4 @@
-"""The realtime edge: `uvicorn realtime.main:app` (port 8001).
+"""The realtime edge: the FastAPI app that `insight edge` serves on port 8001.
 
 Stateless apart from its connections: every instance subscribes only to the recipients
 connected to it, so instances scale out behind any load balancer without sticky sessions.

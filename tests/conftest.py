@@ -88,8 +88,8 @@ def edge_factory(redis_server: LocalRedis, artifacts: Path) -> Iterator[Callable
     """Start extra edges (own settings, or to be killed); all stopped after the test."""
     started: list[Edge] = []
 
-    def start(*uvicorn_args: str, redis_url: str | None = None, **env: str) -> Edge:
-        process = start_edge(redis_url or redis_server.url, artifacts, *uvicorn_args, **env)
+    def start(redis_url: str | None = None, **env: str) -> Edge:
+        process = start_edge(redis_url or redis_server.url, artifacts, **env)
         started.append(process)
         return process
 

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from cli.local_redis import free_port
 from core.config import Settings
 from core.security import issue_token
+from realtime.serving import APP
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123"
@@ -58,7 +59,6 @@ class ServerProcess:
     port: int
     env: dict[str, str]
     log_path: Path
-    extra_args: tuple[str, ...] = ()
     ready_path: str = "/readyz"
     process: subprocess.Popen[bytes] | None = None
 
@@ -69,16 +69,17 @@ class ServerProcess:
     def start(self) -> Self:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", self.app,
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--timeout-graceful-shutdown", "5",
-                    *self.extra_args,
-                ],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         self.wait_ready()
         return self
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", self.app,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--timeout-graceful-shutdown", "5",
+        ]  # fmt: skip
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -110,7 +111,10 @@ class ServerProcess:
 
 
 class Edge(ServerProcess):
-    """The realtime edge."""
+    """The realtime edge, started as operators start it (`insight edge`)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cli.main", "edge", "--port", str(self.port)]
 
     @property
     def ws_url(self) -> str:
@@ -136,10 +140,10 @@ def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
     }
 
 
-def start_edge(redis_url: str, log_dir: Path, *uvicorn_args: str, **env_overrides: str) -> Edge:
+def start_edge(redis_url: str, log_dir: Path, **env_overrides: str) -> Edge:
     port = free_port()
     env = base_env(redis_url, **env_overrides)
-    return Edge("realtime.main:app", port, env, log_dir / f"edge-{port}.log", uvicorn_args).start()
+    return Edge(APP, port, env, log_dir / f"edge-{port}.log").start()
 
 
 @dataclass

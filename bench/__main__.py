@@ -1,0 +1,67 @@
+"""`make bench`: every scenario, every target, several runs; results in bench/results/.
+
+.venv/bin/python -m bench                       # everything, 3 runs (about 40 minutes)
+.venv/bin/python -m bench --scenarios targeted_push --targets insight broadcaster
+.venv/bin/python -m bench --quick --out /tmp/b  # tiny sizes: does the benchmark work?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from bench import report
+from bench.scenarios import QUICK, SCENARIOS, Row, Sizes
+from bench.targets import BY_NAME
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--targets", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each scenario")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else Sizes()
+    targets = tuple(BY_NAME[name] for name in args.targets)
+    tables = []
+    for name in args.scenarios:
+        runs: list[Row] = []
+        for repeat in range(args.repeats):
+            started = time.monotonic()
+            for row in SCENARIOS[name](sizes, targets):
+                row = {"repeat": repeat, **row}
+                print(json.dumps(row), flush=True)
+                runs.append(row)
+            print(
+                f"# {name} run {repeat + 1}/{args.repeats}: {time.monotonic() - started:.0f}s",
+                flush=True,
+            )
+        tables.append(report.write(name, runs, args.out))
+        print(tables[-1], flush=True)
+    if set(args.scenarios) == set(SCENARIOS):
+        machine = f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}"
+        summary = [
+            f"# Benchmark results\n\n{time.strftime('%Y-%m-%d')}, {machine}, "
+            f"{args.repeats} runs each.\n",
+            *tables,
+        ]
+        (args.out / "README.md").write_text("\n".join(summary))
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()

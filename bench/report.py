@@ -1,0 +1,239 @@
+"""Medians over repeats, markdown tables with ratios to Insight, and PNG plots.
+
+Every row of every repeat is kept in `<scenario>.json` next to the medians, so a reader can
+see the spread the medians hide.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.rig import median
+
+Row = dict[str, Any]
+WORST = frozenset({"lost", "misrouted", "duplicated", "burst_lost"})  # any run's is reported
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one scenario's rows are grouped (the key, target last) and which figures show."""
+
+    title: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+LAYOUTS = {
+    "targeted_push": Layout(
+        "1. Targeted push: U users, events to random users at R/s",
+        ("users", "rate", "target"),
+        (
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "lost",
+            "misrouted",
+            "duplicated",
+            "server_cpu_us_per_event",
+            "rss_kib_per_connection",
+            "connect_seconds",
+            "redis_cpu_us_per_event",
+            "producer_cpu_us_per_event",
+        ),
+    ),
+    "highest_rate": Layout(
+        "2. Highest sustained rate of one server process (1,000 users, two producers)",
+        ("target",),
+        (
+            "sustained_per_s",
+            "p50_ms",
+            "p99_ms",
+            "server_cpu_us_per_event",
+            "failed_at_rate",
+            "failed_p99_ms",
+            "failed_lost",
+            "failed_delivered_per_s",
+        ),
+    ),
+    "connections": Layout(
+        "3. Idle connections held by one server process",
+        ("target",),
+        (
+            "connections",
+            "accept_first",
+            "seconds_to_accept_first",
+            "seconds_to_accept_all",
+            "rss_mib",
+            "rss_kib_per_connection",
+            "burst_lost",
+        ),
+    ),
+    "scale_out": Layout(
+        "4. Scale-out: users split over 1, 2 and 4 server processes",
+        ("servers", "target"),
+        ("p50_ms", "p99_ms", "lost", "server_cpu_us_per_event", "delivered_per_s"),
+    ),
+    "reconnect_storm": Layout(
+        "5. Reconnect storm: every connection dropped and reopened at once while events flow",
+        ("target",),
+        (
+            "users",
+            "resumes",
+            "seconds_to_catch_up",
+            "published",
+            "lost",
+            "duplicated",
+            "p99_ms",
+            "max_ms",
+        ),
+    ),
+    "job_pipeline": Layout(
+        "6. Job pipeline: POST /api/v1/orders to the toast at the socket",
+        ("rate", "target"),
+        ("jobs_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms"),
+    ),
+}
+
+
+def medians(rows: Iterable[Row], layout: Layout) -> list[Row]:
+    """One row per key: the median of each figure over the repeats, in first-seen order."""
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in layout.key), []).append(row)
+    out = []
+    for key, group in groups.items():
+        merged: Row = dict(zip(layout.key, key, strict=True))
+        merged["runs"] = len(group)
+        for column in layout.columns:
+            values = [r.get(column) for r in group]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if not numbers:
+                merged[column] = values[0]
+            else:
+                merged[column] = max(numbers) if column in WORST else median(numbers)
+        out.append(merged)
+    return out
+
+
+def markdown(name: str, rows: list[Row]) -> str:
+    layout = LAYOUTS[name]
+    shown = [c for c in layout.columns if any(r.get(c) is not None for r in rows)]
+    header = [*layout.key, "runs", *shown]
+    lines = [
+        f"### {layout.title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in rows:
+        base = _insight_row(rows, row, layout)
+        cells = [str(row.get(k)) for k in layout.key] + [str(row["runs"])]
+        for column in shown:
+            value = row.get(column)
+            cell = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            reference = base.get(column) if base is not None and base is not row else None
+            if (
+                isinstance(value, int | float)
+                and isinstance(reference, int | float)
+                and reference
+                and not isinstance(value, bool)
+                and column not in WORST
+            ):
+                cell += f" ({value / reference:.2f}x)"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Medians over the runs (lost, misrouted and duplicated: the worst run); "
+        "(n.nnx) is the ratio to Insight's figure in the same group.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _insight_row(rows: list[Row], row: Row, layout: Layout) -> Row | None:
+    group = [k for k in layout.key if k != "target"]
+    return next(
+        (r for r in rows if r.get("target") == "insight" and all(r[k] == row[k] for k in group)),
+        None,
+    )
+
+
+def plot(name: str, rows: list[Row], path: Path) -> None:
+    """One PNG per scenario, the figure that scenario is about."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    if name == "targeted_push":
+        for users in sorted({r["users"] for r in rows}):
+            for target in targets:
+                mine = [r for r in rows if r["target"] == target and r["users"] == users]
+                rates = [r["rate"] for r in mine]
+                axes[0].plot(
+                    rates, [r["p99_ms"] for r in mine], marker="o", label=f"{target} U={users}"
+                )
+                if target != "floor":
+                    axes[1].plot(
+                        rates,
+                        [r["server_cpu_us_per_event"] for r in mine],
+                        marker="o",
+                        label=f"{target} U={users}",
+                    )
+        axes[0].set(xlabel="events/s", ylabel="p99 latency (ms)", yscale="log")
+        axes[1].set(xlabel="events/s", ylabel="server CPU per event (µs)")
+    elif name == "scale_out":
+        for target in targets:
+            mine = [r for r in rows if r["target"] == target]
+            axes[0].plot(
+                [r["servers"] for r in mine],
+                [r["server_cpu_us_per_event"] for r in mine],
+                marker="o",
+                label=target,
+            )
+            axes[1].plot(
+                [r["servers"] for r in mine], [r["p99_ms"] for r in mine], marker="o", label=target
+            )
+        axes[0].set(xlabel="server processes", ylabel="total server CPU per event (µs)")
+        axes[1].set(xlabel="server processes", ylabel="p99 latency (ms)")
+    else:
+        left, right = {
+            "highest_rate": ("sustained_per_s", "server_cpu_us_per_event"),
+            "connections": ("rss_kib_per_connection", "seconds_to_accept_all"),
+            "reconnect_storm": ("seconds_to_catch_up", "lost"),
+            "job_pipeline": ("p50_ms", "p99_ms"),
+        }[name]
+        labels = [
+            f"{r['target']}" + (f" {r['rate']}/s" if "rate" in LAYOUTS[name].key else "")
+            for r in rows
+        ]
+        for axis, column in ((axes[0], left), (axes[1], right)):
+            axis.bar(labels, [r.get(column) or 0 for r in rows])
+            axis.set(ylabel=column)
+    for axis in axes:
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    figure.suptitle(LAYOUTS[name].title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write(name: str, runs: list[Row], out: Path) -> str:
+    """Write `<name>.json`, `.md` and `.png` into `out`; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = medians(runs, LAYOUTS[name])
+    (out / f"{name}.json").write_text(json.dumps({"medians": rows, "runs": runs}, indent=2))
+    table = markdown(name, rows)
+    (out / f"{name}.md").write_text(table)
+    plot(name, rows, out / f"{name}.png")
+    return table

@@ -1,0 +1,195 @@
+"""The six scenarios of `make bench`. Each returns one row per measurement; `bench.report`
+takes medians over the repeats and writes the tables and plots.
+
+Targets run one after the other inside each repeat, so slow drifts of this shared machine
+touch every target alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bench.order_to_toast import job_system, measure
+from bench.rig import Rig, Window
+from bench.targets import TARGETS, Target
+
+Row = dict[str, Any]
+SERVERS = tuple(t for t in TARGETS if t.has_server)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is; `quick` is for checking the benchmark itself works."""
+
+    users: tuple[int, ...] = (1_000, 10_000)
+    rates: tuple[int, ...] = (500, 2_000, 5_000)
+    seconds: float = 8
+    ramp: tuple[int, ...] = (2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000)
+    ramp_seconds: float = 5
+    idle_connections: int = 19_000
+    accept_timed: int = 10_000
+    edges: tuple[int, ...] = (1, 2, 4)
+    storm_users: int = 5_000
+    storm_rate: int = 1_000
+    job_rates: tuple[int, ...] = (20, 50)
+    jobs: int = 400
+
+
+QUICK = Sizes(
+    users=(50,),
+    rates=(200,),
+    seconds=1,
+    ramp=(500, 1_000),
+    ramp_seconds=1,
+    idle_connections=200,
+    accept_timed=100,
+    edges=(1, 2),
+    storm_users=50,
+    storm_rate=100,
+    job_rates=(5,),
+    jobs=10,
+)
+
+
+def _users(count: int) -> list[str]:
+    return [f"u{i}" for i in range(count)]
+
+
+def _row(window: Window, **extra: Any) -> Row:
+    return {**extra, **window.as_dict()}
+
+
+def targeted_push(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """1. U users connected, a producer pushing to random users at each rate R."""
+    for users in sizes.users:
+        for target in targets:
+            clients = 1 if users <= 10_000 else 2
+            with Rig(target, clients=clients) as rig:
+                idle = rig.server_rss()
+                connect_seconds = rig.connect(_users(users))
+                rss = rig.server_rss()
+                for rate in sizes.rates:
+                    window = rig.traffic(rate, sizes.seconds)
+                    yield _row(
+                        window,
+                        users=users,
+                        server_rss_mib=round(rig.server_rss() / 2**20, 1) or None,
+                        rss_kib_per_connection=round((rss - idle) / 1024 / users, 1)
+                        if target.has_server
+                        else None,
+                        connect_seconds=round(connect_seconds, 2),
+                    )
+
+
+def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """2. Raise R (two producer processes) until p99 passes 100 ms, an event is lost, or the
+    rate delivered falls 5% short of the rate offered; the last rate that held is the row."""
+    for target in targets:
+        with Rig(target) as rig:
+            rig.connect(_users(sizes.users[0]))
+            best: Window | None = None
+            failed_at: Row = {}
+            for rate in sizes.ramp:
+                window = rig.traffic(rate, sizes.ramp_seconds, producers=2)
+                held = (
+                    window.lost == 0
+                    and window.p99_ms is not None
+                    and window.p99_ms <= 100
+                    and window.delivered_per_s >= 0.95 * rate
+                )
+                if not held:
+                    failed_at = {
+                        "failed_at_rate": rate,
+                        "failed_p99_ms": window.p99_ms,
+                        "failed_lost": window.lost,
+                        "failed_delivered_per_s": window.delivered_per_s,
+                    }
+                    break
+                best = window
+            if best is not None:
+                yield _row(
+                    best, users=sizes.users[0], sustained_per_s=best.delivered_per_s, **failed_at
+                )
+            else:
+                yield {"target": target.name, "sustained_per_s": 0, **failed_at}
+
+
+def connections(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """3. Idle connections one server process holds, RSS per connection, time to accept the
+    first `accept_timed`; then a short burst of traffic proves they are all live."""
+    count = sizes.idle_connections
+    for target in (t for t in targets if t.has_server):
+        with Rig(target, clients=2) as rig:
+            users = _users(count)
+            idle = rig.server_rss()
+            first = rig.connect(users[: sizes.accept_timed])
+            rest = rig.connect(users[sizes.accept_timed :])
+            rss = rig.server_rss()
+            window = rig.traffic(sizes.storm_rate, sizes.ramp_seconds)
+            yield {
+                "target": target.name,
+                "connections": count,
+                "accept_first": sizes.accept_timed,
+                "seconds_to_accept_first": round(first, 2),
+                "seconds_to_accept_all": round(first + rest, 2),
+                "rss_mib": round(rss / 2**20, 1),
+                "rss_kib_per_connection": round((rss - idle) / 1024 / count, 1),
+                "burst_lost": window.lost,
+                "burst_delivered": window.delivered,
+            }
+
+
+def scale_out(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """4. 1, 2 and 4 server processes, the users split between them: total server CPU per
+    delivered event, which should not grow as processes are added."""
+    rate = sizes.rates[min(1, len(sizes.rates) - 1)]
+    for target in (t for t in targets if t.has_server):
+        for edges in sizes.edges:
+            with Rig(target, servers=edges) as rig:
+                rig.connect(_users(sizes.users[0]))
+                yield _row(rig.traffic(rate, sizes.seconds), servers=edges, users=sizes.users[0])
+
+
+def reconnect_storm(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """5. While events flow, every client's TCP connection dies at once and all reconnect
+    at once (Insight's with `since`): time until all are ready again, and events lost. The
+    peers have no `since`; what they lose is what a deployment without a log loses."""
+    for target in (t for t in targets if t.has_server):
+        with Rig(target) as rig:
+            rig.connect(_users(sizes.storm_users))
+            traffic = rig.start(sizes.storm_rate, sizes.seconds)
+            time.sleep(sizes.seconds / 3)  # the storm strikes a third of the way in
+            started = time.perf_counter()
+            rig.drop()
+            rig.connect(_users(sizes.storm_users), since=True, concurrency=sizes.storm_users)
+            caught_up = time.perf_counter() - started
+            window = rig.finish(traffic)
+            yield _row(
+                window,
+                users=sizes.storm_users,
+                resumes=target.resumes,
+                seconds_to_catch_up=round(caught_up, 2),
+            )
+
+
+def job_pipeline(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """6. POST /api/v1/orders to the "Order created" toast at the user's socket, one worker
+    per queue. Insight only: the peers have no job pipeline to compare."""
+    if not any(t.name == "insight" for t in targets):
+        return
+    with job_system() as ports:
+        for row in measure(ports, list(sizes.job_rates), sizes.jobs):
+            yield {"target": "insight", **row}
+
+
+SCENARIOS = {
+    "targeted_push": targeted_push,
+    "highest_rate": highest_rate,
+    "connections": connections,
+    "scale_out": scale_out,
+    "reconnect_storm": reconnect_storm,
+    "job_pipeline": job_pipeline,
+}
