@@ -26,7 +26,7 @@ class Sizes:
 
     users: tuple[int, ...] = (1_000, 10_000)
     rates: tuple[int, ...] = (500, 2_000, 5_000)
-    seconds: float = 8
+    seconds: float = 5
     ramp: tuple[int, ...] = (2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000)
     ramp_seconds: float = 5
     idle_connections: int = 19_000

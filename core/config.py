@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(4096, ge=256)
     ws_auth_timeout_seconds: float = Field(5.0, gt=0)
     ws_subscribe_timeout_seconds: float = Field(5.0, gt=0)
+    # WebSocket heartbeats: a peer that leaves a ping unanswered this long is disconnected.
+    ws_ping_interval_seconds: float = Field(20.0, gt=0)
+    ws_ping_timeout_seconds: float = Field(20.0, gt=0)
     # How often the edge's quiet pub/sub connection is PINGed; two silent intervals and it is
     # replaced (a Redis host can vanish without closing the TCP connection).
     pubsub_ping_interval_seconds: float = Field(5.0, gt=0)

@@ -39,6 +39,7 @@ class ClientConnection:
         self.cursor = since
         self.capacity = capacity
         self.close_code: CloseCode | None = None
+        self.gone = False  # the peer went away: nobody to send frames or a close code to
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
         # and do not count against the live capacity.
         self._outbox: deque[tuple[str, str, bool]] = deque()
@@ -89,14 +90,20 @@ class ClientConnection:
             self.close_code = code
         self._wakeup.set()
 
+    def hang_up(self) -> None:
+        """The peer is gone: stop the writer, which has nobody left to write to."""
+        self.gone = True
+        self._wakeup.set()
+
     # -- drained by the endpoint's writer ----------------------------------------------
 
     async def next_frame(self) -> str | None:
-        """The next frame to send, or None when the connection must close (see close_code)."""
-        while not self._outbox and self.close_code is None:
+        """The next frame to send, or None when the connection must close (see close_code)
+        or the peer is gone."""
+        while not self._outbox and self.close_code is None and not self.gone:
             self._wakeup.clear()
             await self._wakeup.wait()
-        if self.close_code is not None:
+        if self.close_code is not None or self.gone:
             return None
         _, frame, live = self._outbox.popleft()
         if live:

@@ -135,36 +135,48 @@ async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[
 async def _pump(
     websocket: WebSocket, connection: ClientConnection, settings: Settings
 ) -> CloseCode:
-    """Send frames, read (and police) inbound frames, and end the session when the token does."""
+    """Send frames until the connection must close, and return why.
 
-    async def write() -> CloseCode:
+    Inbound frames are read (and policed) by one helper task, and the token's expiry is a
+    timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
+    connections per process, every task is memory.
+    """
+    loop = asyncio.get_running_loop()
+    expiry = loop.call_later(
+        max(0.0, connection.identity.expires_at - time.time()),
+        connection.close,
+        CloseCode.UNAUTHORIZED,
+    )
+    reader = asyncio.create_task(_read(websocket, connection, settings))
+    try:
         send = websocket.send
         while (frame := await connection.next_frame()) is not None:
             await send({"type": "websocket.send", "text": frame})
-        assert connection.close_code is not None
-        return connection.close_code
+    finally:
+        expiry.cancel()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    if not reader.cancelled() and (error := reader.exception()) is not None:
+        raise error  # the peer went away (WebSocketDisconnect)
+    assert connection.close_code is not None
+    return connection.close_code
 
-    async def read() -> CloseCode:
+
+async def _read(websocket: WebSocket, connection: ClientConnection, settings: Settings) -> None:
+    """Read inbound frames (the protocol has none to act on) and end the session on one that
+    is too big, or when the peer goes away."""
+    try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             size = len(message.get("text") or message.get("bytes") or "")
             if size > settings.ws_max_message_bytes:
-                return CloseCode.MESSAGE_TOO_BIG
-
-    async def expire() -> CloseCode:
-        await asyncio.sleep(max(0.0, connection.identity.expires_at - time.time()))
-        return CloseCode.UNAUTHORIZED
-
-    tasks = [asyncio.create_task(job()) for job in (write, read, expire)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        return next(iter(done)).result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                connection.close(CloseCode.MESSAGE_TOO_BIG)
+                return
+    except WebSocketDisconnect:
+        connection.hang_up()
+        raise
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

@@ -10,6 +10,8 @@ benchmarks) goes through `serve`, so none of them can drift from these choices:
   separately for every connection costs more CPU than the bytes it saves.
 - `ws_max_size` from WS_MAX_MESSAGE_BYTES: the protocol refuses an oversized inbound frame
   before it is buffered.
+- heartbeats from WS_PING_INTERVAL_SECONDS and WS_PING_TIMEOUT_SECONDS: a peer that vanished
+  without closing its TCP connection is found and its subscriptions released.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws": "websockets-sansio",
         "ws_per_message_deflate": False,
         "ws_max_size": settings.ws_max_message_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_seconds,
+        "ws_ping_timeout": settings.ws_ping_timeout_seconds,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
 

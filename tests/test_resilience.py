@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 
 
 def bulky() -> str:
-    """16 KB that permessage-deflate cannot shrink: big frames make backpressure show fast."""
+    """16 KB frames: big frames make backpressure show fast."""
     return secrets.token_hex(8_000)
 
 
@@ -51,9 +51,14 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_resumes_after_1013(
     )
     fast = await Client.connect(edge.ws_url, token(unique("fast"), business))
     ui = UIManager.for_business(business)
-    ids = [ui.update_ui({"n": n, "pad": bulky()}) for n in range(600)]
+    count = 600
+    fast_reading = asyncio.create_task(fast.events(count, timeout=30))
+    # Published from a thread, as a worker would, while the fast client reads.
+    ids = await asyncio.to_thread(
+        lambda: [ui.update_ui({"n": n, "pad": bulky()}) for n in range(count)]
+    )
 
-    received = [f["id"] for f in await fast.events(len(ids), timeout=30)]
+    received = [f["id"] for f in await fast_reading]
     assert received == ids
 
     # The slow client now reads what reached it, then finds the socket closed with 1013 ...
@@ -93,7 +98,7 @@ async def test_updates_with_one_coalesce_key_are_merged_for_a_slow_client_not_dr
 async def test_a_peer_that_stops_answering_pings_is_evicted(
     edge_factory: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
-    edge = edge_factory("--ws-ping-interval", "0.5", "--ws-ping-timeout", "0.5")
+    edge = edge_factory(WS_PING_INTERVAL_SECONDS="0.5", WS_PING_TIMEOUT_SECONDS="0.5")
     # A raw socket that completes the handshake and then never reads or answers anything.
     dead = socket.create_connection(("127.0.0.1", edge.port))
     key = base64.b64encode(os.urandom(16)).decode()
