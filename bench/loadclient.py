@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import struct
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from bench.common import token
 from bench.targets import Target
 
 Record = tuple[str, int, int, str]
+RETRY_CODES = {1012, 1013}  # the server asks the client to come back (restarting, overloaded)
+RETRIES = 8
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Stats:
 
     received: list[Record] = field(default_factory=list)
     ready: int = 0
+    retries: int = 0  # connections the server asked to come back later (1012, 1013)
     all_ready: asyncio.Event = field(default_factory=asyncio.Event)
     wanted: int = 0
 
@@ -77,6 +81,7 @@ class WebSocketClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.is_ready: asyncio.Future[None] = loop.create_future()
+        self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -91,7 +96,8 @@ class WebSocketClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set_result(None)
         if not self.is_ready.done():
-            self.is_ready.set_exception(ConnectionError(f"{self.user}: closed before ready"))
+            why = f"close code {self.close_code}" if self.close_code else repr(exc)
+            self.is_ready.set_exception(ConnectionError(f"{self.user}: closed before ready: {why}"))
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
@@ -129,6 +135,7 @@ class WebSocketClient(asyncio.Protocol):
         elif opcode == 9:
             self.send(10, payload)  # pong
         elif opcode == 8 and self.transport is not None:
+            self.close_code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
             self.transport.close()
 
     def send(self, opcode: int, payload: bytes) -> None:
@@ -235,16 +242,24 @@ class LoadClient:
             async def open_one(user: str, port: int) -> None:
                 cursor = self.clients[user].last_id if since and user in self.clients else None
                 path = self.target.path(user, self.tokens.get(user), cursor)
-                async with gate:
-                    _, client = await loop.create_connection(
-                        lambda: WebSocketClient(self.target, user, self.stats, path),
-                        "127.0.0.1",
-                        port,
-                    )
-                    if cursor is not None:
+                for attempt in range(RETRIES):
+                    async with gate:
+                        _, client = await loop.create_connection(
+                            lambda: WebSocketClient(self.target, user, self.stats, path),
+                            "127.0.0.1",
+                            port,
+                        )
                         client.last_id = cursor
-                    self.clients[user] = client
-                    await asyncio.wait_for(client.is_ready, 120)
+                        self.clients[user] = client
+                        try:
+                            await asyncio.wait_for(client.is_ready, 120)
+                            return
+                        except ConnectionError:
+                            if client.close_code not in RETRY_CODES or attempt == RETRIES - 1:
+                                raise
+                    # As insight.js does: back off with full jitter, then resume with `since`.
+                    self.stats.retries += 1
+                    await asyncio.sleep(random.uniform(0, min(5.0, 0.25 * 2**attempt)))
 
             await asyncio.gather(*(open_one(u, port) for u, port in users))
         await asyncio.wait_for(self.stats.all_ready.wait(), 300)
@@ -265,6 +280,9 @@ class LoadClient:
     def count(self) -> int:
         return len(self.stats.received)
 
+    def retries(self) -> int:
+        return self.stats.retries
+
 
 async def _serve(pipe: Connection, target: Target, redis_port: int) -> None:
     client = LoadClient(target, redis_port)
@@ -274,6 +292,7 @@ async def _serve(pipe: Connection, target: Target, redis_port: int) -> None:
         "drop": client.drop,
         "take": client.take,
         "count": client.count,
+        "retries": client.retries,
     }
     while True:
         name, kwargs = await asyncio.to_thread(pipe.recv)

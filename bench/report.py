@@ -85,6 +85,7 @@ LAYOUTS = {
             "users",
             "resumes",
             "seconds_to_catch_up",
+            "told_to_retry",
             "published",
             "lost",
             "duplicated",

@@ -191,6 +191,10 @@ class Rig:
         )
         return time.perf_counter() - started
 
+    def retries(self) -> int:
+        """Connections the servers turned away with 1012/1013 and the clients retried."""
+        return sum(self._call("retries", [{} for _ in self.pipes]))
+
     def drop(self) -> None:
         self._call("drop", [{} for _ in self.pipes])
 

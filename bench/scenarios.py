@@ -27,7 +27,7 @@ class Sizes:
     users: tuple[int, ...] = (1_000, 10_000)
     rates: tuple[int, ...] = (500, 2_000, 5_000)
     seconds: float = 5
-    ramp: tuple[int, ...] = (2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000)
+    ramp: tuple[int, ...] = (4_000, 8_000, 12_000, 16_000, 20_000, 24_000, 28_000)
     ramp_seconds: float = 5
     idle_connections: int = 19_000
     accept_timed: int = 10_000
@@ -172,6 +172,7 @@ def reconnect_storm(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
                 users=sizes.storm_users,
                 resumes=target.resumes,
                 seconds_to_catch_up=round(caught_up, 2),
+                told_to_retry=rig.retries(),
             )
 
 

@@ -101,3 +101,4 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # LOG_LEVEL governs them too

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from starlette.routing import WebSocketRoute
 
 from core.config import get_settings
 from core.logging import configure_logging
@@ -73,7 +74,8 @@ def create_app() -> FastAPI:
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(get_settings().log_level)
     app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
-    app.add_api_websocket_route("/api/v1/insight", insight_socket)
+    # A plain Starlette route: FastAPI's dependency machinery would add state to every socket.
+    app.router.routes.append(WebSocketRoute("/api/v1/insight", insight_socket))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(demo.router)
 
