@@ -1,9 +1,11 @@
 """One WebSocket's delivery state: its cursor, its bounded send buffer, and the switch from
 replay to live.
 
-The hub fans each live event out by appending to every addressed connection's buffer, which
-never blocks; each connection's own writer task drains its buffer to the socket. A slow
-client therefore only fills its own buffer. When that buffer is full, a newer `ui_update`
+The hub fans each live event out to every addressed connection without blocking: a
+connection with nothing queued whose socket takes data gets the event's encoded frame written
+to its socket at once (see `realtime.wire`); otherwise the frame joins the connection's
+buffer, which its own writer task drains to the socket. A slow client therefore only fills its
+own buffer. When that buffer is full, a newer `ui_update`
 with the same coalesce key replaces the one still waiting; anything else closes the
 connection with 1013 so the client resumes with `since`, and nothing is silently dropped.
 
@@ -15,17 +17,27 @@ replay's head are released: the two meet without a gap and without a duplicate.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from core.security import Identity
 from realtime import metrics
 from realtime.channels import Recipient, cursor_key
 from realtime.eventlog import Replay
 from realtime.protocol import CloseCode, gap_frame, ready_frame
+from realtime.wire import FrameWriter
 
 
 class ClientConnection:
-    """Delivery state of one WebSocket; the endpoint owns the socket, the hub feeds this."""
+    """Delivery state of one WebSocket; the endpoint owns the socket, the hub feeds this.
+
+    A process holds tens of thousands of these for hours, so it keeps no per-connection
+    object it does not need while idle: slots rather than a dict, a list rather than a deque
+    (which allocates a block up front), and a waiter future only while the writer waits.
+    """
+
+    __slots__ = (
+        "_held", "_live_queued", "_outbox", "_waiter", "capacity", "catch_up_lock",
+        "close_code", "cursor", "gone", "identity", "recipients", "wire",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -38,22 +50,31 @@ class ClientConnection:
         self.recipients = recipients
         self.cursor = since
         self.capacity = capacity
+        self.wire: FrameWriter | None = None  # set by the endpoint when its server offers one
         self.close_code: CloseCode | None = None
         self.gone = False  # the peer went away: nobody to send frames or a close code to
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
         # and do not count against the live capacity.
-        self._outbox: deque[tuple[str, str, bool]] = deque()
+        self._outbox: list[tuple[str, str, bool]] = []
         self._live_queued = 0
         self._held: list[tuple[str, str, str]] | None = []  # live frames during catch-up
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the writer, while it waits
         self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the last cursor
 
     # -- fed by the hub ---------------------------------------------------------------
 
-    def offer(self, event_id: str, frame: str, coalesce_key: str) -> None:
-        """A live event addressed to this connection."""
+    def offer(self, event_id: str, frame: str, coalesce_key: str, encoded: bytes) -> None:
+        """A live event addressed to this connection; `encoded` is `frame` as a WebSocket
+        frame, written straight to the socket when nothing is queued ahead of it."""
         if self._held is not None:
             self._held.append((event_id, frame, coalesce_key))
+        elif (
+            not self._outbox
+            and self.close_code is None
+            and self.wire is not None
+            and self.wire.write_frame(encoded)
+        ):
+            self.cursor = event_id
         else:
             self._enqueue_live(event_id, frame, coalesce_key)
 
@@ -88,27 +109,32 @@ class ClientConnection:
         """Ask the writer to close the socket with `code` once it wakes."""
         if self.close_code is None:
             self.close_code = code
-        self._wakeup.set()
+        self._wake()
 
     def hang_up(self) -> None:
         """The peer is gone: stop the writer, which has nobody left to write to."""
         self.gone = True
-        self._wakeup.set()
+        self._wake()
 
     # -- drained by the endpoint's writer ----------------------------------------------
 
-    async def next_frame(self) -> str | None:
-        """The next frame to send, or None when the connection must close (see close_code)
-        or the peer is gone."""
+    async def wait(self) -> bool:
+        """Wait until there are frames to send (True), or the connection must close (see
+        close_code) or the peer is gone (False)."""
         while not self._outbox and self.close_code is None and not self.gone:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        if self.close_code is not None or self.gone:
-            return None
-        _, frame, live = self._outbox.popleft()
-        if live:
-            self._live_queued -= 1
-        return frame
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.close_code is None and not self.gone
+
+    def take(self, limit: int) -> list[str]:
+        """Remove and return up to `limit` frames from the head of the buffer."""
+        head = self._outbox[:limit]
+        del self._outbox[:limit]
+        self._live_queued -= sum(live for _, _, live in head)
+        return [frame for _, frame, _ in head]
 
     @property
     def queued(self) -> int:
@@ -134,8 +160,13 @@ class ClientConnection:
             outbox.append((coalesce_key, frame, True))
             self._live_queued += 1
         self.cursor = event_id
-        self._wakeup.set()
+        self._wake()
 
     def _push(self, frame: str, coalesce_key: str, *, live: bool) -> None:
         self._outbox.append((coalesce_key, frame, live))
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -28,10 +28,13 @@ from realtime.protocol import (
     token_from_first_frame,
     token_from_subprotocols,
 )
+from realtime.wire import WIRE_EXTENSION, FrameWriter, text_frame
 
 logger = logging.getLogger(__name__)
 
+SOCKET_PATH = "/api/v1/insight"
 CLOSE_TIMEOUT_SECONDS = 30.0
+WIRE_BATCH_FRAMES = 256  # frames joined into one socket write when a backlog drains
 
 
 class Refused(Exception):
@@ -135,7 +138,8 @@ async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[
 async def _pump(
     websocket: WebSocket, connection: ClientConnection, settings: Settings
 ) -> CloseCode:
-    """Send frames until the connection must close, and return why.
+    """Send what the fan-out could not write at once, until the connection must close, and
+    return why.
 
     Inbound frames are read (and policed) by one helper task, and the token's expiry is a
     timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
@@ -148,11 +152,14 @@ async def _pump(
         CloseCode.UNAUTHORIZED,
     )
     reader = asyncio.create_task(_read(websocket, connection, settings))
+    connection.wire = websocket.scope.get("extensions", {}).get(WIRE_EXTENSION)
     try:
-        send = websocket.send
-        while (frame := await connection.next_frame()) is not None:
-            await send({"type": "websocket.send", "text": frame})
+        if connection.wire is not None:
+            await _drain_to_wire(connection, connection.wire)
+        else:
+            await _drain_through_asgi(websocket, connection)
     finally:
+        connection.wire = None
         expiry.cancel()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -160,6 +167,25 @@ async def _pump(
         raise error  # the peer went away (WebSocketDisconnect)
     assert connection.close_code is not None
     return connection.close_code
+
+
+async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> None:
+    """Write the backlog in batches, each once the transport takes data: nothing is taken
+    from the buffer while the write would wait, so the fan-out never overtakes it."""
+    while await connection.wait():
+        await wire.wait_writable()
+        if connection.close_code is not None or connection.gone:
+            return
+        frames = connection.take(WIRE_BATCH_FRAMES)
+        if not wire.write_frame(b"".join(text_frame(frame.encode()) for frame in frames)):
+            raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
+
+
+async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection) -> None:
+    send = websocket.send
+    while await connection.wait():
+        for frame in connection.take(1):
+            await send({"type": "websocket.send", "text": frame})
 
 
 async def _read(websocket: WebSocket, connection: ClientConnection, settings: Settings) -> None:

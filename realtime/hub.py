@@ -17,6 +17,7 @@ from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog, frame_id
 from realtime.protocol import CloseCode
 from realtime.subscriber import PubSubConnection
+from realtime.wire import text_frame
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +111,13 @@ class Hub:
         listeners = self._by_channel.get(channel)
         if not listeners:
             return
-        coalesce_key, _, frame = data.decode().partition("\n")
+        key, _, payload = data.partition(b"\n")
+        coalesce_key = key.decode()
+        frame = payload.decode()
+        encoded = text_frame(payload)
         event_id = frame_id(frame)
         for connection in listeners:
-            connection.offer(event_id, frame, coalesce_key)
+            connection.offer(event_id, frame, coalesce_key, encoded)
         metrics.record_delivery(frame, event_id, len(listeners))
 
     def _on_redis_lost(self) -> None:

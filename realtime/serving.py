@@ -3,9 +3,10 @@
 Every way of starting an edge (`insight edge`, `make run`, docker-compose, the tests and the
 benchmarks) goes through `serve`, so none of them can drift from these choices:
 
-- `websockets-sansio`: uvicorn's leanest WebSocket protocol. Each send is one frame encode
-  and one `transport.write`, and it still waits while the transport is paused, so a slow
-  client's backlog stays in its own send buffer, where the 1013 policy sees it.
+- `EdgeWebSocketProtocol` (`realtime.wire`): uvicorn's leanest WebSocket protocol,
+  `websockets-sansio`, which also lets the fan-out write an event's frame, encoded once, to
+  each socket. Nothing is written to a paused transport, so a slow client's backlog stays in
+  its own send buffer, where the 1013 policy sees it.
 - no per-message deflate: browsers offer it by default, and compressing every small frame
   separately for every connection costs more CPU than the bytes it saves.
 - `ws_max_size` from WS_MAX_MESSAGE_BYTES: the protocol refuses an oversized inbound frame
@@ -21,6 +22,7 @@ import gc
 from typing import Any
 
 from core.config import Settings
+from realtime.wire import EdgeWebSocketProtocol
 
 APP = "realtime.main:app"
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -28,7 +30,7 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
-        "ws": "websockets-sansio",
+        "ws": EdgeWebSocketProtocol,
         "ws_per_message_deflate": False,
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_ping_interval": settings.ws_ping_interval_seconds,

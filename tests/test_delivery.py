@@ -8,11 +8,14 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from cli.local_redis import LocalRedis, free_port
 from realtime import AsyncUIManager, UIManager
-from tests.harness import ROOT, Client, Edge, unique, without_id
+from realtime.serving import APP
+from tests.harness import ROOT, Client, Edge, ServerProcess, base_env, unique, without_id
 
 pytestmark = pytest.mark.anyio
 
@@ -247,3 +250,27 @@ async def test_events_about_a_job_carry_its_id_beside_the_seed_keys(
     with pytest.raises(ValueError, match="unknown context"):
         UIManager.for_user(user).with_context(type="ui_refresh")
     await client.close()
+
+
+async def test_an_edge_served_by_plain_uvicorn_delivers_and_replays_through_asgi_sends(
+    redis_server: LocalRedis, artifacts: Path, token: Callable[..., str]
+) -> None:
+    """Without `insight edge` (here uvicorn's default WebSocket protocol) the fan-out has no
+    socket to write to directly: every frame takes the ASGI path, in order, nothing lost."""
+    plain = ServerProcess(APP, free_port(), base_env(redis_server.url), artifacts / "plain.log")
+    plain.start()
+    try:
+        user = unique("u")
+        client = await Client.connect(f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user))
+        ui = UIManager.for_user(user)
+        ids = [ui.update_ui({"n": n}) for n in range(200)]
+        assert [f["id"] for f in await client.events(200)] == ids
+        await client.close()
+        missed = [ui.show_toast("Missed", str(n), "info") for n in range(20)]
+        back = await Client.connect(
+            f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user), since=ids[-1]
+        )
+        assert [f["id"] for f in back.frames if f["type"].startswith("ui_")] == missed
+        await back.close()
+    finally:
+        plain.stop()

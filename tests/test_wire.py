@@ -1,0 +1,73 @@
+"""The frames the fan-out encodes once per event are the frames websockets itself would
+send, at every length boundary of RFC 6455; the protocol's light queue and flag behave as
+the asyncio ones they replace."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from realtime.wire import Flag, Inbox, text_frame
+
+
+def parse_server_frame(data: bytes) -> Frame:
+    """Parse `data` as a client does (server frames are not masked), with websockets' parser."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+        assert reader.at_eof(), "bytes left over after the frame"
+        return frame
+    raise AssertionError("the parser wanted more bytes than the frame has")
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 70_000])
+def test_an_encoded_text_frame_parses_back_to_its_payload(size: int) -> None:
+    payload = b"a" * size
+    frame = parse_server_frame(text_frame(payload))
+    assert frame.opcode is Opcode.TEXT
+    assert frame.fin
+    assert frame.data == payload
+
+
+@pytest.mark.parametrize("size", [5, 300, 70_000])
+def test_an_encoded_text_frame_is_byte_for_byte_what_websockets_serializes(size: int) -> None:
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame(payload) == expected
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_on_the_writable_flag_does_not_strand_the_others() -> None:
+    flag = Flag()
+    first = asyncio.create_task(flag.wait())
+    second = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)  # both are now waiting
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    flag.set()
+    async with asyncio.timeout(1):
+        await second
+    assert first.cancelled()
+    assert second.done()
+    assert not second.cancelled()
+
+
+@pytest.mark.anyio
+async def test_the_inbox_hands_out_messages_in_order_and_wakes_a_waiting_reader() -> None:
+    inbox = Inbox()
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait({"n": 1})
+    inbox.put_nowait({"n": 2})
+    async with asyncio.timeout(1):
+        assert await reader == {"n": 1}
+        assert await inbox.get() == {"n": 2}
+    assert inbox.empty()
