@@ -52,15 +52,19 @@ def is_local(url: str) -> bool:
 class LocalRedis:
     """A Redis server process on 127.0.0.1:`port`, data (if persistent) under `directory`."""
 
-    def __init__(self, port: int, directory: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self, port: int, directory: Path, *, persistent: bool = False, password: str = ""
+    ) -> None:
         self.port = port
         self.directory = directory
         self.persistent = persistent
+        self.password = password  # clients must AUTH with it, if set
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,7 @@ class LocalRedis:
                 "--daemonize", "no",
                 "--protected-mode", "yes",
                 *persistence,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

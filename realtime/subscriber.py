@@ -4,9 +4,10 @@ Why not redis-py's PubSub: the edge must know exactly when a SUBSCRIBE has taken
 (to read the log's head only after it, so replay and live traffic meet without a gap), must
 survive subscribe/unsubscribe storms from hundreds of concurrent connects, and must learn of
 every reconnect (to replay what was published while it was away). So the protocol is driven
-here directly over asyncio streams with hiredis parsing: one reader task, and one control
-task that sends subscription changes in batches and waits for Redis to confirm each batch
-before it sends the next, which keeps reply matching trivially in order.
+here directly: an asyncio protocol parses what Redis sends with hiredis as it arrives and
+hands each message to the hub from the transport's callback (no reader task to wake per
+message), and one control task sends subscription changes in batches and waits for Redis to
+confirm each batch before it sends the next, which keeps reply matching trivially in order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -32,6 +34,87 @@ def _command(*parts: str | bytes) -> bytes:
         data = part.encode() if isinstance(part, str) else part
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+class _RedisProtocol(asyncio.Protocol):
+    """One connection's bytes: replies parsed as they arrive; `closed` fails when it ends."""
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_ack: Callable[[bytes], None],
+        on_heard: Callable[[], None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._parser = hiredis.Reader()
+        self._on_message = on_message
+        self._on_ack = on_ack
+        self._on_heard = on_heard
+        self._transport: asyncio.Transport | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.first_reply: asyncio.Future[object] = loop.create_future()  # AUTH's answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._on_heard()
+        parser = self._parser
+        try:
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"redis refused a pub/sub command: {reply}")
+                if not isinstance(reply, list):
+                    if not self.first_reply.done():
+                        self.first_reply.set_result(reply)
+                    continue  # +OK to AUTH, +PONG while nothing is subscribed
+                kind = reply[0]
+                if kind == b"message":
+                    self._deliver(reply[1], reply[2])
+                elif kind in (b"subscribe", b"unsubscribe"):
+                    self._on_ack(reply[1])
+        except (ConnectionError, hiredis.ProtocolError) as error:
+            self.close(error)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        try:
+            self._on_message(channel, data)
+        except Exception:
+            # One message that cannot be delivered must not take every socket's feed down.
+            logger.exception("a pub/sub message could not be delivered")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc or ConnectionError("redis closed the pub/sub connection"))
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self.closed.done():
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self.closed.done():
+            self.closed.result()  # raises why it ended
+
+    def close(self, error: BaseException | None = None) -> None:
+        self._end(error or ConnectionError("pub/sub connection closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _end(self, error: BaseException) -> None:
+        for future in (self.closed, self.first_reply):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: whoever awaits it still gets the error
 
 
 class PubSubConnection:
@@ -57,7 +140,7 @@ class PubSubConnection:
         self._waiters: dict[bytes, asyncio.Future[None]] = {}
         self._dirty = asyncio.Event()
         self._acks: asyncio.Queue[bytes] = asyncio.Queue()
-        self._writer: asyncio.StreamWriter | None = None
+        self._redis: _RedisProtocol | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -107,36 +190,33 @@ class PubSubConnection:
         delay = 0.05
         first = True
         while True:
+            self._active.clear()
+            self._acks = asyncio.Queue()
             try:
-                reader, writer = await self._connect()
+                connection = await self._connect()
             except (OSError, ConnectionError) as error:
                 logger.warning("redis pub/sub connect failed", extra={"error": str(error)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
-            self._writer = writer
+            self._redis = connection
             self._last_heard = asyncio.get_running_loop().time()
-            self._active.clear()
-            self._acks = asyncio.Queue()
-            reading = asyncio.create_task(self._read(reader), name="pubsub-reader")
             control = asyncio.create_task(self._control(first), name="pubsub-control")
             first = False
             try:
-                done, _ = await asyncio.wait({reading, control}, return_when="FIRST_COMPLETED")
-                for task in done:
-                    task.result()
-            except asyncio.CancelledError:
-                writer.close()
-                raise
+                done, _ = await asyncio.wait(
+                    {connection.closed, control}, return_when="FIRST_COMPLETED"
+                )
+                for finished in done:
+                    finished.result()
             except (OSError, ConnectionError, hiredis.ProtocolError) as error:
                 logger.warning("redis pub/sub connection lost", extra={"error": str(error)})
             finally:
-                for task in (reading, control):
-                    task.cancel()
-                await asyncio.gather(reading, control, return_exceptions=True)
-                writer.close()
-                self._writer = None
+                control.cancel()
+                await asyncio.gather(control, return_exceptions=True)
+                connection.close()
+                self._redis = None
                 self._active.clear()
             if self.connected.is_set():
                 self.connected.clear()
@@ -144,11 +224,17 @@ class PubSubConnection:
                 if self._on_lost is not None:
                     await _maybe_await(self._on_lost())
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self) -> _RedisProtocol:
         url = urlsplit(self._url)
         context = ssl.create_default_context() if url.scheme == "rediss" else None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(url.hostname or "localhost", url.port or 6379, ssl=context),
+        loop = asyncio.get_running_loop()
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _RedisProtocol(self._on_message, self._acks.put_nowait, self._heard),
+                url.hostname or "localhost",
+                url.port or 6379,
+                ssl=context,
+            ),
             timeout=5,
         )
         if url.password:
@@ -157,37 +243,16 @@ class PubSubConnection:
                 if url.username
                 else [unquote(url.password)]
             )
-            writer.write(_command("AUTH", *parts))
-            await writer.drain()
-            reply = hiredis.Reader()
-            while (answer := reply.gets()) is False:
-                data = await asyncio.wait_for(reader.read(4096), timeout=5)
-                if not data:
-                    raise ConnectionError("redis closed the connection during AUTH")
-                reply.feed(data)
-            if isinstance(answer, hiredis.ReplyError):
-                raise ConnectionError(f"redis AUTH failed: {answer}")
-        return reader, writer
+            connection.write(_command("AUTH", *parts))
+            try:
+                await asyncio.wait_for(connection.first_reply, timeout=5)
+            except (ConnectionError, TimeoutError) as error:
+                connection.close()
+                raise ConnectionError(f"redis AUTH failed: {error}") from error
+        return connection
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader()
-        on_message = self._on_message
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("redis closed the pub/sub connection")
-            self._last_heard = asyncio.get_running_loop().time()
-            parser.feed(data)
-            while (reply := parser.gets()) is not False:
-                if isinstance(reply, hiredis.ReplyError):
-                    raise ConnectionError(f"redis refused a pub/sub command: {reply}")
-                if not isinstance(reply, list):
-                    continue  # +PONG while nothing is subscribed
-                kind = reply[0]
-                if kind == b"message":
-                    on_message(reply[1], reply[2])
-                elif kind in (b"subscribe", b"unsubscribe"):
-                    self._acks.put_nowait(reply[1])
+    def _heard(self) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
 
     async def _control(self, first: bool) -> None:
         """Make Redis's subscriptions match the reference counts, one confirmed batch at a time."""
@@ -201,8 +266,8 @@ class PubSubConnection:
                 # and give up on it when even the PONG does not come back.
                 if loop.time() - self._last_heard > 2 * self._ping_interval:
                     raise ConnectionError("redis did not answer PING") from None
-                if self._writer is not None:
-                    self._writer.write(_command("PING"))
+                if self._redis is not None:
+                    self._redis.write(_command("PING"))
                 continue
             self._dirty.clear()
             wanted = set(self._refcount)
@@ -226,10 +291,10 @@ class PubSubConnection:
                     await _maybe_await(self._on_restored())
 
     async def _send_and_confirm(self, verb: bytes, channels: list[bytes]) -> None:
-        if not channels or self._writer is None:
+        if not channels or self._redis is None:
             return
-        self._writer.write(_command(verb, *channels))
-        await self._writer.drain()
+        self._redis.write(_command(verb, *channels))
+        await self._redis.drain()
         pending = set(channels)
         while pending:
             pending.discard(await asyncio.wait_for(self._acks.get(), timeout=10))
