@@ -58,6 +58,7 @@ LAYOUTS = {
             "failed_p99_ms",
             "failed_lost",
             "failed_delivered_per_s",
+            "failed_published_per_s",
         ),
     ),
     "connections": Layout(
