@@ -4,10 +4,10 @@ replay to live.
 The hub fans each live event out to every addressed connection without blocking: a
 connection with nothing queued whose socket takes data gets the event's encoded frame written
 to its socket at once (see `realtime.wire`); otherwise the frame joins the connection's
-buffer, which its own writer task drains to the socket. A slow client therefore only fills its
-own buffer. When that buffer is full, a newer `ui_update`
-with the same coalesce key replaces the one still waiting; anything else closes the
-connection with 1013 so the client resumes with `since`, and nothing is silently dropped.
+buffer, which its own writer task drains to the socket. A slow client therefore only fills
+its own buffer. When that buffer is full, a newer `ui_update` with the same coalesce key
+replaces the one still waiting; anything else closes the connection with 1013 so the client
+resumes with `since`, and nothing is silently dropped.
 
 While a connection catches up from the log (on connect, and after the edge lost Redis),
 live events are held aside and, once the replay is queued, only those newer than the
