@@ -168,6 +168,7 @@ class EventLog:
     """Appends events from synchronous code (Celery tasks, scripts) over a pooled client."""
 
     def __init__(self, client: redis.Redis, retention: Retention) -> None:
+        self.client = client
         self._append = client.register_script(_APPEND)
         self.retention = retention
 

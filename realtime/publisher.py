@@ -3,14 +3,15 @@
 A Celery task says `UIManager.for_user("42").show_toast(...)`; the event is validated here,
 appended to the recipient's durable log and announced to every edge process in one Redis
 round trip, and the call returns the event id. The synchronous manager shares one
-connection pool per process (redis-py re-creates it after a fork, so Celery's prefork
-children each get their own); the async twin keeps one client per event loop.
+connection per process (a forked child, such as a Celery prefork worker, opens its own);
+the async twin keeps one client per event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import weakref
 from collections.abc import Coroutine
 from functools import lru_cache
@@ -44,12 +45,24 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.events_max_len, settings.events_max_age_seconds)
 
 
-@lru_cache(maxsize=1)
 def default_event_log() -> EventLog:
-    """The process-wide log used by UIManager when none is given."""
+    """The log UIManager uses when none is given: one per process."""
+    return event_log_of_process(os.getpid())
+
+
+@lru_cache(maxsize=1)
+def event_log_of_process(pid: int) -> EventLog:
+    """One Redis connection, not a pool, for the process `pid`: taking a connection from a
+    pool and giving it back cost more CPU per publish than a sequence of locks around one
+    connection (redis-py's `single_connection_client`, safe across threads). Keyed by pid,
+    so a forked child (a Celery prefork worker) never writes on its parent's socket."""
     settings = get_settings()
     client = redis.Redis.from_url(
-        settings.events_url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
+        settings.events_url,
+        single_connection_client=True,
+        health_check_interval=30,
+        socket_timeout=5,
+        socket_connect_timeout=5,
     )
     return EventLog(client, retention_of(settings))
 

@@ -16,7 +16,7 @@ import redis
 
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings, get_settings
-from realtime.publisher import default_event_log
+from realtime.publisher import event_log_of_process
 from tests.harness import Edge, settings_for, start_edge, token_for
 
 
@@ -43,12 +43,12 @@ def _publisher_uses_test_redis(redis_server: LocalRedis) -> Iterator[None]:
     saved = dict(os.environ)
     os.environ.update(settings_env(redis_server.url))
     get_settings.cache_clear()
-    default_event_log.cache_clear()
+    event_log_of_process.cache_clear()
     yield
     os.environ.clear()
     os.environ.update(saved)
     get_settings.cache_clear()
-    default_event_log.cache_clear()
+    event_log_of_process.cache_clear()
 
 
 def settings_env(redis_url: str) -> dict[str, str]:
