@@ -29,6 +29,7 @@ class Sizes:
     seconds: float = 5
     ramp: tuple[int, ...] = (4_000, 8_000, 12_000, 16_000, 20_000, 24_000, 28_000)
     ramp_seconds: float = 5
+    refinements: int = 2  # halvings of the gap between the last rate held and the first failed
     idle_connections: int = 19_000
     accept_timed: int = 10_000
     edges: tuple[int, ...] = (1, 2, 4)
@@ -44,6 +45,7 @@ QUICK = Sizes(
     seconds=1,
     ramp=(500, 1_000),
     ramp_seconds=1,
+    refinements=1,
     idle_connections=200,
     accept_timed=100,
     edges=(1, 2),
@@ -85,15 +87,19 @@ def targeted_push(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
 
 
 def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
-    """2. Raise R (two producer processes) until p99 passes 100 ms, an event is lost, or the
-    rate delivered falls 5% short of the rate offered; the last rate that held is the row.
-    Where the rate published fell short too, the machine ran out before the server did."""
+    """2. Raise R (two producer processes) through the ramp until p99 passes 100 ms, an event
+    is lost, or the rate delivered falls 5% short of the rate offered; then halve the gap
+    between the last rate that held and the first that failed, `refinements` times. The
+    highest rate that held is the row. Where the rate published fell short too, the machine
+    ran out before the server did."""
     for target in targets:
         with Rig(target) as rig:
             rig.connect(_users(sizes.users[0]))
             best: Window | None = None
-            failed_at: Row = {}
-            for rate in sizes.ramp:
+            failed: tuple[float, Window] | None = None
+
+            def attempt(rate: float) -> bool:
+                nonlocal best, failed
                 window = rig.traffic(rate, sizes.ramp_seconds, producers=2)
                 held = (
                     window.lost == 0
@@ -101,17 +107,30 @@ def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
                     and window.p99_ms <= 100
                     and window.delivered_per_s >= 0.95 * rate
                 )
-                if not held:
-                    failed_at = {
-                        "failed_at_rate": rate,
-                        "failed_p99_ms": window.p99_ms,
-                        "failed_lost": window.lost,
-                        "failed_delivered_per_s": window.delivered_per_s,
-                        # below the rate offered: the producers (and Redis) were the limit
-                        "failed_published_per_s": round(window.published / window.seconds, 1),
-                    }
+                if held:
+                    best = window
+                else:
+                    failed = (rate, window)
+                return held
+
+            for rate in sizes.ramp:
+                if not attempt(rate):
                     break
-                best = window
+            for _ in range(sizes.refinements if failed is not None else 0):
+                assert failed is not None
+                low = best.rate if best is not None else 0.0
+                attempt(round((low + failed[0]) / 2))
+            failed_at: Row = {}
+            if failed is not None:
+                failed_rate, failure = failed
+                failed_at = {
+                    "failed_at_rate": failed_rate,
+                    "failed_p99_ms": failure.p99_ms,
+                    "failed_lost": failure.lost,
+                    "failed_delivered_per_s": failure.delivered_per_s,
+                    # below the rate offered: the producers (and Redis) were the limit
+                    "failed_published_per_s": round(failure.published / failure.seconds, 1),
+                }
             if best is not None:
                 yield _row(
                     best, users=sizes.users[0], sustained_per_s=best.delivered_per_s, **failed_at
