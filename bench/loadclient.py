@@ -153,7 +153,7 @@ class WebSocketClient(asyncio.Protocol):
 
     def text(self, raw: str) -> None:
         kind = self.target.name
-        if kind == "insight":
+        if self.target.is_insight:
             frame = json.loads(raw)
             frame_type = frame.get("type")
             if frame_type == "ui_update":
@@ -216,7 +216,7 @@ class LoadClient:
         self.tokens: dict[str, str] = {}  # minted once, outside any timed connect
 
     def mint(self, users: list[tuple[str, int]]) -> None:
-        if self.target.name == "insight":
+        if self.target.is_insight:
             self.tokens.update((user, token(user)) for user, _ in users)
 
     async def connect(

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
-from bench.targets import TARGETS, Target
+from bench.targets import EDGE_ONLY, TARGETS, Target
 
 Row = dict[str, Any]
 SERVERS = tuple(t for t in TARGETS if t.has_server)
@@ -91,7 +91,11 @@ def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
     is lost, or the rate delivered falls 5% short of the rate offered; then halve the gap
     between the last rate that held and the first that failed, `refinements` times. The
     highest rate that held is the row. Where the rate published fell short too, the machine
-    ran out before the server did."""
+    ran out before the server did; so with Insight also runs the Insight edge fed without its
+    durable log (`insight-edge`), which shows the limit of the edge alone."""
+    if any(t.name == "insight" for t in targets):
+        at = next(i for i, t in enumerate(targets) if t.name == "insight") + 1
+        targets = (*targets[:at], Target(EDGE_ONLY), *targets[at:])
     for target in targets:
         with Rig(target) as rig:
             rig.connect(_users(sizes.users[0]))

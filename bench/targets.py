@@ -6,13 +6,20 @@ producer in another process pushes an event to one user.
   is RedisManager(write_only=True).emit(..., room="user:<id>"), as from a Celery task.
 - broadcaster: encode/broadcaster behind a Starlette WebSocket endpoint, a channel per user.
 - floor: raw Redis PUBLISH to SUBSCRIBE between two processes, no WebSocket at all.
+
+And one diagnostic, run only where the rate a whole machine can publish is the question
+(scenario 2): `insight-edge`, the same Insight edge fed by a plain PUBLISH of ready frames to
+its live channels, without the durable-log write, to show the edge's own limit apart from
+the cost of the log.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +29,7 @@ from bench.common import start_edge, start_uvicorn
 
 Publish = Callable[[str, dict[str, Any]], object]
 
+EDGE_ONLY = "insight-edge"
 PEER_APPS = {
     "socketio": "bench.peers.socketio_server:app",
     "broadcaster": "bench.peers.broadcaster_server:app",
@@ -37,19 +45,24 @@ class Target:
         return self.name != "floor"
 
     @property
+    def is_insight(self) -> bool:
+        """Served by the Insight edge, and spoken to in its protocol."""
+        return self.name in ("insight", EDGE_ONLY)
+
+    @property
     def resumes(self) -> bool:
         """Whether a reconnecting client can ask for what it missed (`since`)."""
         return self.name == "insight"
 
     def start(self, port: int, redis_url: str) -> subprocess.Popen[bytes] | None:
-        if self.name == "insight":
+        if self.is_insight:
             return start_edge(port, redis_url)
         if self.name in PEER_APPS:
             return start_uvicorn(PEER_APPS[self.name], port, redis_url)
         return None
 
     def path(self, user: str, token: str | None, since: str | None) -> str:
-        if self.name == "insight":
+        if self.is_insight:
             cursor = f"&since={quote(since)}" if since else ""
             return f"/api/v1/insight?token={token}{cursor}"
         if self.name == "socketio":
@@ -63,6 +76,8 @@ class Target:
             from realtime import Recipient, UIManager
 
             return lambda user, data: UIManager(Recipient.user(user)).update_ui(data)
+        if self.name == EDGE_ONLY:
+            return _frames_without_the_log(redis_url)
         if self.name == "socketio":
             import socketio
 
@@ -72,6 +87,26 @@ class Target:
 
         client = redis.Redis.from_url(redis_url)
         return lambda user, data: client.publish(f"user:{user}", json.dumps(data))
+
+
+def _frames_without_the_log(redis_url: str) -> Publish:
+    """Announce a frame the way the append script does (`<coalesce key>\n<frame>` on the
+    recipient's live channel, an id `<ms>-<n>` first), but store nothing."""
+    import redis
+
+    from realtime import Recipient
+
+    client = redis.Redis.from_url(redis_url)
+    numbers = itertools.count()
+
+    def publish(user: str, data: dict[str, Any]) -> object:
+        event_id = f"{time.time_ns() // 1_000_000}-{next(numbers)}"
+        frame = json.dumps(
+            {"id": event_id, "type": "ui_update", "data": data}, separators=(",", ":")
+        )
+        return client.publish(Recipient.user(user).live_channel, "\n" + frame)
+
+    return publish
 
 
 TARGETS = tuple(Target(name) for name in ("insight", "socketio", "broadcaster", "floor"))
