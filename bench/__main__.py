@@ -32,7 +32,6 @@ def main() -> None:
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     targets = tuple(BY_NAME[name] for name in args.targets)
-    tables = []
     for name in args.scenarios:
         runs: list[Row] = []
         for repeat in range(args.repeats):
@@ -45,16 +44,21 @@ def main() -> None:
                 f"# {name} run {repeat + 1}/{args.repeats}: {time.monotonic() - started:.0f}s",
                 flush=True,
             )
-        tables.append(report.write(name, runs, args.out))
-        print(tables[-1], flush=True)
-    if set(args.scenarios) == set(SCENARIOS):
-        machine = f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}"
-        summary = [
-            f"# Benchmark results\n\n{time.strftime('%Y-%m-%d')}, {machine}, "
-            f"{args.repeats} runs each.\n",
-            *tables,
-        ]
-        (args.out / "README.md").write_text("\n".join(summary))
+        print(report.write(name, runs, args.out), flush=True)
+    _write_summary(args.out)
+
+
+def _write_summary(out: Path) -> None:
+    """bench/results/README.md: every scenario's latest table, once each has one."""
+    tables = [out / f"{name}.md" for name in SCENARIOS]
+    if not all(table.exists() for table in tables):
+        return
+    machine = f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}"
+    header = (
+        f"# Benchmark results\n\nUpdated {time.strftime('%Y-%m-%d')}, {machine}; the `runs` "
+        "column says how many runs each median is of.\n"
+    )
+    (out / "README.md").write_text("\n".join([header, *(t.read_text() for t in tables)]))
 
 
 def _cores() -> int:
