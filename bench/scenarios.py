@@ -120,10 +120,10 @@ def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
             for rate in sizes.ramp:
                 if not attempt(rate):
                     break
-            for _ in range(sizes.refinements if failed is not None else 0):
-                assert failed is not None
-                low = best.rate if best is not None else 0.0
-                attempt(round((low + failed[0]) / 2))
+            if failed is not None:
+                for _ in range(sizes.refinements):
+                    low = best.rate if best is not None else 0.0
+                    attempt(round((low + failed[0]) / 2))
             failed_at: Row = {}
             if failed is not None:
                 failed_rate, failure = failed

@@ -23,7 +23,7 @@ from realtime import metrics
 from realtime.channels import Recipient, cursor_key
 from realtime.eventlog import Replay
 from realtime.protocol import CloseCode, gap_frame, ready_frame
-from realtime.wire import FrameWriter
+from realtime.wire import FrameWriter, Signal
 
 
 class ClientConnection:
@@ -31,11 +31,11 @@ class ClientConnection:
 
     A process holds tens of thousands of these for hours, so it keeps no per-connection
     object it does not need while idle: slots rather than a dict, a list rather than a deque
-    (which allocates a block up front), and a waiter future only while the writer waits.
+    (which allocates a block up front), and a `Signal` rather than an asyncio.Event.
     """
 
     __slots__ = (
-        "_held", "_live_queued", "_outbox", "_waiter", "capacity", "catch_up_lock",
+        "_changed", "_held", "_live_queued", "_outbox", "capacity", "catch_up_lock",
         "close_code", "cursor", "gone", "identity", "recipients", "wire",
     )  # fmt: skip
 
@@ -45,12 +45,13 @@ class ClientConnection:
         recipients: tuple[Recipient, ...],
         since: str | None,
         capacity: int,
+        wire: FrameWriter | None = None,
     ) -> None:
         self.identity = identity
         self.recipients = recipients
         self.cursor = since
         self.capacity = capacity
-        self.wire: FrameWriter | None = None  # set by the endpoint when its server offers one
+        self.wire = wire  # the socket's direct writer, when its server offers one
         self.close_code: CloseCode | None = None
         self.gone = False  # the peer went away: nobody to send frames or a close code to
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
@@ -58,7 +59,7 @@ class ClientConnection:
         self._outbox: list[tuple[str, str, bool]] = []
         self._live_queued = 0
         self._held: list[tuple[str, str, str]] | None = []  # live frames during catch-up
-        self._waiter: asyncio.Future[None] | None = None  # the writer, while it waits
+        self._changed = Signal()  # wakes the writer
         self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the last cursor
 
     # -- fed by the hub ---------------------------------------------------------------
@@ -109,12 +110,12 @@ class ClientConnection:
         """Ask the writer to close the socket with `code` once it wakes."""
         if self.close_code is None:
             self.close_code = code
-        self._wake()
+        self._changed.fire()
 
     def hang_up(self) -> None:
         """The peer is gone: stop the writer, which has nobody left to write to."""
         self.gone = True
-        self._wake()
+        self._changed.fire()
 
     # -- drained by the endpoint's writer ----------------------------------------------
 
@@ -122,11 +123,7 @@ class ClientConnection:
         """Wait until there are frames to send (True), or the connection must close (see
         close_code) or the peer is gone (False)."""
         while not self._outbox and self.close_code is None and not self.gone:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._changed.wait()
         return self.close_code is None and not self.gone
 
     def take(self, limit: int) -> list[str]:
@@ -160,13 +157,8 @@ class ClientConnection:
             outbox.append((coalesce_key, frame, True))
             self._live_queued += 1
         self.cursor = event_id
-        self._wake()
+        self._changed.fire()
 
     def _push(self, frame: str, coalesce_key: str, *, live: bool) -> None:
         self._outbox.append((coalesce_key, frame, live))
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._changed.fire()

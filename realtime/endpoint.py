@@ -59,6 +59,7 @@ async def insight_socket(websocket: WebSocket) -> None:
             recipients_of(identity.user_id, identity.business_id),
             since,
             settings.ws_send_buffer,
+            websocket.scope.get("extensions", {}).get(WIRE_EXTENSION),
         )
         try:
             await hub.attach(connection)
@@ -152,14 +153,12 @@ async def _pump(
         CloseCode.UNAUTHORIZED,
     )
     reader = asyncio.create_task(_read(websocket, connection, settings))
-    connection.wire = websocket.scope.get("extensions", {}).get(WIRE_EXTENSION)
     try:
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
         else:
             await _drain_through_asgi(websocket, connection)
     finally:
-        connection.wire = None
         expiry.cancel()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

@@ -165,7 +165,7 @@ def _append_call(
 
 
 class EventLog:
-    """Appends events from synchronous code (Celery tasks, scripts) over a pooled client."""
+    """Appends events from synchronous code (Celery tasks, scripts) over a redis-py client."""
 
     def __init__(self, client: redis.Redis, retention: Retention) -> None:
         self.client = client

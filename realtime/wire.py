@@ -55,8 +55,11 @@ class FrameWriter(Protocol):
         ...
 
 
-class _Signal:
-    """Wakes every coroutine waiting on it; holds a list of futures only while some wait."""
+class Signal:
+    """Wakes every coroutine waiting on it; holds a list of futures only while some wait.
+
+    The lightest wakeup for state that lives as long as a socket: an asyncio.Event allocates
+    a deque up front, this nothing until someone waits."""
 
     __slots__ = ("_waiters",)
 
@@ -90,7 +93,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self._items: list[Any] = []
-        self._arrived = _Signal()
+        self._arrived = Signal()
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
@@ -112,7 +115,7 @@ class Flag:
 
     def __init__(self) -> None:
         self._set = False
-        self._changed = _Signal()
+        self._changed = Signal()
 
     def is_set(self) -> bool:
         return self._set
