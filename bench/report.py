@@ -99,6 +99,18 @@ LAYOUTS = {
         ("rate", "target"),
         ("jobs_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms"),
     ),
+    "event_at_open": Layout(
+        "7. Event published the instant a socket opens, against a socket long open",
+        ("target",),
+        (
+            "rounds",
+            "open_p50_ms",
+            "open_p99_ms",
+            "steady_p50_ms",
+            "steady_p99_ms",
+            "open_over_steady_p50",
+        ),
+    ),
 }
 
 
@@ -212,6 +224,7 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
             "connections": ("rss_kib_per_connection", "seconds_to_accept_all"),
             "reconnect_storm": ("seconds_to_catch_up", "lost"),
             "job_pipeline": ("p50_ms", "p99_ms"),
+            "event_at_open": ("open_p50_ms", "steady_p50_ms"),
         }[name]
         labels = [
             f"{r['target']}" + (f" {r['rate']}/s" if "rate" in LAYOUTS[name].key else "")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bench import connect_latency
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
@@ -37,6 +38,7 @@ class Sizes:
     storm_rate: int = 1_000
     job_rates: tuple[int, ...] = (20, 50)
     jobs: int = 400
+    connect_rounds: int = 300
 
 
 QUICK = Sizes(
@@ -53,6 +55,7 @@ QUICK = Sizes(
     storm_rate=100,
     job_rates=(5,),
     jobs=10,
+    connect_rounds=20,
 )
 
 
@@ -212,6 +215,13 @@ def job_pipeline(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
             yield {"target": "insight", **row}
 
 
+def event_at_open(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """7. An event published the instant a socket opens, against one to a socket long open:
+    publish-to-frame latency. Insight only: the peers give no guarantee for that moment."""
+    if any(t.name == "insight" for t in targets):
+        yield connect_latency.measure(sizes.connect_rounds)
+
+
 SCENARIOS = {
     "targeted_push": targeted_push,
     "highest_rate": highest_rate,
@@ -219,4 +229,5 @@ SCENARIOS = {
     "scale_out": scale_out,
     "reconnect_storm": reconnect_storm,
     "job_pipeline": job_pipeline,
+    "event_at_open": event_at_open,
 }

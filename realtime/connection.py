@@ -11,7 +11,10 @@ resumes with `since`, and nothing is silently dropped.
 
 While a connection catches up from the log (on connect, and after the edge lost Redis),
 live events are held aside and, once the replay is queued, only those newer than the
-replay's head are released: the two meet without a gap and without a duplicate.
+replay's head are released: the two meet without a gap and without a duplicate. The replay
+and the live feed travel on different Redis connections, so an event in the replay may
+still have its live copy on the way when the replay is done: until the first live event
+newer than the replay's head arrives (the feed is in publish order), older ones are dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class ClientConnection:
     """
 
     __slots__ = (
-        "_changed", "_held", "_live_queued", "_outbox", "capacity", "catch_up_lock",
+        "_changed", "_fence", "_held", "_live_queued", "_outbox", "capacity", "catch_up_lock",
         "close_code", "cursor", "gone", "identity", "recipients", "wire",
     )  # fmt: skip
 
@@ -59,6 +62,7 @@ class ClientConnection:
         self._outbox: list[tuple[str, str, bool]] = []
         self._live_queued = 0
         self._held: list[tuple[str, str, str]] | None = []  # live frames during catch-up
+        self._fence: tuple[int, int] | None = None  # the last replay's head, until passed
         self._changed = Signal()  # wakes the writer
         self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the last cursor
 
@@ -69,7 +73,12 @@ class ClientConnection:
         frame, written straight to the socket when nothing is queued ahead of it."""
         if self._held is not None:
             self._held.append((event_id, frame, coalesce_key))
-        elif (
+            return
+        if self._fence is not None:
+            if cursor_key(event_id) <= self._fence:
+                return  # already replayed: its live copy lagged behind the replay
+            self._fence = None
+        if (
             not self._outbox
             and self.close_code is None
             and self.wire is not None
@@ -99,9 +108,10 @@ class ClientConnection:
         if since is None or cursor_key(head) > cursor_key(since):
             self.cursor = head
         held, self._held = self._held or [], None
-        last = cursor_key(head)
+        last = self._fence = cursor_key(head)
         for event_id, frame, coalesce_key in held:
             if cursor_key(event_id) > last:
+                self._fence = None
                 self._enqueue_live(event_id, frame, coalesce_key)
         if announce and self.cursor is not None:
             self._push(ready_frame(self.cursor), "", live=False)

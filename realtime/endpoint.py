@@ -49,15 +49,18 @@ async def insight_socket(websocket: WebSocket) -> None:
     settings: Settings = websocket.app.state.settings
     hub: Hub = websocket.app.state.hub
     offered = list(websocket.scope.get("subprotocols", []))
+    start, unavailable = await _starting_position(websocket, hub)
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     connection: ClientConnection | None = None
     try:
         since = _check_request(websocket, settings)
+        if unavailable:
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
         identity = await _authenticate(websocket, settings, offered)
         connection = ClientConnection(
             identity,
             recipients_of(identity.user_id, identity.business_id),
-            since,
+            since or start,
             settings.ws_send_buffer,
             websocket.scope.get("extensions", {}).get(WIRE_EXTENSION),
         )
@@ -95,6 +98,20 @@ async def insight_socket(websocket: WebSocket) -> None:
     finally:
         if connection is not None:
             hub.detach(connection)
+
+
+async def _starting_position(websocket: WebSocket, hub: Hub) -> tuple[str | None, bool]:
+    """Where a connection without `since` starts: the log's head, read before the upgrade is
+    accepted. Whatever is published after the browser's `open` (or after a first frame, which
+    can only follow it) is therefore newer than this position, and the catch-up that follows
+    the subscription replays it; reading the head only after subscribing would lose what was
+    published in between. Returns (position, whether the log was unreachable)."""
+    if websocket.query_params.get("since"):
+        return None, False
+    try:
+        return await hub.log.head(), False
+    except redis.RedisError:
+        return None, True
 
 
 def _check_request(websocket: WebSocket, settings: Settings) -> str | None:

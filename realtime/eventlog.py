@@ -206,6 +206,11 @@ class AsyncEventLog:
         keys, args = _append_call(recipient, body, ttl_seconds, self.retention, coalesce_key)
         return _text(await self._append(keys=keys, args=args))
 
+    async def head(self) -> str:
+        """The id of the newest event of any recipient: a connection that starts here gets
+        every event published after this call returned, and none from before."""
+        return (await self.replay((), None)).head
+
     async def replay(self, recipients: tuple[Recipient, ...], since: str | None) -> Replay:
         """Frames after `since` up to the current head, merged across recipients, in order.
 
