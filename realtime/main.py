@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -81,7 +82,15 @@ def create_app() -> FastAPI:
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(get_settings().log_level)
     app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # insight.js is an ES module: a page on another origin (the app on :3000, the edge on
+    # :8001) may import it only with CORS, which the origins of ALLOWED_ORIGINS get (and
+    # no other: no Access-Control-Allow-Origin for them, and Vary: Origin for caches).
+    static = CORSMiddleware(
+        StaticFiles(directory=STATIC),
+        allow_origins=get_settings().allowed_origins,
+        allow_methods=["GET", "HEAD"],
+    )
+    app.mount("/static", static, name="static")
     app.include_router(demo.router)
 
     @app.get("/healthz", tags=["health"])
