@@ -25,6 +25,11 @@ def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     settings: Annotated[Settings, Depends(get_app_settings)],
 ) -> Identity:
+    """The caller, by the same verification as the edge's (core.security).
+
+    Synchronous on purpose: FastAPI runs it in its threadpool, so when the identity
+    provider's key set must be fetched (JWT_JWKS_URL), that wait never blocks the event loop.
+    """
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"}

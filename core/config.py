@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +43,16 @@ class Settings(BaseSettings):
     jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # Tokens from an identity provider: the verifying keys come from its JWKS, chosen by the
+    # token's `kid`. JWT_ALGORITHMS (comma-separated; default JWT_ALGORITHM) is the allow-list.
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[JwtAlgorithm], NoDecode] | None = None
+    # The longest a verification waits for the key set (and the fetch's network timeout).
+    jwks_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # At most one fetch per interval, however many unknown `kid`s arrive.
+    jwks_min_refetch_seconds: float = Field(5.0, ge=0)
+    # A key set older than this is fetched again before use, so removed keys stop verifying.
+    jwks_max_age_seconds: float = Field(300.0, gt=0)
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -63,6 +74,9 @@ class Settings(BaseSettings):
     ws_send_buffer: int = Field(256, ge=8)
     ws_max_message_bytes: int = Field(4096, ge=256)
     ws_auth_timeout_seconds: float = Field(5.0, gt=0)
+    # The longest a client may take to send a request head (a WebSocket handshake or a plain
+    # HTTP request), from the TCP accept: a slow sender (slowloris) is disconnected.
+    ws_handshake_timeout_seconds: float = Field(5.0, gt=0)
     ws_subscribe_timeout_seconds: float = Field(5.0, gt=0)
     # WebSocket heartbeats: a peer that leaves a ping unanswered this long is disconnected.
     ws_ping_interval_seconds: float = Field(20.0, gt=0)
@@ -81,14 +95,30 @@ class Settings(BaseSettings):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()] or None
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production_settings(self) -> Settings:
-        if self.jwt_algorithm.startswith(("RS", "ES")) and self.jwt_public_key is None:
-            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PUBLIC_KEY")
+        self._check_jwks()
+        if (
+            self.jwt_algorithm.startswith(("RS", "ES"))
+            and self.jwt_public_key is None
+            and self.jwt_jwks_url is None
+        ):
+            raise ValueError(
+                f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PUBLIC_KEY or JWT_JWKS_URL"
+            )
         if self.environment == "development":
             return self
+        # With a JWKS the secret verifies nothing, so its development default does no harm.
+        secret_in_use = self.jwt_jwks_url is None
         defaults = {
-            "JWT_SECRET": (self.jwt_secret, DEV_JWT_SECRET),
+            "JWT_SECRET": (self.jwt_secret if secret_in_use else None, DEV_JWT_SECRET),
             "STRIPE_WEBHOOK_SECRET": (self.stripe_webhook_secret, DEV_STRIPE_WEBHOOK_SECRET),
             "STRIPE_API_KEY": (self.stripe_api_key, DEV_STRIPE_API_KEY),
         }
@@ -98,9 +128,37 @@ class Settings(BaseSettings):
                     f"{name} is the development default; set a real one "
                     f"(ENVIRONMENT={self.environment})"
                 )
-        if self.jwt_algorithm.startswith("HS") and len(self.jwt_secret.get_secret_value()) < 32:
+        if (
+            secret_in_use
+            and self.jwt_algorithm.startswith("HS")
+            and len(self.jwt_secret.get_secret_value()) < 32
+        ):
             raise ValueError("JWT_SECRET must be at least 32 characters for HMAC algorithms")
         return self
+
+    def _check_jwks(self) -> None:
+        if self.jwt_jwks_url is None:
+            if self.jwt_algorithms is not None:
+                raise ValueError(
+                    "JWT_ALGORITHMS applies to JWT_JWKS_URL; with one key, JWT_ALGORITHM pins it"
+                )
+            return
+        scheme = urlsplit(self.jwt_jwks_url).scheme
+        if scheme not in ("http", "https") or not urlsplit(self.jwt_jwks_url).netloc:
+            raise ValueError("JWT_JWKS_URL must be an http(s) URL")
+        if scheme != "https" and self.environment == "production":
+            raise ValueError("JWT_JWKS_URL must be https with ENVIRONMENT=production")
+        symmetric = [name for name in self.accepted_algorithms if name.startswith("HS")]
+        if symmetric:
+            raise ValueError(
+                f"JWT_JWKS_URL takes RS*/ES* algorithms only, not {', '.join(symmetric)} "
+                "(set JWT_ALGORITHM or JWT_ALGORITHMS)"
+            )
+
+    @property
+    def accepted_algorithms(self) -> tuple[str, ...]:
+        """The allow-list of token algorithms: JWT_ALGORITHMS (JWKS only), else JWT_ALGORITHM."""
+        return tuple(self.jwt_algorithms or (self.jwt_algorithm,))
 
     @property
     def broker_url(self) -> str:

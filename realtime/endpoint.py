@@ -15,7 +15,7 @@ import redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
-from core.security import Identity, InvalidToken, verify_token
+from core.security import Identity, InvalidToken, verify_token_async
 from realtime import metrics
 from realtime.channels import is_cursor, recipients_of
 from realtime.connection import ClientConnection
@@ -148,9 +148,42 @@ async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[
         if token is None:
             raise Refused(CloseCode.MALFORMED, "first frame must be an auth message")
     try:
-        return verify_token(token, settings)
+        return await verify_token_async(token, settings)
     except InvalidToken as error:
         raise Refused(CloseCode.UNAUTHORIZED, "invalid token") from error
+
+
+async def _renewed(current: Identity, token: str, settings: Settings) -> Identity | None:
+    """The identity of an in-band `auth` message if it may extend this session: a valid
+    token for the same user and business. None closes the socket with 4401."""
+    try:
+        identity = await verify_token_async(token, settings)
+    except InvalidToken:
+        return None
+    if (identity.user_id, identity.business_id) != (current.user_id, current.business_id):
+        return None
+    return identity
+
+
+class _Expiry:
+    """Closes the connection with 4401 when its token expires; a renewal moves the moment."""
+
+    __slots__ = ("_connection", "_handle")
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+        self._handle: asyncio.TimerHandle | None = None
+        self.move(connection.identity.expires_at)
+
+    def move(self, expires_at: float) -> None:
+        self.cancel()
+        self._handle = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), self._connection.close, CloseCode.UNAUTHORIZED
+        )
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 async def _pump(
@@ -163,13 +196,8 @@ async def _pump(
     timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
     connections per process, every task is memory.
     """
-    loop = asyncio.get_running_loop()
-    expiry = loop.call_later(
-        max(0.0, connection.identity.expires_at - time.time()),
-        connection.close,
-        CloseCode.UNAUTHORIZED,
-    )
-    reader = asyncio.create_task(_read(websocket, connection, settings))
+    expiry = _Expiry(connection)
+    reader = asyncio.create_task(_read(websocket, connection, settings, expiry))
     try:
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
@@ -204,18 +232,33 @@ async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection
             await send({"type": "websocket.send", "text": frame})
 
 
-async def _read(websocket: WebSocket, connection: ClientConnection, settings: Settings) -> None:
-    """Read inbound frames (the protocol has none to act on) and end the session on one that
-    is too big, or when the peer goes away."""
+async def _read(
+    websocket: WebSocket, connection: ClientConnection, settings: Settings, expiry: _Expiry
+) -> None:
+    """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
+    else is ignored. Ends the session on a frame that is too big, on a token that may not
+    renew it, or when the peer goes away."""
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
-            size = len(message.get("text") or message.get("bytes") or "")
-            if size > settings.ws_max_message_bytes:
+            text = message.get("text")
+            if len(text or message.get("bytes") or "") > settings.ws_max_message_bytes:
                 connection.close(CloseCode.MESSAGE_TOO_BIG)
                 return
+            token = token_from_first_frame(text) if text is not None else None
+            if token is None:
+                continue
+            identity = await _renewed(connection.identity, token, settings)
+            if identity is None:
+                logger.info(
+                    "websocket renewal refused", extra={"user_id": connection.identity.user_id}
+                )
+                connection.close(CloseCode.UNAUTHORIZED)
+                return
+            connection.identity = identity
+            expiry.move(identity.expires_at)
     except WebSocketDisconnect:
         connection.hang_up()
         raise

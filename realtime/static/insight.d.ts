@@ -72,6 +72,7 @@ export interface ConnectOptions {
   url: string;
   /** A fixed token; prefer getToken, which is called again after a 4401. */
   token?: string;
+  /** Called for the first token, after a 4401, and shortly before `exp` to renew in band. */
   getToken?: () => Promise<string> | string;
   channel?: "ui_events";
   onToast?: (toast: Toast & FrameContext) => void;

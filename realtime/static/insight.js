@@ -6,7 +6,9 @@
 // It reconnects by itself (exponential backoff with full jitter, capped), resumes with `since`
 // (the last cursor is kept in sessionStorage, so a reload resumes too), never hands the same
 // event to the page twice, asks for a new token after 4401 instead of retrying a dead one, and
-// honours the edge's 1012 (reconnect now) and 1013 (reconnect later). By default it does what
+// honours the edge's 1012 (reconnect now) and 1013 (reconnect later). With getToken, it renews
+// the session in band shortly before the token's `exp` (a fresh token sent as an `auth`
+// message on the open socket), so a long-lived page never drops its socket. By default it does what
 // the seed's useUIEvents hook does: redirect sets the location, refresh reloads, and ui_update
 // and ui_modal become window CustomEvents 'ui-update' and 'ui-modal' with the data as detail.
 
@@ -25,6 +27,26 @@ function isAfter(id, other) {
   const [a, b] = cursorKey(id);
   const [c, d] = cursorKey(other);
   return a > c || (a === c && b > d);
+}
+
+// How long a token is good for, in ms from when it was obtained (null when it does not say).
+// From `exp - iat` when the token has `iat`, so a client clock that is off does not matter.
+function tokenLifetimeMs(token) {
+  try {
+    const part = String(token).split(".")[1];
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "=")));
+    if (typeof claims.exp !== "number") return null;
+    const issued = typeof claims.iat === "number" ? claims.iat * 1000 : Date.now();
+    return claims.exp * 1000 - issued;
+  } catch {
+    return null;
+  }
+}
+
+// Renew when a fifth of the lifetime is left, at most a minute before `exp`.
+function renewalDelayMs(lifetimeMs) {
+  return Math.max(0, lifetimeMs - Math.min(60000, lifetimeMs / 5));
 }
 
 function defaultStorage() {
@@ -72,6 +94,7 @@ export function connectUIEvents(options) {
   let closedByUser = false;
   let attempt = 0;
   let timer = null;
+  let renewal = null;
   let currentToken = token || null;
   let needFreshToken = !token;
   let cursor = storage ? storage.getItem(storageKey) : null;
@@ -89,6 +112,31 @@ export function connectUIEvents(options) {
   function schedule(delayMs) {
     clearTimeout(timer);
     timer = setTimeout(open, delayMs);
+  }
+
+  // In-band renewal: shortly before the token expires, send a fresh one on the open socket.
+  // A failed getToken is retried while time is left; past `exp` the edge closes with 4401
+  // and the usual path (a new token, then reconnect with `since`) takes over.
+  function scheduleRenewal(ws, token) {
+    clearTimeout(renewal);
+    const lifetime = getToken ? tokenLifetimeMs(token) : null;
+    if (lifetime === null || lifetime <= 0) return;
+    const obtained = Date.now();
+    const renewIn = renewalDelayMs(lifetime);
+    renewal = setTimeout(async function renew() {
+      let fresh;
+      try {
+        fresh = await getToken();
+      } catch {
+        const left = obtained + lifetime - Date.now();
+        if (left > 1000 && socket === ws) renewal = setTimeout(renew, Math.min(5000, left / 2));
+        return;
+      }
+      if (socket !== ws || ws.readyState !== 1) return;
+      currentToken = fresh;
+      ws.send(JSON.stringify({ type: "auth", token: fresh }));
+      scheduleRenewal(ws, fresh);
+    }, renewIn);
   }
 
   function backoff() {
@@ -117,6 +165,8 @@ export function connectUIEvents(options) {
     // The token travels as a subprotocol, not in the URL, so it stays out of access logs.
     const ws = new WebSocketImpl(target, ["insight", `insight.bearer.${currentToken}`]);
     socket = ws;
+    const opening = currentToken;
+    ws.onopen = () => scheduleRenewal(ws, opening);
     ws.onmessage = (message) => {
       let frame;
       try {
@@ -144,6 +194,7 @@ export function connectUIEvents(options) {
     ws.onclose = (event) => {
       if (socket !== ws) return;
       socket = null;
+      clearTimeout(renewal);
       if (closedByUser) return setStatus("closed");
       if (FATAL_CODES.has(event.code)) {
         return setStatus("refused", { code: event.code, reason: event.reason });
@@ -168,6 +219,7 @@ export function connectUIEvents(options) {
     close() {
       closedByUser = true;
       clearTimeout(timer);
+      clearTimeout(renewal);
       if (socket) socket.close(1000);
       setStatus("closed");
     },
