@@ -11,6 +11,8 @@ from api.currencies import ISO_4217
 
 # Stripe's largest amount for most currencies: 8 digits in minor units.
 MAX_AMOUNT = 99_999_999
+# The largest request body the API reads (api.refusals.BodyLimit answers 413 past it).
+MAX_BODY_BYTES = 64 * 1024
 
 
 def _iso_currency(code: str) -> str:
@@ -27,13 +29,26 @@ def _relative_path(url: str) -> str:
     return url
 
 
+def _no_nul(text: str) -> str:
+    """PostgreSQL cannot store NUL in text. (A lone surrogate, which no database and no UTF-8
+    can hold, is refused by pydantic itself: `string_unicode`.)"""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
 def _utc(moment: datetime) -> datetime:
     """SQLite returns naive datetimes; every time the API shows is UTC and says so."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_iso_currency)]
+Text = Annotated[str, AfterValidator(_no_nul)]
+Currency = Annotated[
+    str,
+    Field(min_length=3, max_length=3, json_schema_extra={"enum": sorted(ISO_4217)}),
+    AfterValidator(_iso_currency),
+]
 MinorUnits = Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)]
 
 
@@ -43,7 +58,7 @@ class _Body(BaseModel):
 
 class OrderItemIn(_Body):
     sku: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    name: str = Field(min_length=1, max_length=300)
+    name: Text = Field(min_length=1, max_length=300)
     quantity: int = Field(strict=True, ge=1, le=10_000)
     unit_amount: MinorUnits
 
@@ -62,13 +77,13 @@ class OrderIn(_Body):
 class PaymentIn(_Body):
     order_id: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
     payment_method: str = Field(min_length=4, max_length=100, pattern=r"^pm_[A-Za-z0-9_]+$")
-    success_url: Annotated[str, Field(max_length=2048), AfterValidator(_relative_path)] | None = (
+    success_url: Annotated[Text, Field(max_length=2048), AfterValidator(_relative_path)] | None = (
         None
     )
 
 
 class MetricsIn(_Body):
-    business_id: str | None = Field(default=None, min_length=1, max_length=200)
+    business_id: Text | None = Field(default=None, min_length=1, max_length=200)
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -111,3 +126,37 @@ class Problem(BaseModel):
     """The body of every 4xx the API itself raises."""
 
     detail: str
+
+
+class FieldError(BaseModel):
+    """One thing wrong with a request: where (`loc`, e.g. `["body", "items", 0, "quantity"]`)
+    and why. The value that was sent is never echoed."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    ctx: dict[str, Any] | None = None
+
+
+class Invalid(BaseModel):
+    """A 422: the fields that were wrong, or one sentence that names the field."""
+
+    detail: list[FieldError] | str
+
+
+_REFUSALS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (Problem, "The body cannot be parsed (e.g. not UTF-8); a webhook: not a signed event"),
+    401: (Problem, "No bearer token, or an invalid or expired one (see WWW-Authenticate)"),
+    403: (Problem, "Not the caller's to ask for"),
+    404: (Problem, "No such resource of the caller's"),
+    409: (Problem, "The resource's state does not allow it"),
+    413: (Problem, f"The body is over {MAX_BODY_BYTES} bytes"),
+    422: (Invalid, "Invalid input, naming the field"),
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of an operation that can refuse with `codes` (all JSON)."""
+    return {
+        code: {"model": _REFUSALS[code][0], "description": _REFUSALS[code][1]} for code in codes
+    }

@@ -29,7 +29,11 @@ def _database_answers() -> bool:
     return False
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={503: {"description": "Redis or the database does not answer (same body)"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready to accept jobs: Redis (the queue and the events) and the database answer."""
     checks = {"redis": False, "database": await run_in_threadpool(_database_answers)}

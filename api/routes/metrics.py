@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import CurrentUser, SessionDep
 from api.routes.orders import IdempotencyKey
-from api.schemas import JobAccepted, MetricsIn, Problem
+from api.schemas import JobAccepted, MetricsIn, refusals
 from api.submission import accepted, submit
 
 router = APIRouter(tags=["metrics"])
@@ -17,7 +17,7 @@ router = APIRouter(tags=["metrics"])
     "/metrics/recalculate",
     status_code=202,
     response_model=JobAccepted,
-    responses={401: {"model": Problem}, 403: {"model": Problem}},
+    responses=refusals(400, 401, 403, 413, 422),
 )
 def recalculate(
     user: CurrentUser,

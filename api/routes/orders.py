@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
@@ -10,11 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from api.deps import CurrentUser, SessionDep
-from api.schemas import JobAccepted, OrderIn, OrderItemOut, OrderOut, Problem
+from api.schemas import JobAccepted, OrderIn, OrderItemOut, OrderOut, refusals
 from api.submission import accepted, submit
 from core.models import Order
 
 router = APIRouter(tags=["orders"])
+
+# ASCII digits only (str.isdigit() also takes "²" and "③", which int() then refuses), within
+# the INTEGER primary key (32 bits on PostgreSQL, which refuses a larger parameter).
+_ORDER_ID = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 1
 
 IdempotencyKey = Annotated[
     str | None,
@@ -31,7 +37,7 @@ IdempotencyKey = Annotated[
     "/orders",
     status_code=202,
     response_model=JobAccepted,
-    responses={401: {"model": Problem}, 422: {"description": "Invalid body or reused key"}},
+    responses=refusals(400, 401, 413, 422),
 )
 def create_order(
     body: OrderIn,
@@ -67,7 +73,7 @@ def order_out(order: Order) -> OrderOut:
     )
 
 
-@router.get("/orders", response_model=list[OrderOut], responses={401: {"model": Problem}})
+@router.get("/orders", response_model=list[OrderOut], responses=refusals(401, 422))
 def list_orders(
     user: CurrentUser, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 50
 ) -> list[OrderOut]:
@@ -85,7 +91,7 @@ def list_orders(
 @router.get(
     "/orders/{order_id}",
     response_model=OrderOut,
-    responses={401: {"model": Problem}, 404: {"model": Problem}},
+    responses=refusals(401, 404, 422),
 )
 def get_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderOut:
     """One of the caller's orders (404 for anyone else's)."""
@@ -94,7 +100,8 @@ def get_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderOut
 
 
 def find_own_order(session: SessionDep, order_id: str, user_id: str) -> Order:
-    order = session.get(Order, int(order_id)) if order_id.isdigit() and len(order_id) < 19 else None
+    known = _ORDER_ID.fullmatch(order_id) is not None and int(order_id) <= _MAX_ID
+    order = session.get(Order, int(order_id)) if known else None
     if order is None or order.user_id != user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
     return order

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from api.deps import CurrentUser, SessionDep
 from api.routes.orders import IdempotencyKey, find_own_order
-from api.schemas import JobAccepted, PaymentIn, Problem
+from api.schemas import JobAccepted, PaymentIn, refusals
 from api.submission import accepted, submit
 from core.models import Job, Payment
 from workers.announce import DEFAULT_SUCCESS_URL
@@ -20,12 +20,7 @@ router = APIRouter(tags=["payments"])
     "/payments",
     status_code=202,
     response_model=JobAccepted,
-    responses={
-        401: {"model": Problem},
-        404: {"model": Problem},
-        409: {"model": Problem},
-        422: {"description": "Invalid body or reused key"},
-    },
+    responses=refusals(400, 401, 404, 409, 413, 422),
 )
 def create_payment(
     body: PaymentIn,

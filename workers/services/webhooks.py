@@ -7,6 +7,7 @@ PaymentIntent id or, failing that, by the payment id we put in the intent's meta
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,7 @@ def _payment_for(session: Session, intent: dict[str, Any]) -> Payment | None:
         if found is not None:
             return found
     payment_id = (intent.get("metadata") or {}).get("payment_id")
-    if isinstance(payment_id, str) and payment_id.isdigit():
-        return session.get(Payment, int(payment_id))
+    # ASCII digits (str.isdigit() also takes "²", which int() refuses) that fit the INTEGER key.
+    if isinstance(payment_id, str) and re.fullmatch(r"[0-9]{1,10}", payment_id):
+        return session.get(Payment, int(payment_id)) if int(payment_id) < 2**31 else None
     return None
