@@ -15,6 +15,7 @@ Control frames use the `insight_` prefix so the seed's frontend, which switches 
 from __future__ import annotations
 
 import json
+import re
 from enum import IntEnum
 
 DEFAULT_CHANNEL = "ui_events"
@@ -45,20 +46,43 @@ def gap_frame(since: str) -> str:
     return json.dumps({"type": "insight_gap", "since": since}, separators=(",", ":"))
 
 
+# A JWT in compact form is base64url segments joined by dots (RFC 7515, 7.1; RFC 7519, 3).
+# Anything else is refused before it reaches the verifier, which is not total: PyJWT encodes
+# the token to UTF-8 first, so a lone surrogate raised UnicodeEncodeError, not InvalidToken.
+# The bound is websockets' longest request or header line, which no token travelling in a
+# handshake can exceed anyway.
+MAX_TOKEN_LENGTH = 8192
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def well_formed_token(value: object) -> str | None:
+    """`value` if it can be a JWT (a non-empty ASCII string of base64url characters and dots,
+    at most MAX_TOKEN_LENGTH long); None for anything else. Never raises."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LENGTH:
+        return None
+    return value if _TOKEN.fullmatch(value) else None
+
+
 def token_from_subprotocols(offered: list[str]) -> str | None:
+    """The token of the first `insight.bearer.<JWT>` subprotocol offered; None if there is
+    none or it is not well formed. Never raises."""
     for protocol in offered:
-        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
-            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :] or None
+        if isinstance(protocol, str) and protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            return well_formed_token(protocol[len(BEARER_SUBPROTOCOL_PREFIX) :])
     return None
 
 
 def token_from_first_frame(text: str) -> str | None:
-    """The first frame may be `{"type":"auth","token":"..."}`; None if it is not that."""
+    """The token of a first frame `{"type":"auth","token":"<JWT>"}`; None for anything that
+    is not exactly that with a well-formed token. Never raises, whatever the text: deep
+    nesting (RecursionError in the decoder), huge numbers (ValueError), escaped lone
+    surrogates or a token of the wrong type all give None, so the socket closes 4400."""
+    if not isinstance(text, str):
+        return None
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("type") != "auth":
         return None
-    token = message.get("token")
-    return token if isinstance(token, str) and token else None
+    return well_formed_token(message.get("token"))

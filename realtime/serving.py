@@ -14,6 +14,9 @@ benchmarks) goes through `serve`, so none of them can drift from these choices:
 - a garbage collector tuned for many long-lived connections (see `tune_gc`).
 - heartbeats from WS_PING_INTERVAL_SECONDS and WS_PING_TIMEOUT_SECONDS: a peer that vanished
   without closing its TCP connection is found and its subscriptions released.
+- `EdgeHttpProtocol` (`realtime.wire`): uvicorn's httptools protocol with each request head
+  (a WebSocket handshake included) bounded to WS_HANDSHAKE_TIMEOUT_SECONDS and
+  `MAX_HEAD_BYTES`, so that a slow or endless head cannot hold a socket (slowloris).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import gc
 from typing import Any
 
 from core.config import Settings
-from realtime.wire import EdgeWebSocketProtocol
+from realtime.wire import EdgeWebSocketProtocol, edge_http_protocol
 
 APP = "realtime.main:app"
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -30,6 +33,7 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
+        "http": edge_http_protocol(settings.ws_handshake_timeout_seconds),
         "ws": EdgeWebSocketProtocol,
         "ws_per_message_deflate": False,
         "ws_max_size": settings.ws_max_message_bytes,
