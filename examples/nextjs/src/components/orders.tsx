@@ -1,0 +1,176 @@
+"use client";
+// The orders page: create an order, pay it with a card that succeeds or one that declines,
+// and watch it all happen through Insight's events (progress bars, sonner toasts, the
+// redirect to /orders?status=success, the payment_failed modal).
+import { useCallback, useEffect, useState } from "react";
+import { toast } from "sonner";
+
+import { useJobApi } from "@/components/auth";
+import { useJobs } from "@/components/jobs";
+import { useUIEventListener } from "@/hooks/useUIEvents";
+import { money } from "@/lib/format";
+import type { JobKind, Order, PaymentFailed, UIUpdate } from "@/lib/types";
+
+const ORDER = {
+  items: [
+    { sku: "COFFEE-1", name: "Coffee", quantity: 2, unit_amount: 450 },
+    { sku: "CROISSANT", name: "Croissant", quantity: 1, unit_amount: 320 },
+  ],
+  currency: "usd",
+};
+
+/** Submit a job and track it; a refusal becomes an error toast. */
+function useSubmit(): (path: "/orders" | "/payments", body: unknown, kind: JobKind) => Promise<void> {
+  const api = useJobApi();
+  const track = useJobs();
+  return useCallback(
+    async (path, body, kind) => {
+      try {
+        track(await api.submit(path, body), kind);
+      } catch (error) {
+        toast.error("Request refused", { description: String((error as Error).message) });
+      }
+    },
+    [api, track],
+  );
+}
+
+export function CreateOrder() {
+  const submit = useSubmit();
+  const [busy, setBusy] = useState(false);
+  return (
+    <section className="card">
+      <h2>New order</h2>
+      <p className="muted">2 × Coffee, 1 × Croissant — {money(2 * 450 + 320, "usd")}</p>
+      <button
+        type="button"
+        id="create-order"
+        disabled={busy}
+        onClick={async () => {
+          setBusy(true);
+          await submit("/orders", ORDER, "order");
+          setBusy(false);
+        }}
+      >
+        Create order
+      </button>
+    </section>
+  );
+}
+
+function upsert(orders: Order[] | null, order: Order): Order[] {
+  const rest = (orders ?? []).filter((o) => o.order_id !== order.order_id);
+  return [order, ...rest].sort((a, b) => Number(b.order_id) - Number(a.order_id));
+}
+
+export function OrdersList() {
+  const api = useJobApi();
+  const submit = useSubmit();
+  const [orders, setOrders] = useState<Order[] | null>(null);
+
+  const reload = useCallback(async () => {
+    try {
+      setOrders(await api.get<Order[]>("/orders"));
+    } catch (error) {
+      toast.error("Could not load orders", { description: String((error as Error).message) });
+    }
+  }, [api]);
+
+  const refreshOrder = useCallback(
+    async (orderId: string) => {
+      const order = await api.get<Order>(`/orders/${encodeURIComponent(orderId)}`);
+      setOrders((current) => upsert(current, order));
+    },
+    [api],
+  );
+
+  useEffect(() => {
+    void reload();
+  }, [reload]);
+
+  // As the seed's OrdersList: a ui-update about an order refreshes it in place; a finished
+  // order or payment job (the workers' job_progress at 100%) reloads the list.
+  useUIEventListener<UIUpdate>("ui-update", (data) => {
+    if (data.type === undefined && data.orderId) {
+      void refreshOrder(data.orderId);
+    } else if (data.type === "job_progress" && data.kind !== "metrics" && data.percent === 100) {
+      void reload();
+    }
+  });
+
+  const pay = (orderId: string, paymentMethod: string) =>
+    submit("/payments", { order_id: orderId, payment_method: paymentMethod }, "payment");
+
+  return (
+    <section className="card wide">
+      <h2>Your orders</h2>
+      {orders === null ? <p className="muted">Loading…</p> : null}
+      {orders?.length === 0 ? <p className="muted">No orders yet: create one.</p> : null}
+      {orders?.length ? (
+        <table>
+          <thead>
+            <tr>
+              <th>Order</th>
+              <th>Status</th>
+              <th>Total</th>
+              <th>Created</th>
+              <th aria-label="actions" />
+            </tr>
+          </thead>
+          <tbody>
+            {orders.map((order) => (
+              <tr key={order.order_id} data-order-id={order.order_id} data-status={order.status}>
+                <td>#{order.order_id}</td>
+                <td>
+                  <span className={`pill ${order.status}`}>{order.status}</span>
+                </td>
+                <td>{money(order.total_amount, order.currency)}</td>
+                <td>{new Date(order.created_at).toLocaleTimeString("en-US")}</td>
+                <td className="actions">
+                  {order.status === "created" ? (
+                    <>
+                      <button type="button" data-pay="pm_card_visa" onClick={() => pay(order.order_id, "pm_card_visa")}>
+                        Pay with Visa
+                      </button>
+                      <button
+                        type="button"
+                        className="secondary"
+                        data-pay="pm_card_chargeDeclined"
+                        onClick={() => pay(order.order_id, "pm_card_chargeDeclined")}
+                      >
+                        Pay with a declined card
+                      </button>
+                    </>
+                  ) : null}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </section>
+  );
+}
+
+/** The workers' `payment_failed` modal (ui_modal). */
+export function PaymentFailedModal() {
+  const [failure, setFailure] = useState<PaymentFailed | null>(null);
+  useUIEventListener<{ type: string; payload: PaymentFailed }>("ui-modal", (data) => {
+    if (data.type === "payment_failed") setFailure(data.payload);
+  });
+  if (!failure) return null;
+  return (
+    <div className="backdrop">
+      <div role="dialog" aria-modal="true" aria-labelledby="payment-failed-title" className="modal" data-modal="payment_failed">
+        <h2 id="payment-failed-title">Payment failed</h2>
+        <p>
+          Order #{failure.orderId} was not paid: {failure.reason ?? "the payment failed"}
+          {failure.declineCode ? ` (${failure.declineCode})` : ""}
+        </p>
+        <button type="button" onClick={() => setFailure(null)} autoFocus>
+          Close
+        </button>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,98 @@
+// Generated from realtime/events.py by `insight typescript`. Do not edit by hand.
+
+export type JsonValue =
+  | string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Open a modal dialog. */
+export interface Modal {
+  type: "ui_modal";
+  data: ModalContent;
+}
+
+/** Which modal to open and what to show in it. */
+export interface ModalContent {
+  type: string;
+  payload: JsonValue;
+}
+
+/** Navigate the browser to `target`. */
+export interface Redirect {
+  type: "ui_redirect";
+  target: string;
+}
+
+/** Reload the current page. */
+export interface Refresh {
+  type: "ui_refresh";
+}
+
+/** Show a toast notification. */
+export interface Toast {
+  type: "ui_toast";
+  title: string;
+  description: string;
+  variant: "success" | "error" | "warning" | "info";
+}
+
+/** Hand arbitrary JSON to the page's `ui-update` listeners. */
+export interface Update {
+  type: "ui_update";
+  data: JsonValue;
+}
+
+/** Keys every event frame may carry beside its own: the log's `id` (a resume cursor) and what it is about. */
+export interface FrameContext {
+  id: string;
+  jobId?: string;
+  requestId?: string;
+}
+
+export type UIEvent = Modal | Redirect | Refresh | Toast | Update;
+
+export type UIFrame = UIEvent & FrameContext;
+
+/** Control frames the edge adds; the seed's frontend ignores them. */
+export interface ReadyFrame {
+  type: "insight_ready";
+  /** A valid `since` cursor even if no event ever arrives. */
+  id: string;
+}
+export interface GapFrame {
+  type: "insight_gap";
+  /** Events after this cursor are no longer in the log: reload state. */
+  since: string;
+}
+export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
+
+export type ConnectionStatus =
+  | "idle" | "connecting" | "open" | "reconnecting" | "closed" | "unauthorized" | "refused";
+
+export interface ConnectOptions {
+  /** ws(s)://host/api/v1/insight */
+  url: string;
+  /** A fixed token; prefer getToken, which is called again after a 4401. */
+  token?: string;
+  /** Called for the first token, after a 4401, and shortly before `exp` to renew in band. */
+  getToken?: () => Promise<string> | string;
+  channel?: "ui_events";
+  onToast?: (toast: Toast & FrameContext) => void;
+  onRedirect?: (target: string, frame: Redirect & FrameContext) => void;
+  onRefresh?: (frame: Refresh & FrameContext) => void;
+  onUpdate?: (data: JsonValue, frame: Update & FrameContext) => void;
+  onModal?: (data: ModalContent, frame: Modal & FrameContext) => void;
+  onGap?: (since: string) => void;
+  onStatus?: (status: ConnectionStatus, detail?: { code?: number; reason?: string }) => void;
+  /** Where the resume cursor is kept (default: sessionStorage). */
+  storage?: Pick<Storage, "getItem" | "setItem"> | null;
+  storageKey?: string;
+  minDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export interface UIEventsHandle {
+  close(): void;
+  readonly status: ConnectionStatus;
+  readonly cursor: string | null;
+}
+
+export function connectUIEvents(options: ConnectOptions): UIEventsHandle;

@@ -1,0 +1,8 @@
+export function money(minor: number, currency: string): string {
+  return new Intl.NumberFormat("en-US", { style: "currency", currency }).format(minor / 100);
+}
+
+export function moneyByCurrency(amounts: Record<string, number>, empty = "—"): string {
+  const parts = Object.entries(amounts).map(([currency, minor]) => money(minor, currency));
+  return parts.length ? parts.join(" + ") : empty;
+}

@@ -1,0 +1,281 @@
+"""The seed's own kind of frontend, for real: examples/nextjs (App Router, TypeScript strict,
+the product's useUIEvents hook unchanged, sonner's Toaster) as a production build under
+`next start`, in Debian's Chromium, against the real job API, workers and edge.
+
+The app is copied to a temporary folder, installed with `npm ci` from its lock file and built
+there (`next build` inlines the stack's NEXT_PUBLIC_INSIGHT_WS and NEXT_PUBLIC_INSIGHT_API);
+the services allow only its origin (ALLOWED_ORIGINS). Its token route signs with the stack's
+JWT secret, audience and issuer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
+
+from cli.local_redis import LocalRedis, free_port
+from core.config import Settings
+from core.security import verify_token
+from realtime import UIManager
+from realtime.demo import DEMO_USERS
+from tests.browser.conftest import SCREENSHOTS
+from tests.browser.nextjs_app import (
+    APP,
+    NextApp,
+    build,
+    copy_app,
+    npm_or_skip,
+    start_npm_ci,
+    wait_npm_ci,
+)
+from tests.harness import ROOT
+from tests.stack import fresh_database, start_stack
+
+# npm ci, the build and the stack come first: the first test's budget covers them.
+pytestmark = pytest.mark.timeout(300)
+
+Shot = Callable[..., Path]
+CONNECTED = "✅ UI Events WebSocket connected"  # the seed's console line
+ORDER_TOAST = re.compile(r"Order #(\d+) created")
+
+
+@pytest.fixture(scope="module")
+def nextjs(
+    redis_server: LocalRedis, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NextApp]:
+    npm = npm_or_skip()
+    began = time.monotonic()
+    workdir = copy_app(tmp_path_factory.mktemp("nextjs") / "app")
+    installing = start_npm_ci(npm, workdir, artifacts / "nextjs-npm-ci.log")
+    port = free_port()
+    with fresh_database("sqlite", artifacts) as database_url:
+        with pytest.MonkeyPatch.context() as env:
+            # The API and the edge answer the app's origin, and only it.
+            env.setenv("ALLOWED_ORIGINS", f"http://127.0.0.1:{port}")
+            stack = start_stack(redis_server.url, database_url, artifacts)
+        app = NextApp(workdir, port, artifacts / f"next-{port}.log", stack)
+        try:
+            app.timings["npm_ci"] = wait_npm_ci(installing, artifacts / "nextjs-npm-ci.log", began)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            app.timings["build"] = build(workdir, stack, SCREENSHOTS / "nextjs-build.log")
+            app.start()
+            app.timings["ready"] = time.monotonic() - began
+            (SCREENSHOTS / "nextjs-timings.json").write_text(json.dumps(app.timings, indent=2))
+            print(f"examples/nextjs: {json.dumps(app.timings)}")  # seen with -s
+            yield app
+        finally:
+            if installing.poll() is None:
+                installing.kill()
+                installing.wait(10)
+            app.stop()
+            for process in (stack.edge, stack.worker, stack.api, stack.stripe):
+                process.stop()
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest) -> Shot:
+    """screenshot(page, suffix="") keeps a PNG under test-artifacts/browser, with transitions
+    (sonner's slide-in, the progress bars) run to their end first."""
+
+    def take(page: Page, suffix: str = "") -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{request.node.name}{suffix}.png"
+        page.screenshot(path=str(path), animations="disabled")
+        return path
+
+    return take
+
+
+@dataclass
+class Visit:
+    """One signed-in page, with what its WebSockets did."""
+
+    page: Page
+    sockets: list[str] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, socket: WebSocket) -> None:
+        self.sockets.append(socket.url)
+        socket.on("framereceived", self._frame)
+
+    def _frame(self, payload: str | bytes) -> None:
+        self.frames.append(json.loads(payload))
+
+    def toast(self, text: str | re.Pattern[str], kind: str | None = None) -> Any:
+        selector = "[data-sonner-toast]" + (f'[data-type="{kind}"]' if kind else "")
+        return self.page.locator(selector, has_text=text)
+
+
+def sign_in(context: BrowserContext, app: NextApp, user: str) -> Visit:
+    """Choose `user` on the sign-in page; returns once the seed's console line was logged."""
+    visit = Visit(context.new_page())
+    visit.page.on("websocket", visit.record)
+    with visit.page.expect_console_message(lambda m: m.text == CONNECTED, timeout=20_000):
+        visit.page.goto(app.url)
+        visit.page.click(f'button[data-user="{user}"]')
+    visit.page.wait_for_url("**/orders")
+    expect(visit.page.locator('[data-connection="open"]')).to_be_visible()
+    return visit
+
+
+def no_token_in_urls(visit: Visit, app: NextApp) -> None:
+    assert visit.sockets, "the page opened no WebSocket"
+    for url in visit.sockets:
+        assert url.startswith(app.stack.edge.ws_url + "?"), url
+        assert "token=" not in url, url
+
+
+def row(page: Page, order_id: str) -> Any:
+    return page.locator(f'tr[data-order-id="{order_id}"]')
+
+
+def create_order(visit: Visit) -> str:
+    """Create an order from the page; its id, read from the order's sonner toast."""
+    visit.page.click("#create-order")
+    toast = visit.toast("Order created", "success")
+    expect(toast).to_be_visible()
+    match = ORDER_TOAST.search(toast.inner_text())
+    assert match, toast.inner_text()
+    return match.group(1)
+
+
+def test_the_example_uses_the_products_client_and_hook_unchanged() -> None:
+    """The copies in src/hooks/ (what `npm run sync-insight` writes) are realtime/static's."""
+    for name in ("insight.js", "insight.d.ts", "useUIEvents.ts"):
+        copy = (APP / "src" / "hooks" / name).read_bytes()
+        assert copy == (ROOT / "realtime" / "static" / name).read_bytes(), (
+            f"examples/nextjs/src/hooks/{name} differs: run `npm run sync-insight` there"
+        )
+    users = json.loads((APP / "src" / "lib" / "demo-users.json").read_text())
+    assert {u["id"]: (u["name"], u["business_id"]) for u in users} == DEMO_USERS
+
+
+def test_the_token_route_signs_what_the_services_accept(
+    nextjs: NextApp, settings: Settings
+) -> None:
+    refused = httpx.post(f"{nextjs.url}/api/insight-token", timeout=10)
+    assert refused.status_code == 401
+    answer = httpx.post(
+        f"{nextjs.url}/api/insight-token", cookies={"insight_demo_user": "carol"}, timeout=10
+    )
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "no-store"
+    token = answer.json()["token"]
+    identity = verify_token(token, settings)
+    assert (identity.user_id, identity.business_id, identity.name) == ("carol", "globex", "Carol")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert set(claims) == {"sub", "business_id", "name", "iat", "exp", "aud", "iss"}
+    assert claims["exp"] - claims["iat"] == 900
+
+
+def test_nextjs_signing_in_connects_with_the_token_out_of_the_url(
+    context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    visit = sign_in(context, nextjs, "alice")
+    expect(visit.page.locator(".who")).to_have_text("Alice · acme")
+    assert any(f["type"] == "insight_ready" for f in visit.frames)
+    no_token_in_urls(visit, nextjs)
+    screenshot(visit.page)
+
+
+def test_nextjs_an_order_shows_its_progress_a_sonner_toast_and_a_new_row(
+    context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    visit = sign_in(context, nextjs, "alice")
+    page = visit.page
+    rows_before = page.locator("tr[data-order-id]").count()
+    order_id = create_order(visit)
+    screenshot(page)  # the toast, while it shows
+    # The workers' ui_update events, through useUIEventListener, change what the page shows:
+    # the job's progress bar reaches 100% and the orders list gains the new row.
+    job = page.locator('.job[data-kind="order"]')
+    expect(job).to_have_attribute("data-status", "succeeded")
+    expect(job).to_contain_text("100%")
+    expect(row(page, order_id)).to_have_attribute("data-status", "created")
+    assert page.locator("tr[data-order-id]").count() == rows_before + 1
+    assert any(
+        f["type"] == "ui_update" and f["data"].get("type") == "job_progress" for f in visit.frames
+    )
+    no_token_in_urls(visit, nextjs)
+
+
+def test_nextjs_a_successful_payment_lands_on_orders_status_success(
+    context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    visit = sign_in(context, nextjs, "bob")
+    page = visit.page
+    order_id = create_order(visit)
+    page.click(f'tr[data-order-id="{order_id}"] button[data-pay="pm_card_visa"]')
+    page.wait_for_url("**/orders?status=success")
+    expect(page.locator('[data-banner="paid"]')).to_have_text("Payment succeeded — thank you!")
+    expect(row(page, order_id)).to_have_attribute("data-status", "paid")
+    expect(page.locator('[data-connection="open"]')).to_be_visible()  # a full load: reconnected
+    screenshot(page)
+    no_token_in_urls(visit, nextjs)
+
+
+def test_nextjs_a_declined_card_shows_an_error_toast_and_the_payment_failed_modal(
+    context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    visit = sign_in(context, nextjs, "dave")
+    page = visit.page
+    order_id = create_order(visit)
+    page.click(f'tr[data-order-id="{order_id}"] button[data-pay="pm_card_chargeDeclined"]')
+    modal = page.locator('[role="dialog"][data-modal="payment_failed"]')
+    expect(modal).to_be_visible()
+    expect(modal).to_contain_text(f"Order #{order_id} was not paid")
+    expect(modal).to_contain_text("declined")
+    expect(visit.toast("Payment failed", "error")).to_be_visible()
+    screenshot(page)
+    page.click('[data-modal="payment_failed"] button')
+    expect(modal).to_have_count(0)
+    expect(row(page, order_id)).to_have_attribute("data-status", "created")
+    no_token_in_urls(visit, nextjs)
+
+
+def test_nextjs_live_metrics_and_another_business_sees_none_of_it(
+    browser: Browser, context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    alice = sign_in(context, nextjs, "alice")
+    other = browser.new_context(viewport={"width": 1280, "height": 860})
+    other.set_default_timeout(15_000)
+    try:
+        carol = sign_in(other, nextjs, "carol")
+        carol.page.click('nav a[href="/dashboard"]')
+        # Carol's dashboard asks for Globex's figures once live, and they arrive.
+        expect(carol.page.locator('[data-business="globex"] .figure')).to_have_count(3)
+
+        order_id = create_order(alice)
+        alice.page.click('nav a[href="/dashboard"]')  # a client-side navigation: same socket
+        dashboard = alice.page.locator('[data-business="acme"]')
+        expect(dashboard.locator('[data-window="today"] [data-k="orders"]')).to_have_text(
+            re.compile(r"^[1-9][0-9]*$")
+        )
+        assert len(alice.sockets) == 1
+
+        # A control event for Globex, published after everything Alice caused: once Carol has
+        # it, she would have had Alice's too, if any had been addressed to her.
+        UIManager.for_business("globex").show_toast("For Globex", "members only", "info")
+        expect(carol.toast("For Globex")).to_be_visible()
+        expect(carol.page.locator("[data-sonner-toast]", has_text="Order")).to_have_count(0)
+        expect(alice.toast("For Globex")).to_have_count(0)
+        seen_by_carol = json.dumps(carol.frames)
+        assert f"Order #{order_id}" not in seen_by_carol
+        assert '"businessId": "acme"' not in seen_by_carol
+        assert any(f.get("data", {}).get("businessId") == "globex" for f in carol.frames)
+        screenshot(alice.page, "-alice")
+        screenshot(carol.page, "-carol")
+        for visit in (alice, carol):
+            no_token_in_urls(visit, nextjs)
+    finally:
+        other.close()
