@@ -8,8 +8,8 @@ producer in another process pushes an event to one user.
 - floor: raw Redis PUBLISH to SUBSCRIBE between two processes, no WebSocket at all.
 
 And one diagnostic, run only where the rate a whole machine can publish is the question
-(scenario 2): `insight-edge`, the same Insight edge fed by a plain PUBLISH of ready frames to
-its live channels, without the durable-log write, to show the edge's own limit apart from
+(scenario 2): `insight-edge`, the same Insight edge fed by a plain SPUBLISH of announcements
+on its live channels, without the durable-log write, to show the edge's own limit apart from
 the cost of the log.
 """
 
@@ -90,22 +90,25 @@ class Target:
 
 
 def _frames_without_the_log(redis_url: str) -> Publish:
-    """Announce a frame the way the append script does (`<coalesce key>\n<frame>` on the
-    recipient's live channel, its id `<ms>-<n>` first), but store nothing. Built as cheaply
-    as the peers' producers build theirs, so that the rate measured is the edge's."""
+    """Announce an event the way the append script does (`realtime.frames`: the coalesce
+    key, the event id and the body, on the recipient's sharded live channel), but store
+    nothing. Built as cheaply as the peers' producers build theirs, so that the rate
+    measured is the edge's."""
     import redis
 
     from realtime import Recipient
+    from realtime.frames import announcement
 
     client = redis.Redis.from_url(redis_url)
     numbers = itertools.count()
     channels: dict[str, str] = {}
+    epoch = str(time.time_ns() // 1000)
 
     def publish(user: str, data: dict[str, Any]) -> object:
         channel = channels.get(user) or channels.setdefault(user, Recipient.user(user).live_channel)
-        event_id = f"{time.time_ns() // 1_000_000}-{next(numbers)}"
-        frame = f'\n{{"id":"{event_id}","type":"ui_update","data":{json.dumps(data)}}}'
-        return client.publish(channel, frame)
+        event_id = f"u{epoch}.{time.time_ns() // 1000}-{next(numbers)}"
+        body = f'{{"type":"ui_update","data":{json.dumps(data)}}}'
+        return client.spublish(channel, announcement("", event_id, body))
 
     return publish
 

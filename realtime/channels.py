@@ -1,10 +1,11 @@
 """Who an event is addressed to, and the Redis names that follow from it: the only place
 where key and channel names are spelled.
 
-Each recipient (a user, a business, or everyone) has its own durable log (a Stream) and its
-own live pub/sub channel, so an edge process subscribes only to the recipients that have
-connections on it. One global sequence key orders events across all recipients, which is
-what lets one opaque cursor resume a connection that listens to three of them.
+Each recipient (a user, a business, or everyone) has its own durable log (a Stream), its
+metadata (the log's epoch and position), its idempotency keys and its live channel, all under
+one hash tag (`insight:{user:42}:...`): they share one hash slot, so one script can touch them
+all on a Redis Cluster, and different recipients spread over every shard. An edge subscribes
+only to the live channels of the recipients connected to it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 KEY_PREFIX = "insight"
-SEQUENCE_KEY = f"{KEY_PREFIX}:seq"
 
 RecipientKind = Literal["user", "business", "all"]
+_LETTERS: dict[RecipientKind, str] = {"user": "u", "business": "b", "all": "a"}
 
-_ID_PATTERN = re.compile(r"^[^\s:]{1,200}$")
-_CURSOR_PATTERN = re.compile(r"^\d{1,15}-\d{1,15}$")
+_ID_PATTERN = re.compile(r"^[^\s:{}]{1,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class Recipient:
                 raise ValueError("the broadcast recipient has no id")
         elif not _ID_PATTERN.match(self.ident):
             raise ValueError(
-                f"{self.kind} id must be 1-200 characters without whitespace or ':', "
+                f"{self.kind} id must be 1-200 characters without whitespace, ':', '{{' or '}}', "
                 f"got {self.ident!r}"
             )
 
@@ -55,14 +55,33 @@ class Recipient:
         return "all" if self.kind == "all" else f"{self.kind}:{self.ident}"
 
     @property
+    def letter(self) -> str:
+        """The kind's letter in event ids and cursors (`u`, `b`, `a`)."""
+        return _LETTERS[self.kind]
+
+    @property
+    def _prefix(self) -> str:
+        return f"{KEY_PREFIX}:{{{self}}}"
+
+    @property
     def stream_key(self) -> str:
         """The Redis Stream holding this recipient's recent events, for replay."""
-        return f"{KEY_PREFIX}:log:{self}"
+        return f"{self._prefix}:log"
+
+    @property
+    def meta_key(self) -> str:
+        """A hash: the log's epoch, its newest entry id, and the newest one trimmed away."""
+        return f"{self._prefix}:meta"
+
+    def idempotency_key(self, key: str) -> str:
+        """Remembers the id of the event published with idempotency key `key`."""
+        return f"{self._prefix}:idem:{key}"
 
     @property
     def live_channel(self) -> str:
-        """The pub/sub channel announcing this recipient's events as they are published."""
-        return f"{KEY_PREFIX}:live:{self}"
+        """The sharded pub/sub channel announcing this recipient's events as they are
+        published."""
+        return f"{self._prefix}:live"
 
 
 def recipients_of(user_id: str, business_id: str | None) -> tuple[Recipient, ...]:
@@ -72,14 +91,3 @@ def recipients_of(user_id: str, business_id: str | None) -> tuple[Recipient, ...
         own.append(Recipient.business(business_id))
     own.append(Recipient.everyone())
     return tuple(own)
-
-
-def is_cursor(value: str) -> bool:
-    """Whether `value` has the shape of an event id (`<ms>-<seq>`)."""
-    return bool(_CURSOR_PATTERN.match(value))
-
-
-def cursor_key(cursor: str) -> tuple[int, int]:
-    """Sort key of an event id: ids are totally ordered across all recipients."""
-    ms, _, seq = cursor.partition("-")
-    return int(ms), int(seq)

@@ -1,32 +1,38 @@
-"""One WebSocket's delivery state: its cursor, its bounded send buffer, and the switch from
-replay to live.
+"""One WebSocket's delivery state: its position in each recipient's log, its bounded send
+buffer, and the switch from replay to live.
 
 The hub fans each live event out to every addressed connection without blocking: a
-connection with nothing queued whose socket takes data gets the event's encoded frame written
-to its socket at once (see `realtime.wire`); otherwise the frame joins the connection's
-buffer, which its own writer task drains to the socket. A slow client therefore only fills
-its own buffer. When that buffer is full, a newer `ui_update` with the same coalesce key
-replaces the one still waiting; anything else closes the connection with 1013 so the client
-resumes with `since`, and nothing is silently dropped.
+connection with nothing queued whose socket takes data gets the event's frame written to its
+socket at once (see `realtime.wire`); otherwise the frame joins the connection's buffer,
+which its own writer task drains to the socket. A slow client therefore only fills its own
+buffer. When that buffer is full, a newer `ui_update` with the same coalesce key replaces
+the one still waiting; anything else closes the connection with 1013 so the client resumes
+with `since`, and nothing is silently dropped.
 
-While a connection catches up from the log (on connect, and after the edge lost Redis),
-live events are held aside and, once the replay is queued, only those newer than the
-replay's head are released: the two meet without a gap and without a duplicate. The replay
-and the live feed travel on different Redis connections, so an event in the replay may
-still have its live copy on the way when the replay is done: until the first live event
-newer than the replay's head arrives (the feed is in publish order), older ones are dropped.
+Each frame's `id` is the connection's cursor after that frame (see `realtime.frames`): the
+event's body is shared by every receiver and only the cursor in front is the connection's.
+
+While a connection catches up from the logs (on connect, and after the edge lost a Redis
+node), live events are held aside and, once the replay is queued, released unless the
+replay already had them. A live event at or before the connection's position in its log is
+a copy of one it was sent, by the replay (whose reply may overtake the live feed, which
+travels on another Redis connection) or live: it is dropped, so nothing arrives twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 
 from core.security import Identity
 from realtime import metrics
-from realtime.channels import Recipient, cursor_key
+from realtime.channels import Recipient
 from realtime.eventlog import Replay
-from realtime.protocol import CloseCode, gap_frame, ready_frame
-from realtime.wire import FrameWriter, Signal
+from realtime.frames import Position, gap_frame, ready_frame, splice
+from realtime.protocol import CloseCode
+from realtime.wire import FrameWriter, Signal, text_frame
+
+Held = tuple[int, Position, bytes, str, bytes]  # (recipient index, event, id, coalesce, body)
 
 
 class ClientConnection:
@@ -38,55 +44,62 @@ class ClientConnection:
     """
 
     __slots__ = (
-        "_changed", "_fence", "_held", "_live_queued", "_outbox", "capacity", "catch_up_lock",
-        "close_code", "cursor", "gone", "identity", "recipients", "wire",
+        "_changed", "_held", "_live_queued", "_outbox", "_parts", "capacity", "catch_up_lock",
+        "close_code", "gone", "identity", "positions", "recipients", "since", "wire",
     )  # fmt: skip
 
     def __init__(
         self,
         identity: Identity,
         recipients: tuple[Recipient, ...],
-        since: str | None,
+        positions: list[Position],
         capacity: int,
         wire: FrameWriter | None = None,
+        *,
+        since: str | None = None,
     ) -> None:
         self.identity = identity
         self.recipients = recipients
-        self.cursor = since
+        self.positions = positions  # one per recipient, in the same order
+        self._parts = [p.component().encode() for p in positions]
+        self.since = since  # what the client asked to resume from, if anything
         self.capacity = capacity
         self.wire = wire  # the socket's direct writer, when its server offers one
         self.close_code: CloseCode | None = None
         self.gone = False  # the peer went away: nobody to send frames or a close code to
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
         # and do not count against the live capacity.
-        self._outbox: list[tuple[str, str, bool]] = []
+        self._outbox: list[tuple[str, bytes, bool]] = []
         self._live_queued = 0
-        self._held: list[tuple[str, str, str]] | None = []  # live frames during catch-up
-        self._fence: tuple[int, int] | None = None  # the last replay's head, until passed
+        self._held: list[Held] | None = []  # live events during a catch-up
         self._changed = Signal()  # wakes the writer
-        self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the last cursor
+        self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the positions
+
+    @property
+    def cursor(self) -> str:
+        """The connection's whole resume cursor, its user's position first."""
+        return self._cursor(0).decode()
 
     # -- fed by the hub ---------------------------------------------------------------
 
-    def offer(self, event_id: str, frame: str, coalesce_key: str, encoded: bytes) -> None:
-        """A live event addressed to this connection; `encoded` is `frame` as a WebSocket
-        frame, written straight to the socket when nothing is queued ahead of it."""
+    def offer(
+        self, index: int, event: Position, event_id: bytes, coalesce_key: str, body: bytes
+    ) -> None:
+        """A live event for recipient `index`: written straight to the socket when nothing
+        is queued ahead of it, else queued; dropped if the connection has it already."""
         if self._held is not None:
-            self._held.append((event_id, frame, coalesce_key))
+            self._held.append((index, event, event_id, coalesce_key, body))
             return
-        if self._fence is not None:
-            if cursor_key(event_id) <= self._fence:
-                return  # already replayed: its live copy lagged behind the replay
-            self._fence = None
+        if not self._advance(index, event, event_id):
+            return
+        payload = splice(self._cursor(index), body)
         if (
-            not self._outbox
-            and self.close_code is None
-            and self.wire is not None
-            and self.wire.write_frame(encoded)
+            self._outbox
+            or self.close_code is not None
+            or self.wire is None
+            or not self.wire.write_frame(text_frame(payload))
         ):
-            self.cursor = event_id
-        else:
-            self._enqueue_live(event_id, frame, coalesce_key)
+            self._enqueue_live(payload, coalesce_key)
 
     def hold_live_events(self) -> None:
         """Start a catch-up: keep live events aside until `resume_from` has run."""
@@ -97,24 +110,33 @@ class ClientConnection:
     def catching_up(self) -> bool:
         return self._held is not None
 
-    def resume_from(self, replay: Replay, *, announce: bool) -> None:
-        """Queue what the log replayed, then the held live events newer than its head."""
-        since = self.cursor
-        if replay.gap and since is not None:
-            self._push(gap_frame(since), "", live=False)
-        for frame in replay.frames:
-            self._push(frame, "", live=False)
-        head = replay.head
-        if since is None or cursor_key(head) > cursor_key(since):
-            self.cursor = head
+    def resume_from(self, replays: list[Replay], *, announce: bool) -> None:
+        """Queue what the logs replayed (merged in publish order), then the held live events
+        the replay did not have, then (on connect) `insight_ready`."""
+        if any(replay.gap for replay in replays):
+            self._push(gap_frame(self.since or self.cursor))
+        for index, replay in enumerate(replays):
+            position = self.positions[index]
+            if position.epoch != replay.epoch:  # first read, or the log is a new one
+                self._set(index, Position(position.kind, replay.epoch, position.key))
+        merged = heapq.merge(
+            *(
+                [(key, index, entry, body) for key, entry, body in replay.entries]
+                for index, replay in enumerate(replays)
+            )
+        )
+        for key, index, _entry, body in merged:
+            position = self.positions[index]
+            event = Position(position.kind, position.epoch, key)
+            if self._advance(index, event, event.component().encode()):
+                self._push(splice(self._cursor(index), body))
         held, self._held = self._held or [], None
-        last = self._fence = cursor_key(head)
-        for event_id, frame, coalesce_key in held:
-            if cursor_key(event_id) > last:
-                self._fence = None
-                self._enqueue_live(event_id, frame, coalesce_key)
-        if announce and self.cursor is not None:
-            self._push(ready_frame(self.cursor), "", live=False)
+        for index, event, event_id, coalesce_key, body in held:
+            if self._advance(index, event, event_id):
+                self._enqueue_live(splice(self._cursor(index), body), coalesce_key)
+        if announce:
+            self._push(ready_frame(self.cursor))
+        self.since = None  # from here on, the connection's own cursor is what it resumes from
 
     def close(self, code: CloseCode) -> None:
         """Ask the writer to close the socket with `code` once it wakes."""
@@ -136,8 +158,8 @@ class ClientConnection:
             await self._changed.wait()
         return self.close_code is None and not self.gone
 
-    def take(self, limit: int) -> list[str]:
-        """Remove and return up to `limit` frames from the head of the buffer."""
+    def take(self, limit: int) -> list[bytes]:
+        """Remove and return up to `limit` frames (JSON payloads) from the buffer's head."""
         head = self._outbox[:limit]
         del self._outbox[:limit]
         self._live_queued -= sum(live for _, _, live in head)
@@ -147,28 +169,48 @@ class ClientConnection:
     def queued(self) -> int:
         return len(self._outbox)
 
-    def unsent(self) -> list[str]:
+    def unsent(self) -> list[bytes]:
         """Frames still waiting when the connection closes."""
         return [frame for _, frame, _ in self._outbox]
 
     # -- internals ----------------------------------------------------------------------
 
-    def _enqueue_live(self, event_id: str, frame: str, coalesce_key: str) -> None:
+    def _advance(self, index: int, event: Position, event_id: bytes) -> bool:
+        """Move the position in recipient `index`'s log to `event`; False if the connection
+        is there or past it already (a copy of an event it was sent)."""
+        position = self.positions[index]
+        if event.epoch == position.epoch and event.key <= position.key:
+            return False
+        self.positions[index] = event
+        self._parts[index] = event_id
+        return True
+
+    def _set(self, index: int, position: Position) -> None:
+        self.positions[index] = position
+        self._parts[index] = position.component().encode()
+
+    def _cursor(self, first: int) -> bytes:
+        """The cursor with recipient `first`'s component in front (the frame's own event)."""
+        parts = self._parts
+        if first == 0:
+            return b"_".join(parts)
+        return b"_".join([parts[first], *parts[:first], *parts[first + 1 :]])
+
+    def _enqueue_live(self, payload: bytes, coalesce_key: str) -> None:
         if self.close_code is not None:
             return
         outbox = self._outbox
         if coalesce_key and outbox and outbox[-1][0] == coalesce_key and outbox[-1][2]:
-            outbox[-1] = (coalesce_key, frame, True)
+            outbox[-1] = (coalesce_key, payload, True)
             metrics.record_coalesced()
         elif self._live_queued >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER)
             return
         else:
-            outbox.append((coalesce_key, frame, True))
+            outbox.append((coalesce_key, payload, True))
             self._live_queued += 1
-        self.cursor = event_id
         self._changed.fire()
 
-    def _push(self, frame: str, coalesce_key: str, *, live: bool) -> None:
-        self._outbox.append((coalesce_key, frame, live))
+    def _push(self, payload: bytes) -> None:
+        self._outbox.append(("", payload, False))
         self._changed.fire()

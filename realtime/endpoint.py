@@ -17,16 +17,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token_async
 from realtime import metrics
-from realtime.channels import is_cursor, recipients_of
+from realtime.channels import recipients_of
 from realtime.connection import ClientConnection
+from realtime.eventlog import start_position
+from realtime.frames import KINDS, Position, parse_cursor
 from realtime.hub import Hub, SubscribeTimeout
 from realtime.protocol import (
+    BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
     DEFAULT_CHANNEL,
     SUBPROTOCOL,
     CloseCode,
     token_from_first_frame,
     token_from_subprotocols,
+    well_formed_token,
 )
 from realtime.wire import WIRE_EXTENSION, FrameWriter, text_frame
 
@@ -47,22 +51,31 @@ class Refused(Exception):
 async def insight_socket(websocket: WebSocket) -> None:
     """The seed's `/api/v1/insight` WebSocket."""
     settings: Settings = websocket.app.state.settings
-    hub: Hub = websocket.app.state.hub
+    hub: Hub | None = websocket.app.state.events.hub
     offered = list(websocket.scope.get("subprotocols", []))
-    start, unavailable = await _starting_position(websocket, hub)
+    since, clock, unavailable = (
+        await _starting_point(websocket, hub) if hub is not None else ({}, None, True)
+    )
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     connection: ClientConnection | None = None
     try:
-        since = _check_request(websocket, settings)
-        if unavailable:
+        _check_request(websocket, settings)
+        if since is None:
+            raise Refused(CloseCode.MALFORMED, "since is not a cursor")
+        if unavailable or hub is None:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
         identity = await _authenticate(websocket, settings, offered)
+        recipients = recipients_of(identity.user_id, identity.business_id)
+        positions = [
+            since.get(r.letter) or start_position(r.letter, clock or (0, 0)) for r in recipients
+        ]
         connection = ClientConnection(
             identity,
-            recipients_of(identity.user_id, identity.business_id),
-            since or start,
+            recipients,
+            positions,
             settings.ws_send_buffer,
             websocket.scope.get("extensions", {}).get(WIRE_EXTENSION),
+            since=websocket.query_params.get("since") or None,
         )
         try:
             await hub.attach(connection)
@@ -96,26 +109,34 @@ async def insight_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        if connection is not None:
+        if connection is not None and hub is not None:
             hub.detach(connection)
 
 
-async def _starting_position(websocket: WebSocket, hub: Hub) -> tuple[str | None, bool]:
-    """Where a connection without `since` starts: the log's head, read before the upgrade is
-    accepted. Whatever is published after the browser's `open` (or after a first frame, which
-    can only follow it) is therefore newer than this position, and the catch-up that follows
-    the subscription replays it; reading the head only after subscribing would lose what was
-    published in between. Returns (position, whether the log was unreachable)."""
-    if websocket.query_params.get("since"):
-        return None, False
+async def _starting_point(
+    websocket: WebSocket, hub: Hub
+) -> tuple[dict[str, Position] | None, tuple[int, int] | None, bool]:
+    """The positions `since` asks for (None if it is not a cursor), the Redis clock read
+    before the upgrade is accepted, and whether Redis was unreachable.
+
+    A log without a position in `since` is read from the clock reading on: whatever is
+    published after the browser's `open` (or after a first frame, which can only follow it)
+    is appended later, so its id is newer, and the catch-up that follows the subscription
+    replays it. Starting from the logs' heads read after subscribing would lose what was
+    published in between. The clock is read only when `since` lacks a kind."""
+    requested = websocket.query_params.get("since")
+    since = parse_cursor(requested) if requested else {}
+    if since is None or len(since) == len(KINDS):
+        return since, None, False
     try:
-        return await hub.log.head(), False
-    except redis.RedisError:
-        return None, True
+        return since, await hub.log.server_time(), False
+    except redis.RedisError as error:
+        logger.warning("reading the redis clock failed", extra={"error": repr(error)})
+        return since, None, True
 
 
-def _check_request(websocket: WebSocket, settings: Settings) -> str | None:
-    """Validate origin, channel and cursor; returns the `since` cursor, if any."""
+def _check_request(websocket: WebSocket, settings: Settings) -> None:
+    """Validate origin, channel and the query's shape."""
     if not settings.origin_allowed(websocket.headers.get("origin")):
         raise Refused(CloseCode.FORBIDDEN, "origin not allowed")
     params = websocket.query_params
@@ -124,15 +145,17 @@ def _check_request(websocket: WebSocket, settings: Settings) -> str | None:
     channel = params.get("channel") or DEFAULT_CHANNEL
     if channel not in CHANNELS:
         raise Refused(CloseCode.FORBIDDEN, "channel not allowed")
-    since = params.get("since") or None
-    if since is not None and not is_cursor(since):
-        raise Refused(CloseCode.MALFORMED, "since is not an event id")
-    return since
 
 
 async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[str]) -> Identity:
-    """Token from the query, a `insight.bearer.<JWT>` subprotocol, or the first frame."""
-    token = websocket.query_params.get("token") or token_from_subprotocols(offered)
+    """Token from the query, a `insight.bearer.<JWT>` subprotocol, or the first frame. A token
+    offered in the query or a subprotocol that is not even shaped like one is refused at
+    once, rather than left waiting for a first frame."""
+    queried = websocket.query_params.get("token")
+    bearer = any(p.startswith(BEARER_SUBPROTOCOL_PREFIX) for p in offered)
+    token = well_formed_token(queried) if queried else token_from_subprotocols(offered)
+    if token is None and (queried or bearer):
+        raise Refused(CloseCode.UNAUTHORIZED, "invalid token")
     if token is None:
         try:
             async with asyncio.timeout(settings.ws_auth_timeout_seconds):
@@ -221,7 +244,7 @@ async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> Non
         if connection.close_code is not None or connection.gone:
             return
         frames = connection.take(WIRE_BATCH_FRAMES)
-        if not wire.write_frame(b"".join(text_frame(frame.encode()) for frame in frames)):
+        if not wire.write_frame(b"".join(text_frame(frame) for frame in frames)):
             raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
 
 
@@ -229,7 +252,7 @@ async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection
     send = websocket.send
     while await connection.wait():
         for frame in connection.take(1):
-            await send({"type": "websocket.send", "text": frame})
+            await send({"type": "websocket.send", "text": frame.decode()})
 
 
 async def _read(

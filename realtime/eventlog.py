@@ -1,68 +1,58 @@
 """The durable per-recipient event log in Redis, and the live announcement of each entry.
 
-Appending is one Lua script, so an event is never in the log without being announced or
-announced without being in the log. The script also assigns the event id from one global
-sequence (`<redis-time-ms>-<n>`, strictly increasing across all recipients): a connection
-that listens to a user, a business and everyone can then resume from one cursor, and the
-edge can merge three logs in order.
+Appending is one script per event, over the keys of one recipient only (they share a hash
+slot, see `realtime.channels`), so an event is never in the log without being announced or
+announced without being in the log, and the recipients of a Redis Cluster spread over all of
+its shards. The scripts start with `#!lua` and declare no cross-slot flag, so Redis itself
+refuses a key outside the recipient's slot.
 
-Retention: each log keeps at most `max_len` entries and nothing older than `max_age`. A
-cursor is "past retention" when an entry newer than it was trimmed by count (the stream's
-`max-deleted-entry-id`) or when the log was lost after it (the epoch key records the first id
-the current log issued). Each entry also carries its own expiry (at most `max_age`), after
-which it is not replayed; trimming by age therefore never drops a replayable event.
+Ids are the recipient's Stream entry ids, taken from the Redis clock in microseconds (see
+`realtime.frames`). The log's metadata hash keeps its epoch (which incarnation of the log
+this is), its newest entry id, and the newest id trimmed away by count. A position is
+past retention, and replay reports a gap, when an entry newer than it was trimmed, when the
+log is of another epoch (the log was lost, with Redis's data or by expiry), or when the
+entry it names is gone though younger than the retention (a failover promoted a replica
+that never got it, so later ones may be lost too). Each entry also carries its
+own expiry (at most `max_age`), after which it is not replayed; trimming by age therefore
+never drops a replayable event.
+
+Idempotency: an append with an idempotency key remembers the id it returned under that key
+(in the recipient's slot, for the log's retention); a repeat returns that id and publishes
+nothing. Without a key the publisher makes one per call, kept briefly, so that a client
+library that re-sends a script whose reply was lost cannot publish twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import uuid
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 import redis.asyncio
 
-from realtime.channels import KEY_PREFIX, SEQUENCE_KEY, Recipient
+from realtime.channels import Recipient
+from realtime.frames import ANNOUNCEMENT_LUA, MAX_SEQ, Key, Position, entry_key
 
-EPOCH_KEY = f"{KEY_PREFIX}:epoch"
 MAX_FRAME_BYTES = 64 * 1024  # a UI event is a notification, not a data transfer
+META_TTL_SECONDS = 7 * 24 * 3600  # a log's epoch outlives its entries by this much
+RETRY_KEY_TTL_SECONDS = 300  # the key made for a call without one guards its retries only
 
-# KEYS: sequence, epoch, stream.  ARGV: channel, body, ttl_ms, max_len, max_age_ms, coalesce_key
-_APPEND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ms, seq = now, 0
-local last = redis.call('GET', KEYS[1])
-if last then
-  local dash = string.find(last, '-', 1, true)
-  local last_ms = tonumber(string.sub(last, 1, dash - 1))
-  if last_ms >= now then
-    ms = last_ms
-    seq = tonumber(string.sub(last, dash + 1)) + 1
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+_EPOCH_LUA = """
+local function epoch_of(meta, t, ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('PEXPIRE', meta, ttl)
   end
+  return epoch
 end
-local id = string.format('%.0f-%.0f', ms, seq)
-redis.call('SET', KEYS[1], id)
-if not last then redis.call('SET', KEYS[2], id) end
-local frame = '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2)
-local max_age = tonumber(ARGV[5])
-redis.call('XADD', KEYS[3], id, 'f', frame, 'x', string.format('%.0f', now + tonumber(ARGV[3])))
-local excess = redis.call('XLEN', KEYS[3]) - tonumber(ARGV[4])
-if excess > 0 then
-  -- Trimming does not update max-deleted-entry-id (only XDEL does): record the newest
-  -- dropped id ourselves, so replay can tell "trimmed after your cursor" from "quiet".
-  local doomed = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', excess)
-  redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
-  redis.call('XSETID', KEYS[3], id, 'MAXDELETEDID', doomed[#doomed][1])
-end
--- Entries past max_age are past every event's TTL too: dropping them loses nothing.
-redis.call('XTRIM', KEYS[3], 'MINID', '~', string.format('%.0f-0', now - max_age))
-redis.call('PEXPIRE', KEYS[3], max_age)
-redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)
-return id
-"""
-
-# KEYS: sequence, epoch, stream...  ARGV: since ('' for none), per-stream limit
-# Returns {head, gap (0/1), frame, frame, ...} with frames in id order, expired ones left out.
-_REPLAY = """
 local function parse(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
@@ -72,44 +62,107 @@ local function less(a, b)
   local bm, bs = parse(b)
   return am < bm or (am == bm and as < bs)
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local head = redis.call('GET', KEYS[1])
-if not head then
-  -- An empty (or lost) log starts its epoch now, so cursors handed out from here on are
-  -- valid and any older one is known to be from a previous log.
-  head = string.format('%.0f-0', now)
-  redis.call('SET', KEYS[1], head)
-  redis.call('SET', KEYS[2], head)
+"""
+
+# KEYS: stream, meta, idempotency (the meta key again when the call has no key).
+# ARGV: channel, body, ttl_us, max_len, max_age_us, coalesce key, idempotency ttl_ms,
+#       kind letter, '1' if KEYS[3] is an idempotency key, meta ttl_ms
+_APPEND = (
+    "#!lua\n"
+    + _EPOCH_LUA
+    + """
+local stream, meta = KEYS[1], KEYS[2]
+local remembers = ARGV[9] == '1'
+if remembers then
+  local first = redis.call('GET', KEYS[3])
+  if first then return first end
 end
-local since = ARGV[1]
-if since == '' then return {head, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = epoch_of(meta, t, ARGV[10])
+local last = redis.call('HGET', meta, 'last')
+if not last then
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if newest[1] then last = newest[1][1] end
+end
+local micros, seq = now, 0
+if last then
+  local last_us, last_seq = parse(last)
+  if last_us >= now then micros, seq = last_us, last_seq + 1 end
+end
+local entry = string.format('%.0f-%.0f', micros, seq)
+local body = ARGV[2]
+local max_age = tonumber(ARGV[5])
+redis.call('XADD', stream, entry, 'f', body, 'x', string.format('%.0f', now + tonumber(ARGV[3])))
+local excess = redis.call('XLEN', stream) - tonumber(ARGV[4])
+if excess > 0 then
+  local doomed = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
+  redis.call('XTRIM', stream, 'MAXLEN', ARGV[4])
+  redis.call('HSET', meta, 'trimmed', doomed[#doomed][1])
+end
+-- Entries past max_age are past every event's TTL too: dropping them loses nothing.
+redis.call('XTRIM', stream, 'MINID', '~', string.format('%.0f-0', now - max_age))
+redis.call('PEXPIRE', stream, math.floor(max_age / 1000))
+redis.call('HSET', meta, 'last', entry)
+redis.call('PEXPIRE', meta, ARGV[10])
+local event_id = ARGV[8] .. epoch .. '.' .. entry
+if remembers then redis.call('SET', KEYS[3], event_id, 'PX', ARGV[7]) end
+local coalesce = ARGV[6]
+redis.call('SPUBLISH', ARGV[1], """
+    + ANNOUNCEMENT_LUA
+    + """)
+return event_id
+"""
+)
+
+# KEYS: stream, meta.
+# ARGV: since entry, since epoch ('' when unknown), limit, meta ttl_ms, max_age_us
+# Returns {epoch, gap (0/1), entry, body, entry, body, ...}: entries after `since`, in order,
+# expired ones left out.
+_REPLAY = (
+    "#!lua\n"
+    + _EPOCH_LUA
+    + """
+local stream, meta = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = epoch_of(meta, t, ARGV[4])
+local since, since_epoch = ARGV[1], ARGV[2]
 local gap = 0
-local epoch = redis.call('GET', KEYS[2])
-if less(head, since) or (epoch and less(since, epoch)) then gap = 1 end
-local entries = {}
-for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[i])
-    for j = 1, #info, 2 do
-      if info[j] == 'max-deleted-entry-id' and less(since, info[j + 1]) then gap = 1 end
-    end
-    for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '(' .. since, head, 'COUNT', ARGV[2])) do
-      local fields = entry[2]
-      local frame, expires = nil, 0
-      for j = 1, #fields, 2 do
-        if fields[j] == 'f' then frame = fields[j + 1] end
-        if fields[j] == 'x' then expires = tonumber(fields[j + 1]) end
-      end
-      if frame and expires >= now then entries[#entries + 1] = {entry[1], frame} end
+if since_epoch ~= '' then
+  if since_epoch ~= epoch then
+    gap = 1
+  else
+    local trimmed = redis.call('HGET', meta, 'trimmed')
+    if trimmed and less(since, trimmed) then gap = 1 end
+    -- The entry the client saw last must still be there if it is younger than max_age (the
+    -- age trim and the stream's expiry only drop older ones): if it is not, the log lost it
+    -- (a failover promoted a replica that never got it) and maybe more. A position read
+    -- from the clock (sequence 2^64-1, see start_position) names no entry.
+    local micros = parse(since)
+    local from_clock = string.sub(since, -21) == '-18446744073709551615'
+    if gap == 0 and not from_clock and micros >= now - tonumber(ARGV[5])
+        and #redis.call('XRANGE', stream, since, since) == 0 then
+      gap = 1
     end
   end
 end
-table.sort(entries, function(a, b) return less(a[1], b[1]) end)
-local out = {head, gap}
-for _, e in ipairs(entries) do out[#out + 1] = e[2] end
+local out = {epoch, gap}
+for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. since, '+', 'COUNT', ARGV[3])) do
+  local fields = entry[2]
+  local frame, expires = nil, 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 'f' then frame = fields[j + 1] end
+    if fields[j] == 'x' then expires = tonumber(fields[j + 1]) end
+  end
+  if frame and expires >= now then
+    out[#out + 1] = entry[1]
+    out[#out + 1] = frame
+  end
+end
 return out
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +175,19 @@ class Retention:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """What a reconnecting client missed: frames in order, and whether some are gone."""
+    """What one recipient's log holds after a position: its epoch, whether events after the
+    position are gone, and the entries that remain, in order, as (key, entry id, body)."""
 
-    head: str
+    epoch: str
     gap: bool
-    frames: list[str]
+    entries: list[tuple[Key, str, bytes]]
 
 
-def frame_id(frame: str) -> str:
-    """The id of a frame written by the append script (it always comes first)."""
-    return frame[7 : frame.index('"', 7)]
+def start_position(kind: str, server_time: tuple[int, int]) -> Position:
+    """The position just before anything appended after the clock read `server_time`
+    (Redis TIME: seconds, microseconds): where a connection without `since` starts."""
+    micros = server_time[0] * 1_000_000 + server_time[1]
+    return Position(kind, None, (micros - 1, MAX_SEQ))
 
 
 def _append_call(
@@ -140,6 +196,7 @@ def _append_call(
     ttl_seconds: float,
     retention: Retention,
     coalesce_key: str | None,
+    idempotency_key: str | None,
 ) -> tuple[list[str], list[str | int]]:
     if not body.startswith('{"'):
         raise ValueError("an event body must be a JSON object")
@@ -152,22 +209,33 @@ def _append_call(
         )
     if coalesce_key is not None and ("\n" in coalesce_key or not coalesce_key):
         raise ValueError("coalesce_key must be a non-empty single line")
-    keys = [SEQUENCE_KEY, EPOCH_KEY, recipient.stream_key]
+    if idempotency_key is None:
+        key, ttl_ms = f"retry:{uuid.uuid4().hex}", RETRY_KEY_TTL_SECONDS * 1000
+    elif _IDEMPOTENCY_KEY.match(idempotency_key):
+        key, ttl_ms = f"key:{idempotency_key}", retention.max_age_seconds * 1000
+    else:
+        raise ValueError("idempotency_key must be 1-200 printable ASCII characters, no spaces")
+    keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]
     args: list[str | int] = [
         recipient.live_channel,
         body,
-        int(ttl_seconds * 1000),
+        int(ttl_seconds * 1_000_000),
         retention.max_len,
-        retention.max_age_seconds * 1000,
+        retention.max_age_seconds * 1_000_000,
         coalesce_key or "",
+        ttl_ms,
+        recipient.letter,
+        "1",
+        META_TTL_SECONDS * 1000,
     ]
     return keys, args
 
 
 class EventLog:
-    """Appends events from synchronous code (Celery tasks, scripts) over a redis-py client."""
+    """Appends events from synchronous code (Celery tasks, scripts) over a redis-py client
+    (a single Redis or a RedisCluster)."""
 
-    def __init__(self, client: redis.Redis, retention: Retention) -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, retention: Retention) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
         self.retention = retention
@@ -179,20 +247,33 @@ class EventLog:
         *,
         ttl_seconds: float,
         coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Store and announce one event; returns its id. Redis errors propagate."""
-        keys, args = _append_call(recipient, body, ttl_seconds, self.retention, coalesce_key)
+        """Store and announce one event; returns its id (the first one's, for a repeated
+        idempotency key). Redis errors propagate."""
+        keys, args = _append_call(
+            recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
+        )
         return _text(self._append(keys=keys, args=args))
 
 
 class AsyncEventLog:
     """The asyncio twin of EventLog, plus the reads the edge needs to replay."""
 
-    def __init__(self, client: redis.asyncio.Redis, retention: Retention) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
+        retention: Retention,
+        *,
+        concurrency: int | None = None,
+    ) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
         self._replay = client.register_script(_REPLAY)
         self.retention = retention
+        # redis-py's cluster client refuses a call when a node's pool is full, where a
+        # BlockingConnectionPool would make it wait: at most this many reads at once.
+        self._reads = asyncio.Semaphore(concurrency) if concurrency else None
 
     async def append(
         self,
@@ -201,25 +282,60 @@ class AsyncEventLog:
         *,
         ttl_seconds: float,
         coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Store and announce one event; returns its id. Redis errors propagate."""
-        keys, args = _append_call(recipient, body, ttl_seconds, self.retention, coalesce_key)
+        keys, args = _append_call(
+            recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
+        )
         return _text(await self._append(keys=keys, args=args))
 
-    async def head(self) -> str:
-        """The id of the newest event of any recipient: a connection that starts here gets
-        every event published after this call returned, and none from before."""
-        return (await self.replay((), None)).head
+    async def server_time(self) -> tuple[int, int]:
+        """Redis's clock as (seconds, microseconds); on a cluster, the earliest of its
+        masters' clocks, so that no master appends after it with an older id."""
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            async with self._reads or contextlib.nullcontext():
+                return await self._cluster_time(self.client)
+        seconds, micros = await self.client.time()
+        return int(seconds), int(micros)
 
-    async def replay(self, recipients: tuple[Recipient, ...], since: str | None) -> Replay:
-        """Frames after `since` up to the current head, merged across recipients, in order.
+    @staticmethod
+    async def _cluster_time(client: redis.asyncio.RedisCluster) -> tuple[int, int]:
+        # With several target nodes, redis-py answers {node name: (seconds, micros)}.
+        replies = cast(
+            dict[str, tuple[int, int]],
+            await client.time(target_nodes=redis.asyncio.RedisCluster.PRIMARIES),
+        )
+        return min((int(s), int(us)) for s, us in replies.values())
 
-        Without `since` only the head is read: it is the cursor of a fresh connection.
-        """
-        keys = [SEQUENCE_KEY, EPOCH_KEY, *(r.stream_key for r in recipients)]
-        reply = await self._replay(keys=keys, args=[since or "", self.retention.max_len * 2])
-        head, gap, *frames = (_text(item) if not isinstance(item, int) else item for item in reply)
-        return Replay(head=str(head), gap=bool(gap), frames=[str(f) for f in frames])
+    async def replay(self, recipient: Recipient, since: Position) -> Replay:
+        """The entries of one recipient's log after `since`, and whether some are gone."""
+        async with self._reads or contextlib.nullcontext():
+            return await self._replay_one(recipient, since)
+
+    async def _replay_one(self, recipient: Recipient, since: Position) -> Replay:
+        reply = await self._replay(
+            keys=[recipient.stream_key, recipient.meta_key],
+            args=[
+                since.entry,
+                since.epoch or "",
+                self.retention.max_len,
+                META_TTL_SECONDS * 1000,
+                self.retention.max_age_seconds * 1_000_000,
+            ],
+        )
+        epoch, gap, *flat = reply
+        entries = []
+        for index in range(0, len(flat), 2):
+            entry = _text(flat[index])
+            entries.append((entry_key(entry), entry, bytes(flat[index + 1])))
+        return Replay(epoch=_text(epoch), gap=bool(gap), entries=entries)
+
+    async def replay_all(
+        self, recipients: tuple[Recipient, ...], since: list[Position]
+    ) -> list[Replay]:
+        """`replay` for each recipient, concurrently (on a cluster, on their own shards)."""
+        return list(await asyncio.gather(*map(self.replay, recipients, since)))
 
 
 def _text(value: object) -> str:

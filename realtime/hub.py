@@ -2,22 +2,22 @@
 
 A recipient's live channel is subscribed while at least one local connection listens as it
 (subscribe on the first, unsubscribe on the last), so an edge process receives only the
-events of the users connected to it. Every message is parsed once per process and appended
-to each addressed connection's buffer.
+events of the users connected to it. Every message is parsed once per process and offered
+to each addressed connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 
 from realtime import metrics
 from realtime.connection import ClientConnection
-from realtime.eventlog import AsyncEventLog, frame_id
+from realtime.eventlog import AsyncEventLog
+from realtime.frames import parse_announcement, parse_event_id
+from realtime.live_feed import LiveFeed
 from realtime.protocol import CloseCode
-from realtime.subscriber import PubSubConnection
-from realtime.wire import text_frame
+from realtime.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -27,33 +27,37 @@ class SubscribeTimeout(Exception):
 
 
 class Hub:
-    """Connections by live channel, fed by one pub/sub connection, resynced after outages."""
+    """Connections by live channel, fed by the live feed, resynced after outages."""
 
     def __init__(
         self,
-        redis_url: str,
+        topology: Topology,
         log: AsyncEventLog,
         *,
         subscribe_timeout: float,
         ping_interval: float,
+        home: str | None = None,
     ) -> None:
         self.log = log
         self._subscribe_timeout = subscribe_timeout
-        self._by_channel: dict[bytes, set[ClientConnection]] = {}
+        # live channel -> {connection: the index of that recipient in the connection's}
+        self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()
-        self.pubsub = PubSubConnection(
-            redis_url,
+        self.feed = LiveFeed(
+            topology,
             self._on_message,
-            on_lost=self._on_redis_lost,
-            on_restored=self._on_redis_restored,
+            on_lost=self._on_channels_lost,
+            on_restored=self._on_channels_restored,
             ping_interval=ping_interval,
+            home=home,
         )
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.pubsub.start()
+        self.feed.start()
 
     async def stop(self) -> None:
-        await self.pubsub.close()
+        await self.feed.close()
 
     async def attach(self, connection: ClientConnection) -> None:
         """Route the connection's recipients to it and catch it up from its cursor.
@@ -62,10 +66,10 @@ class Hub:
         """
         self.connections.add(connection)
         waiters = []
-        for recipient in connection.recipients:
+        for index, recipient in enumerate(connection.recipients):
             channel = recipient.live_channel.encode()
-            self._by_channel.setdefault(channel, set()).add(connection)
-            waiter = self.pubsub.hold(channel)
+            self._by_channel.setdefault(channel, {})[connection] = index
+            waiter = self.feed.hold(channel)
             if waiter is not None:
                 waiters.append(asyncio.shield(waiter))
         if waiters:
@@ -85,20 +89,20 @@ class Hub:
             channel = recipient.live_channel.encode()
             listeners = self._by_channel.get(channel)
             if listeners is not None:
-                listeners.discard(connection)
+                listeners.pop(connection, None)
                 if not listeners:
                     del self._by_channel[channel]
-            self.pubsub.release(channel)
+            self.feed.release(channel)
 
     async def catch_up(self, connection: ClientConnection, *, announce: bool = False) -> None:
-        """Replay the log after the connection's cursor, then let live events through."""
+        """Replay the logs after the connection's positions, then let live events through."""
         async with connection.catch_up_lock:
             connection.hold_live_events()
-            replay = await self.log.replay(connection.recipients, connection.cursor)
-            connection.resume_from(replay, announce=announce)
+            replays = await self.log.replay_all(connection.recipients, list(connection.positions))
+            connection.resume_from(replays, announce=announce)
         metrics.REPLAYS.inc()
-        metrics.REPLAYED.inc(len(replay.frames))
-        if replay.gap:
+        metrics.REPLAYED.inc(sum(len(replay.entries) for replay in replays))
+        if any(replay.gap for replay in replays):
             metrics.GAPS.inc()
 
     def close_all(self, code: CloseCode) -> None:
@@ -111,24 +115,36 @@ class Hub:
         listeners = self._by_channel.get(channel)
         if not listeners:
             return
-        key, _, payload = data.partition(b"\n")
-        coalesce_key = key.decode()
-        frame = payload.decode()
-        encoded = text_frame(payload)
-        event_id = frame_id(frame)
-        for connection in listeners:
-            connection.offer(event_id, frame, coalesce_key, encoded)
-        metrics.record_delivery(frame, event_id, len(listeners))
+        coalesce_key, event_id, body = parse_announcement(data)
+        event = parse_event_id(event_id)
+        if event is None:
+            logger.warning(
+                "an announcement without an event id",
+                extra={"channel": channel.decode(errors="replace")},
+            )
+            return
+        encoded_id = event_id.encode()
+        for connection, index in listeners.items():
+            connection.offer(index, event, encoded_id, coalesce_key, body)
+        metrics.record_delivery(body, event, len(listeners))
 
-    def _on_redis_lost(self) -> None:
-        for connection in self.connections:
+    def _listeners_of(self, channels: set[bytes]) -> set[ClientConnection]:
+        return {c for channel in channels for c in self._by_channel.get(channel, ())}
+
+    def _on_channels_lost(self, channels: set[bytes]) -> None:
+        """These channels stopped flowing: their connections wait for a catch-up."""
+        for connection in self._listeners_of(channels):
             connection.hold_live_events()
 
-    async def _on_redis_restored(self) -> None:
-        """Replay, for every connection, what was published while the edge was away."""
-        await self._resync(list(self.connections))
+    def _on_channels_restored(self, channels: set[bytes]) -> None:
+        """Replay, for each connection of these channels, what was published meanwhile."""
+        task = asyncio.get_running_loop().create_task(
+            self._resync(list(self._listeners_of(channels)))
+        )
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
 
-    async def _resync(self, connections: Iterable[ClientConnection]) -> None:
+    async def _resync(self, connections: list[ClientConnection]) -> None:
         semaphore = asyncio.Semaphore(64)
 
         async def one(connection: ClientConnection) -> None:
@@ -140,7 +156,7 @@ class Hub:
                     connection.close(CloseCode.TRY_AGAIN_LATER)
 
         await asyncio.gather(*(one(c) for c in connections))
-        logger.info("resynced connections after redis reconnect", extra={"count": self.count})
+        logger.info("resynced connections from the logs", extra={"count": len(connections)})
 
     @property
     def count(self) -> int:

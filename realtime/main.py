@@ -12,7 +12,9 @@ layers were a sixth of each connection's memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.logging import configure_logging
 from realtime import demo
 from realtime.demo import STATIC
@@ -38,44 +40,109 @@ from realtime.hub import Hub
 from realtime.metrics import HubCollector
 from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
+from realtime.topology import ClusterTopology, SingleNode, Topology, is_cluster_async
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_READS = 32  # reads in flight at once, and connections per node, on a cluster
+
+
+class Events:
+    """The edge's hub and events Redis client, once that Redis has answered. It may not at
+    start (not up yet, or a wrong password): the edge then serves its probes, reports itself
+    unready and refuses sockets with 1013, and keeps trying, with backoff."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: Hub | None = None
+        self.client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
+        self._collector: HubCollector | None = None
+
+    async def connect(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                client, topology, home = await _events_redis(self.settings)
+            except redis.AuthenticationError as error:
+                logger.warning("redis AUTH failed", extra={"error": str(error)})
+            except (redis.RedisError, OSError) as error:
+                logger.warning("events redis unavailable", extra={"error": str(error)})
+            else:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        concurrency = None if home is not None else CLUSTER_READS
+        hub = Hub(
+            topology,
+            AsyncEventLog(client, retention_of(self.settings), concurrency=concurrency),
+            subscribe_timeout=self.settings.ws_subscribe_timeout_seconds,
+            ping_interval=self.settings.pubsub_ping_interval_seconds,
+            home=home,
+        )
+        self._collector = HubCollector(hub)
+        REGISTRY.register(self._collector)
+        await hub.start()
+        self.client, self.hub = client, hub
+
+    async def close(self) -> None:
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)
+        if self.hub is not None:
+            self.hub.close_all(CloseCode.SERVER_RESTARTING)
+            await self.hub.stop()
+        if self.client is not None:
+            await self.client.aclose()
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    events = Events(settings)
+    app.state.settings = settings
+    app.state.events = events
+    connecting = asyncio.create_task(events.connect(), name="events-redis")
+    try:
+        yield
+    finally:
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await events.close()
+
+
+async def _events_redis(
+    settings: Settings,
+) -> tuple[redis.asyncio.Redis | redis.asyncio.RedisCluster, Topology, str | None]:
+    """The events Redis's client, its topology, and the node to stay connected to (one
+    Redis) or None (a cluster: the masters the connected users' channels live on)."""
+    url = settings.events_url
+    # Replays are reads: after a Redis restart or a failover, they are retried.
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5)
+    if await is_cluster_async(url):
+        cluster = redis.asyncio.RedisCluster.from_url(
+            url,
+            max_connections=CLUSTER_READS,  # per node
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            retry=retry,
+        )
+        await cluster.initialize()
+        return cluster, ClusterTopology(cluster, url), None
     # A bounded pool that makes callers wait for a free connection: a burst of connects
     # queues its replays instead of opening a Redis connection per WebSocket.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        settings.events_url,
+        url,
         max_connections=32,
         timeout=settings.ws_subscribe_timeout_seconds,
         socket_timeout=5,
         socket_connect_timeout=5,
         health_check_interval=30,
-        # Replays are reads: after a Redis restart, stale pooled connections are retried.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        retry=retry,
     )
-    client = redis.asyncio.Redis(connection_pool=pool)
-    hub = Hub(
-        settings.events_url,
-        AsyncEventLog(client, retention_of(settings)),
-        subscribe_timeout=settings.ws_subscribe_timeout_seconds,
-        ping_interval=settings.pubsub_ping_interval_seconds,
+    return (
+        redis.asyncio.Redis(connection_pool=pool, auto_close_connection_pool=True),
+        SingleNode(url),
+        url,
     )
-    app.state.settings = settings
-    app.state.redis = client
-    app.state.hub = hub
-    collector = HubCollector(hub)
-    REGISTRY.register(collector)
-    await hub.start()
-    try:
-        yield
-    finally:
-        REGISTRY.unregister(collector)
-        hub.close_all(CloseCode.SERVER_RESTARTING)
-        await hub.stop()
-        await client.aclose()
-        await pool.aclose()
 
 
 def create_app() -> FastAPI:
@@ -101,15 +168,17 @@ def create_app() -> FastAPI:
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz() -> JSONResponse:
         """Redis answers and the pub/sub connection is live: safe to route clients here."""
-        hub: Hub = app.state.hub
-        checks = {"redis": False, "pubsub": hub.pubsub.connected.is_set()}
-        with contextlib.suppress(redis.RedisError):
-            checks["redis"] = bool(await app.state.redis.ping())
+        events: Events = app.state.events
+        hub = events.hub
+        checks = {"redis": False, "pubsub": hub is not None and hub.feed.healthy}
+        if events.client is not None:
+            with contextlib.suppress(redis.RedisError):
+                checks["redis"] = bool(await events.client.ping())
         ready = all(checks.values())
         body = {
             "status": "ready" if ready else "unavailable",
             "checks": checks,
-            "connections": hub.count,
+            "connections": hub.count if hub is not None else 0,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -19,6 +19,9 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from realtime import frames
+from realtime.frames import Position
+
 if TYPE_CHECKING:
     from realtime.hub import Hub
 
@@ -44,14 +47,9 @@ _dropped = {t: DROPPED.labels(t) for t in EVENT_TYPES}
 _coalesced = COALESCED.labels("ui_update")
 
 
-def frame_type(frame: str) -> str:
-    """The `type` of a frame without parsing it: the first `"type":"` key is the event's own
-    (context keys come before it and JSON escapes quotes inside values)."""
-    start = frame.find('"type":"')
-    if start < 0:
-        return "other"
-    start += 8
-    kind = frame[start : frame.find('"', start)]
+def frame_type(frame: bytes) -> str:
+    """The frame's event type, one of EVENT_TYPES."""
+    kind = frames.frame_type(frame)
     return kind if kind in _known_types else "other"
 
 
@@ -63,10 +61,9 @@ class Deliveries(Collector):
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
 
-    def record(self, frame: str, event_id: str, listeners: int) -> None:
-        self.by_type[frame_type(frame)] += listeners
-        published_ms = int(event_id.partition("-")[0])
-        latency = max(0.0, time.time() - published_ms / 1000)
+    def record(self, body: bytes, event: Position, listeners: int) -> None:
+        self.by_type[frame_type(body)] += listeners
+        latency = max(0.0, time.time() - event.key[0] / 1_000_000)
         self.latency_buckets[bisect_left(LATENCY_BUCKETS, latency)] += 1
         self.latency_sum += latency
 
@@ -96,8 +93,8 @@ def record_coalesced() -> None:
     _coalesced.inc()
 
 
-def record_dropped(frames: list[str]) -> None:
-    for frame in frames:
+def record_dropped(unsent: list[bytes]) -> None:
+    for frame in unsent:
         _dropped[frame_type(frame)].inc()
 
 
@@ -124,10 +121,10 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "insight_edge_subscribed_channels",
             "Recipient channels this edge subscribes to",
-            value=self.hub.pubsub.channel_count,
+            value=self.hub.feed.channel_count,
         )
         yield CounterMetricFamily(
             "insight_edge_redis_reconnects",
             "Times the pub/sub connection to Redis was lost and re-established",
-            value=self.hub.pubsub.reconnects,
+            value=self.hub.feed.reconnects,
         )

@@ -1,16 +1,5 @@
-"""The edge's side of the WebSocket protocol beyond the five UI events: close codes, the two
-control frames, and how a client may present its token.
-
-Control frames use the `insight_` prefix so the seed's frontend, which switches on the five
-`ui_*` types, ignores them:
-
-- `{"type":"insight_ready","id":"<cursor>"}` is sent once the connection is live (after any
-  replay). Its `id` is a valid `since` even if no event ever arrives, so a client that drops
-  before its first event still resumes without a hole.
-- `{"type":"insight_gap","since":"<cursor>"}` precedes a replay when events after `since`
-  are no longer in the log (trimmed by retention, or the log was lost): the client should
-  reload its state (for example re-fetch the page's data) rather than trust the replay.
-"""
+"""The edge's side of the WebSocket protocol beyond the frames: close codes, channels, and
+how a client may present its token (the frames themselves are `realtime.frames`)."""
 
 from __future__ import annotations
 
@@ -36,14 +25,6 @@ class CloseCode(IntEnum):
     MALFORMED = 4400  # a bad query parameter or first frame: fix the client
     UNAUTHORIZED = 4401  # missing, invalid or expired token: get a new token
     FORBIDDEN = 4403  # channel or origin not allowed
-
-
-def ready_frame(cursor: str) -> str:
-    return json.dumps({"type": "insight_ready", "id": cursor}, separators=(",", ":"))
-
-
-def gap_frame(since: str) -> str:
-    return json.dumps({"type": "insight_gap", "since": since}, separators=(",", ":"))
 
 
 # A JWT in compact form is base64url segments joined by dots (RFC 7515, 7.1; RFC 7519, 3).

@@ -17,8 +17,6 @@ from collections.abc import Coroutine
 from functools import lru_cache
 from typing import Any, Generic, Self, TypeVar
 
-import redis
-import redis.asyncio
 from pydantic import JsonValue
 
 from core.config import Settings, get_settings
@@ -36,6 +34,7 @@ from realtime.events import (
     encode_context,
     encode_event,
 )
+from realtime.topology import async_client, sync_client
 
 AnyEvent = Redirect | Toast | Refresh | Update | Modal
 Result = TypeVar("Result")
@@ -55,9 +54,10 @@ def event_log_of_process(pid: int) -> EventLog:
     """One Redis connection, not a pool, for the process `pid`: taking a connection from a
     pool and giving it back cost more CPU per publish than a sequence of locks around one
     connection (redis-py's `single_connection_client`, safe across threads). Keyed by pid,
-    so a forked child (a Celery prefork worker) never writes on its parent's socket."""
+    so a forked child (a Celery prefork worker) never writes on its parent's socket. On a
+    Redis Cluster, redis-py's cluster client (a connection per master it writes to)."""
     settings = get_settings()
-    client = redis.Redis.from_url(
+    client = sync_client(
         settings.events_url,
         single_connection_client=True,
         health_check_interval=30,
@@ -72,16 +72,14 @@ _async_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEventLog]
 )
 
 
-def default_async_event_log() -> AsyncEventLog:
+async def default_async_event_log() -> AsyncEventLog:
     """One async client per running event loop (an asyncio client cannot cross loops)."""
     loop = asyncio.get_running_loop()
     log = _async_logs.get(loop)
     if log is None:
         settings = get_settings()
-        client = redis.asyncio.Redis.from_url(
-            settings.events_url, health_check_interval=30, socket_timeout=5
-        )
-        log = _async_logs[loop] = AsyncEventLog(client, retention_of(settings))
+        client = await async_client(settings.events_url, health_check_interval=30, socket_timeout=5)
+        log = _async_logs.setdefault(loop, AsyncEventLog(client, retention_of(settings)))
     return log
 
 
@@ -115,40 +113,66 @@ class _Manager(Generic[Result]):
         return cls(Recipient.everyone())
 
     def publish(
-        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+        self,
+        event: AnyEvent,
+        *,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         raise NotImplementedError
 
-    def redirect(self, path: str, *, ttl: float | None = None) -> Result:
+    def redirect(
+        self, path: str, *, ttl: float | None = None, idempotency_key: str | None = None
+    ) -> Result:
         """Send the browser to `path`."""
-        return self.publish(Redirect(target=path), ttl=ttl)
+        return self.publish(Redirect(target=path), ttl=ttl, idempotency_key=idempotency_key)
 
     def show_toast(
-        self, title: str, description: str, variant: ToastVariant, *, ttl: float | None = None
+        self,
+        title: str,
+        description: str,
+        variant: ToastVariant,
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         """Show a toast; variant is success, error, warning or info."""
-        return self.publish(Toast(title=title, description=description, variant=variant), ttl=ttl)
+        toast = Toast(title=title, description=description, variant=variant)
+        return self.publish(toast, ttl=ttl, idempotency_key=idempotency_key)
 
-    def refresh(self, *, ttl: float | None = None) -> Result:
+    def refresh(self, *, ttl: float | None = None, idempotency_key: str | None = None) -> Result:
         """Reload the page."""
-        return self.publish(Refresh(), ttl=ttl)
+        return self.publish(Refresh(), ttl=ttl, idempotency_key=idempotency_key)
 
     def update_ui(
-        self, data: JsonValue, *, coalesce_key: str | None = None, ttl: float | None = None
+        self,
+        data: JsonValue,
+        *,
+        coalesce_key: str | None = None,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         """Hand `data` to the page's ui-update listeners.
 
         With `coalesce_key`, a newer update with the same key replaces an older one still
         waiting in a slow client's send buffer (use it for state snapshots, not deltas).
         """
-        return self.publish(Update(data=data), ttl=ttl, coalesce_key=coalesce_key)
+        return self.publish(
+            Update(data=data), ttl=ttl, coalesce_key=coalesce_key, idempotency_key=idempotency_key
+        )
 
     def show_modal(
-        self, modal_type: str, payload: JsonValue = None, *, ttl: float | None = None
+        self,
+        modal_type: str,
+        payload: JsonValue = None,
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         """Open the modal `modal_type` with `payload`."""
         content = ModalContent(type=modal_type, payload={} if payload is None else payload)
-        return self.publish(Modal(data=content), ttl=ttl)
+        return self.publish(Modal(data=content), ttl=ttl, idempotency_key=idempotency_key)
 
 
 class UIManager(_Manager[str]):
@@ -159,15 +183,24 @@ class UIManager(_Manager[str]):
         self._log = log
 
     def publish(
-        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+        self,
+        event: AnyEvent,
+        *,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Validate, store and announce `event`; raises redis.RedisError if Redis is down."""
+        """Validate, store and announce `event`; raises redis.RedisError if Redis is down.
+
+        A repeat with the same `idempotency_key` within the log's retention returns the
+        first call's id and publishes nothing."""
         log = self._log or default_event_log()
         return log.append(
             self.recipient,
             self._body(event),
             ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
             coalesce_key=coalesce_key,
+            idempotency_key=idempotency_key,
         )
 
 
@@ -179,13 +212,22 @@ class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
         self._log = log
 
     async def publish(
-        self, event: AnyEvent, *, ttl: float | None = None, coalesce_key: str | None = None
+        self,
+        event: AnyEvent,
+        *,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Validate, store and announce `event`; raises redis.RedisError if Redis is down."""
-        log = self._log or default_async_event_log()
+        """Validate, store and announce `event`; raises redis.RedisError if Redis is down.
+
+        A repeat with the same `idempotency_key` within the log's retention returns the
+        first call's id and publishes nothing."""
+        log = self._log or await default_async_event_log()
         return await log.append(
             self.recipient,
             self._body(event),
             ttl_seconds=DEFAULT_TTL_SECONDS[event.type] if ttl is None else ttl,
             coalesce_key=coalesce_key,
+            idempotency_key=idempotency_key,
         )

@@ -19,6 +19,8 @@ from core.config import Settings, get_settings
 from realtime.publisher import event_log_of_process
 from tests.harness import Edge, settings_for, start_edge, token_for
 
+pytest_plugins = ["tests.cluster_fixtures"]  # redis_cluster, fresh_cluster
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:

@@ -247,5 +247,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def id_of(frame: dict[str, Any]) -> str:
+    """The id of the event a frame carries, as its publisher was given it: the first part of
+    the frame's `id`, which is the connection's whole cursor (see `realtime.frames`)."""
+    return str(frame["id"]).split("_")[0]
+
+
+def as_published(frame: dict[str, Any]) -> dict[str, Any]:
+    """The frame with its event's id in place of the connection's cursor."""
+    return {**frame, "id": id_of(frame)}
+
+
 def without_id(frame: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in frame.items() if k != "id"}

@@ -21,7 +21,7 @@ import pytest
 
 from cli.local_redis import LocalRedis
 from realtime import UIManager
-from tests.harness import WAIT, Client, Edge, start_edge, unique
+from tests.harness import Client, Edge, id_of, start_edge, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -64,8 +64,8 @@ def publisher_for(addressing: Addressing, user: str, business: str) -> UIManager
 
 async def ui_ids_until(client: Client, marker: str) -> list[str]:
     """Ids of every UI event the client received, up to and including `marker`."""
-    await client.until(lambda frame: frame.get("id") == marker, timeout=WAIT)
-    return [frame["id"] for frame in client.frames if frame["type"].startswith("ui_")]
+    await client.until(lambda frame: frame["type"].startswith("ui_") and id_of(frame) == marker)
+    return [id_of(frame) for frame in client.frames if frame["type"].startswith("ui_")]
 
 
 @pytest.mark.parametrize("addressing", ["user", "business", "everyone"])

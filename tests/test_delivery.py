@@ -15,7 +15,17 @@ import pytest
 from cli.local_redis import LocalRedis, free_port
 from realtime import AsyncUIManager, UIManager
 from realtime.serving import APP
-from tests.harness import ROOT, Client, Edge, ServerProcess, base_env, unique, without_id
+from tests.harness import (
+    ROOT,
+    Client,
+    Edge,
+    ServerProcess,
+    as_published,
+    base_env,
+    id_of,
+    unique,
+    without_id,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +44,7 @@ async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
         ui.show_modal("payment_failed", {"orderId": "17"}),
     ]
     frames = await client.events(5)
-    assert [f["id"] for f in frames] == ids
+    assert [id_of(f) for f in frames] == ids
     assert [without_id(f) for f in frames] == [
         {"type": "ui_redirect", "target": "/orders?status=success"},
         {"type": "ui_toast", "title": "Order created", "description": "Order #17 was created",
@@ -52,7 +62,7 @@ async def test_async_twin_publishes_the_same_frames(edge: Edge, token: Callable[
     client = await Client.connect(edge.ws_url, token(user))
     event_id = await AsyncUIManager.for_user(user).show_toast("Saved", "All good", "info")
     [frame] = await client.events(1)
-    assert frame == {
+    assert as_published(frame) == {
         "id": event_id, "type": "ui_toast", "title": "Saved", "description": "All good",
         "variant": "info",
     }  # fmt: skip
@@ -72,9 +82,9 @@ async def test_business_and_broadcast_events_reach_every_member_and_nobody_else(
     to_everyone = UIManager.broadcast().show_toast("Maintenance", "At 22:00", "warning")
 
     for member in (alice, bob):
-        assert [f["id"] for f in await member.events(2)] == [to_business, to_everyone]
+        assert [id_of(f) for f in await member.events(2)] == [to_business, to_everyone]
     for outsider in (carol, loner):
-        assert [f["id"] for f in await outsider.events(1)] == [to_everyone]
+        assert [id_of(f) for f in await outsider.events(1)] == [to_everyone]
         assert await outsider.silent_for(0.3)
     for client in (alice, bob, carol, loner):
         await client.close()
@@ -93,7 +103,7 @@ async def test_many_users_with_random_addressing_get_only_their_own_events(
 
     async def collect(user: str, client: Client) -> None:
         frames = await client.events(len(expected[user]))
-        assert [f["id"] for f in frames] == expected[user]  # all, in order, nobody else's
+        assert [id_of(f) for f in frames] == expected[user]  # all, in order, nobody else's
         assert await client.silent_for(0.2)
 
     await asyncio.gather(*(collect(u, c) for u, c in zip(users, clients, strict=True)))
@@ -107,7 +117,7 @@ async def test_two_tabs_of_one_user_each_get_every_event_once(
     tabs = [await Client.connect(edge.ws_url, token(user)) for _ in range(2)]
     ids = [UIManager.for_user(user).update_ui({"n": n}) for n in range(20)]
     for tab in tabs:
-        assert [f["id"] for f in await tab.events(20)] == ids
+        assert [id_of(f) for f in await tab.events(20)] == ids
         assert await tab.silent_for(0.2)
     for tab in tabs:
         await tab.close()
@@ -128,7 +138,7 @@ async def test_tabs_on_two_edge_processes_each_get_every_event_once(
         UIManager.broadcast().refresh(),
     ]
     for tab in tabs:
-        assert [f["id"] for f in await tab.events(3)] == ids
+        assert [id_of(f) for f in await tab.events(3)] == ids
         assert await tab.silent_for(0.3)
     for tab in tabs:
         await tab.close()
@@ -143,7 +153,7 @@ async def test_a_user_leaving_does_not_deafen_the_same_users_other_tab(
         leaving = await Client.connect(edge.ws_url, token(user))
         await leaving.close()
     event_id = UIManager.for_user(user).refresh()
-    assert [f["id"] for f in await staying.events(1)] == [event_id]
+    assert [id_of(f) for f in await staying.events(1)] == [event_id]
     await staying.close()
 
 
@@ -155,7 +165,7 @@ async def test_hundreds_of_users_connecting_at_once_are_all_subscribed(
     ids = {u: UIManager.for_user(u).show_toast("Hi", u, "info") for u in users}
 
     async def check(user: str, client: Client) -> None:
-        assert [f["id"] for f in await client.events(1)] == [ids[user]]
+        assert [id_of(f) for f in await client.events(1)] == [ids[user]]
 
     await asyncio.gather(*(check(u, c) for u, c in zip(users, clients, strict=True)))
     await asyncio.gather(*(c.close() for c in clients))
@@ -192,7 +202,7 @@ async def test_users_coming_and_going_while_events_flow_never_leave_anyone_deaf(
     await churning
     for user, frames in zip(users, results, strict=True):
         assert not isinstance(frames, BaseException), f"{user}: {frames!r}"
-        assert [f["id"] for f in frames] == expected[user]
+        assert [id_of(f) for f in frames] == expected[user]
     for client in steady.values():
         await client.close()
 
@@ -214,7 +224,7 @@ async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None
     )
     assert sent.returncode == 0, sent.stderr
     [frame] = await client.events(1)
-    assert frame == {"id": sent.stdout.strip(), "type": "ui_toast", "title": "Hello",
+    assert as_published(frame) == {"id": sent.stdout.strip(), "type": "ui_toast", "title": "Hello",
                      "description": "From the CLI", "variant": "success"}  # fmt: skip
     bad = _insight("publish", "--user", user, "toast", "x", "y", "--variant", "purple")
     assert bad.returncode == 2
@@ -243,7 +253,7 @@ async def test_events_about_a_job_carry_its_id_beside_the_seed_keys(
     ui = UIManager.for_user(user).with_context(jobId="job-17")
     event_id = ui.show_toast("Order created", "Order #17 was created", "success")
     [frame] = await client.events(1)
-    assert frame == {
+    assert as_published(frame) == {
         "id": event_id, "jobId": "job-17", "type": "ui_toast", "title": "Order created",
         "description": "Order #17 was created", "variant": "success",
     }  # fmt: skip
@@ -264,13 +274,13 @@ async def test_an_edge_served_by_plain_uvicorn_delivers_and_replays_through_asgi
         client = await Client.connect(f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user))
         ui = UIManager.for_user(user)
         ids = [ui.update_ui({"n": n}) for n in range(200)]
-        assert [f["id"] for f in await client.events(200)] == ids
+        assert [id_of(f) for f in await client.events(200)] == ids
         await client.close()
         missed = [ui.show_toast("Missed", str(n), "info") for n in range(20)]
         back = await Client.connect(
             f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user), since=ids[-1]
         )
-        assert [f["id"] for f in back.frames if f["type"].startswith("ui_")] == missed
+        assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == missed
         await back.close()
     finally:
         plain.stop()

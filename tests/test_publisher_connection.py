@@ -11,7 +11,7 @@ import pytest
 
 from realtime import UIManager
 from realtime.publisher import default_event_log
-from tests.harness import Client, Edge, unique
+from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +28,7 @@ async def test_threads_publishing_at_once_share_the_connection_and_every_event_a
 
     with ThreadPoolExecutor(8) as pool:
         ids = [i for batch in pool.map(publish_many, range(8)) for i in batch]
-    received = [f["id"] for f in await client.events(len(ids))]
+    received = [id_of(f) for f in await client.events(len(ids))]
     assert sorted(received) == sorted(ids)
     assert len(set(ids)) == 800
     await client.close()
@@ -56,5 +56,5 @@ async def test_a_forked_child_publishes_on_its_own_connection(
     after = UIManager.for_user(user).show_toast("Parent", "after the fork", "info")
     assert child_connection != parent_connection
     assert int(default_event_log().client.client_id()) == parent_connection
-    assert [f["id"] for f in await client.events(3)] == [before, from_child, after]
+    assert [id_of(f) for f in await client.events(3)] == [before, from_child, after]
     await client.close()

@@ -19,7 +19,7 @@ from realtime.channels import Recipient
 from realtime.eventlog import EventLog
 from realtime.publisher import retention_of
 from realtime.serving import APP
-from tests.harness import Client, Edge, base_env, eventually, unique
+from tests.harness import Client, Edge, base_env, eventually, id_of, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ async def test_an_edge_delivers_through_a_redis_that_requires_a_password(
     log = EventLog(redis.Redis.from_url(guarded_redis.url), retention_of(settings))
     event_id = UIManager(Recipient.user(user), log).show_toast("Saved", "with AUTH", "success")
     [frame] = await client.events(1)
-    assert frame["id"] == event_id
+    assert id_of(frame) == event_id
     await client.close()
 
 

@@ -14,7 +14,7 @@ import pytest
 from core.config import Settings
 from realtime import UIManager
 from realtime.protocol import CloseCode
-from tests.harness import Client, Edge, token_for, unique
+from tests.harness import Client, Edge, id_of, token_for, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ async def test_a_renewed_session_outlives_its_first_token_and_keeps_receiving(
     await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - opened)))
     event_id = UIManager.for_user(user).show_toast("Still here", "renewed", "info")
     [frame] = await client.events(1)
-    assert frame["id"] == event_id
+    assert id_of(frame) == event_id
     await client.close()
 
 
@@ -82,5 +82,5 @@ async def test_frames_that_are_not_auth_messages_are_ignored(
         await client.ws.send(frame)
     event_id = UIManager.for_user(user).refresh()
     [received] = await client.events(1)
-    assert received["id"] == event_id
+    assert id_of(received) == event_id
     await client.close()

@@ -22,7 +22,7 @@ from cli.local_redis import LocalRedis, free_port
 from realtime import Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
 from realtime.protocol import CloseCode
-from tests.harness import WAIT, Client, Edge, eventually, unique
+from tests.harness import WAIT, Client, Edge, eventually, id_of, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -58,16 +58,16 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_resumes_after_1013(
         lambda: [ui.update_ui({"n": n, "pad": bulky()}) for n in range(count)]
     )
 
-    received = [f["id"] for f in await fast_reading]
+    received = [id_of(f) for f in await fast_reading]
     assert received == ids
 
     # The slow client now reads what reached it, then finds the socket closed with 1013 ...
     assert await slow.closed_with(timeout=30) == CloseCode.TRY_AGAIN_LATER
-    seen = [f["id"] for f in slow.frames if f["type"].startswith("ui_")]
+    seen = [id_of(f) for f in slow.frames if f["type"].startswith("ui_")]
     assert 0 < len(seen) < len(ids)
     # ... and resuming with `since` delivers the rest: nothing lost, nothing twice.
     resumed = await Client.connect(edge.ws_url, token(unique("slow"), business), since=seen[-1])
-    seen += [f["id"] for f in resumed.frames if f["type"].startswith("ui_")]
+    seen += [id_of(f) for f in resumed.frames if f["type"].startswith("ui_")]
     assert seen == ids
     for client in (fast, resumed):
         await client.close()
@@ -86,11 +86,11 @@ async def test_updates_with_one_coalesce_key_are_merged_for_a_slow_client_not_dr
     toast = ui.show_toast("Done", "after the updates", "success")
     frames: list[dict[str, object]] = []
     async with asyncio.timeout(30):
-        while not frames or frames[-1].get("id") != toast:
+        while not frames or frames[-1]["type"] != "ui_toast" or id_of(frames[-1]) != toast:
             frames.append(await slow.recv())
     updates = [f for f in frames if f["type"] == "ui_update"]
     assert len(updates) < 600  # some were merged while the client lagged ...
-    assert updates[-1]["id"] == last  # ... but the newest state always arrives
+    assert id_of(updates[-1]) == last  # ... but the newest state always arrives
     assert frames[-1]["type"] == "ui_toast"  # and the toast is never dropped
     await slow.close()
 
@@ -135,7 +135,7 @@ async def test_events_after_a_redis_restart_still_arrive(
         Recipient.user(user), log=EventLog(redis.Redis.from_url(private_redis.url), retention)
     )
     first = before.show_toast("Before", "the restart", "info")
-    assert [f["id"] for f in await client.events(1)] == [first]
+    assert [id_of(f) for f in await client.events(1)] == [first]
 
     private_redis.kill()
     with pytest.raises(redis.ConnectionError):  # the producer is told, so its task can retry
@@ -145,13 +145,13 @@ async def test_events_after_a_redis_restart_still_arrive(
         Recipient.user(user), log=EventLog(redis.Redis.from_url(private_redis.url), retention)
     )
     later = [after.update_ui({"n": n}) for n in range(3)]  # likely before the edge resubscribed
-    frames = [f["id"] for f in await client.events(3, timeout=20)]
+    frames = [id_of(f) for f in await client.events(3, timeout=20)]
     assert frames == later
     # The restarted Redis kept nothing, so the client is told its history may have a hole.
     assert any(f["type"] == "insight_gap" for f in client.frames)
     # And the edge is live again, not only caught up.
     live = after.refresh()
-    assert [f["id"] for f in await client.events(1)] == [live]
+    assert [id_of(f) for f in await client.events(1)] == [live]
     await client.close()
 
 
@@ -172,7 +172,7 @@ async def test_a_frozen_redis_is_detected_and_the_edge_recovers_when_it_thaws(
         log=EventLog(redis.Redis.from_url(private_redis.url), Retention(1000, 3600)),
     )
     event_id = ui.refresh()
-    assert [f["id"] for f in await client.events(1, timeout=20)] == [event_id]
+    assert [id_of(f) for f in await client.events(1, timeout=20)] == [event_id]
     await client.close()
 
 

@@ -12,7 +12,7 @@ import redis
 
 from realtime import Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
-from tests.harness import Client, Edge, unique
+from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ async def test_reconnect_with_since_replays_missed_events(
     user, business = unique("u"), unique("b")
     client = await Client.connect(edge.ws_url, token(user, business))
     first = UIManager.for_user(user).show_toast("Seen", "before the drop", "info")
-    assert [f["id"] for f in await client.events(1)] == [first]
+    assert [id_of(f) for f in await client.events(1)] == [first]
     await client.close()
 
     missed = [
@@ -36,10 +36,11 @@ async def test_reconnect_with_since_replays_missed_events(
     mine = [missed[0], missed[1], missed[3], missed[4]]
 
     back = await Client.connect(edge.ws_url, token(user, business), since=client.cursor)
-    replayed = [f["id"] for f in back.frames if f["type"].startswith("ui_")]
+    replayed = [id_of(f) for f in back.frames if f["type"].startswith("ui_")]
     assert replayed == mine
+    assert not any(f["type"] == "insight_gap" for f in back.frames)
     later = UIManager.for_user(user).refresh()
-    assert [f["id"] for f in await back.events(1)] == [later]
+    assert [id_of(f) for f in await back.events(1)] == [later]
     assert await back.silent_for(0.2)
     await back.close()
 
@@ -53,7 +54,7 @@ async def test_a_client_that_dropped_before_any_event_resumes_from_its_ready_cur
     await client.close()
     missed = [UIManager.for_user(user).update_ui({"n": n}) for n in range(3)]
     back = await Client.connect(edge.ws_url, token(user), since=client.cursor)
-    assert [f["id"] for f in back.frames if f["type"].startswith("ui_")] == missed
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == missed
     await back.close()
 
 
@@ -78,17 +79,17 @@ async def test_resume_while_events_keep_flowing_has_no_gap_and_no_duplicate(
     received: list[str] = []
     try:
         for _ in range(5):  # drop and resume five times while the producer runs
-            received += [f["id"] for f in await client.events(20)]
+            received += [id_of(f) for f in await client.events(20)]
             await client.close()
             client = await Client.connect(edge.ws_url, token(user), since=received[-1])
-            received += [f["id"] for f in client.frames if f["type"].startswith("ui_")]
+            received += [id_of(f) for f in client.frames if f["type"].startswith("ui_")]
     finally:
         stop.set()
         producer.join(10)
     final = published[-1]
     async with asyncio.timeout(10):
         while not received or received[-1] != final:
-            received += [f["id"] for f in await client.events(1)]
+            received += [id_of(f) for f in await client.events(1)]
     await client.close()
     assert received == published  # every event, once, in order
 
@@ -106,7 +107,7 @@ async def test_a_cursor_past_retention_gets_the_gap_signal(
 
     back = await Client.connect(small.ws_url, token(user), since=client.cursor)
     assert back.frames[0] == {"type": "insight_gap", "since": client.cursor}
-    replayed = [f["id"] for f in back.frames if f["type"].startswith("ui_")]
+    replayed = [id_of(f) for f in back.frames if f["type"].startswith("ui_")]
     assert replayed == ids[-len(replayed) :]  # what is left is the newest, in order
     assert 10 <= len(replayed) < 400
     await back.close()
@@ -126,7 +127,7 @@ async def test_expired_events_are_not_replayed(edge: Edge, token: Callable[..., 
     lasting = ui.show_toast("Still relevant", "", "info")
     await asyncio.sleep(0.1)  # let the redirect's 50 ms lifetime pass: the behaviour under test
     back = await Client.connect(edge.ws_url, token(user), since=client.cursor)
-    assert [f["id"] for f in back.frames if f["type"].startswith("ui_")] == [lasting]
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == [lasting]
     await back.close()
 
 
@@ -141,4 +142,26 @@ async def test_a_cursor_from_a_lost_log_gets_the_gap_signal(
     redis_client.flushall()  # what a Redis restart without persistence does to the log
     back = await Client.connect(edge.ws_url, token(user), since=client.cursor)
     assert back.frames[0] == {"type": "insight_gap", "since": client.cursor}
+    await back.close()
+
+
+async def test_a_log_that_lost_events_the_client_saw_is_reported_as_a_gap(
+    edge: Edge, token: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    """What a failover does when the promoted replica lacks acknowledged writes: the log
+    ends before the client's position. The client is told, not silently resumed."""
+    user = unique("u")
+    recipient = Recipient.user(user)
+    client = await Client.connect(edge.ws_url, token(user))
+    kept = UIManager.for_user(user).update_ui({"n": 1})
+    lost = UIManager.for_user(user).update_ui({"n": 2})
+    assert [id_of(f) for f in await client.events(2)] == [kept, lost]
+    await client.close()
+    entry = lost.partition(".")[2]
+    redis_client.xdel(recipient.stream_key, entry)
+    redis_client.hset(recipient.meta_key, "last", kept.partition(".")[2])
+    later = UIManager.for_user(user).update_ui({"n": 3})
+    back = await Client.connect(edge.ws_url, token(user), since=client.cursor)
+    assert back.frames[0] == {"type": "insight_gap", "since": client.cursor}
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == [later]
     await back.close()

@@ -3,6 +3,11 @@
 Each function runs only after the fact it announces is committed, and can run again on a
 redelivery with the same result, which is what lets a task re-announce a finished job whose
 announcement may not have gone out (see `JobView.notified`).
+
+Every event about a job is published with an idempotency key made of the job's id and the
+event's part in it (`job:<id>:toast`): the job id is the same on every retry and redelivery
+of its task, so an announcement that did go out before a crash is not shown twice when the
+task runs again, while one that did not go out is published then.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ def _ui(job: JobView) -> UIManager:
     return UIManager.for_user(job.user_id).with_context(**context)
 
 
+def _key(job: JobView, part: str) -> str:
+    """The idempotency key of the event that plays `part` in `job`."""
+    return f"job:{job.id}:{part}"
+
+
 def progress(job: JobView, percent: int, status: str = "running") -> None:
     """A ui_update the page can draw as a progress bar."""
     _ui(job).update_ui(
@@ -33,6 +43,7 @@ def progress(job: JobView, percent: int, status: str = "running") -> None:
             "status": status,
         },
         coalesce_key=f"job:{job.id}",
+        idempotency_key=_key(job, f"progress:{percent}:{status}"),
     )
 
 
@@ -43,15 +54,30 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
     progress(job, 100, job.status)
     if job.kind == "order":
         if job.status == "succeeded":
-            ui.show_toast("Order created", f"Order #{result['order_id']} created", "success")
+            ui.show_toast(
+                "Order created", f"Order #{result['order_id']} created", "success",
+                idempotency_key=_key(job, "toast"),
+            )  # fmt: skip
         else:
-            ui.show_toast("Order failed", f"The order could not be created: {job.error}", "error")
+            ui.show_toast(
+                "Order failed", f"The order could not be created: {job.error}", "error",
+                idempotency_key=_key(job, "toast"),
+            )  # fmt: skip
     elif job.kind == "payment":
         if job.status == "succeeded":
-            ui.show_toast("Payment received", f"Order #{result['order_id']} is paid", "success")
-            ui.redirect(result.get("success_url") or DEFAULT_SUCCESS_URL)
+            ui.show_toast(
+                "Payment received", f"Order #{result['order_id']} is paid", "success",
+                idempotency_key=_key(job, "toast"),
+            )  # fmt: skip
+            ui.redirect(
+                result.get("success_url") or DEFAULT_SUCCESS_URL,
+                idempotency_key=_key(job, "redirect"),
+            )
         else:
-            ui.show_toast("Payment failed", job.error or "The payment failed", "error")
+            ui.show_toast(
+                "Payment failed", job.error or "The payment failed", "error",
+                idempotency_key=_key(job, "toast"),
+            )  # fmt: skip
             ui.show_modal(
                 "payment_failed",
                 {
@@ -60,12 +86,16 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
                     "reason": job.error,
                     "declineCode": result.get("decline_code"),
                 },
+                idempotency_key=_key(job, "modal"),
             )
     elif job.kind == "metrics":
         if job.status == "succeeded" and metrics is not None and job.business_id:
             push_metrics(job.business_id, metrics, job)
         elif job.status == "failed":
-            ui.show_toast("Metrics failed", job.error or "Could not compute metrics", "error")
+            ui.show_toast(
+                "Metrics failed", job.error or "Could not compute metrics", "error",
+                idempotency_key=_key(job, "toast"),
+            )  # fmt: skip
 
 
 def push_metrics(business_id: str, metrics: dict[str, Any], job: JobView | None = None) -> None:
@@ -76,4 +106,5 @@ def push_metrics(business_id: str, metrics: dict[str, Any], job: JobView | None 
     ui.update_ui(
         {"type": "metrics_update", "businessId": business_id, "metrics": metrics},
         coalesce_key=f"metrics:{business_id}",
+        idempotency_key=_key(job, "metrics") if job is not None else None,
     )

@@ -17,16 +17,26 @@ const UNAUTHORIZED = 4401;
 const SERVER_RESTARTING = 1012;
 const TRY_AGAIN_LATER = 1013;
 
-function cursorKey(id) {
-  const [ms, seq] = String(id).split("-");
-  return [Number(ms), Number(seq)];
+// A frame's id is the connection's whole resume cursor after that frame: one component per
+// log it listens to (`<kind><epoch>.<micros>-<n>`, kind u, b or a), joined by "_", the
+// component of the frame's own event first. Numbers are compared as decimal strings, since
+// they may exceed what a JavaScript number holds exactly.
+function parseComponent(component) {
+  const match = /^([uba])([0-9]+)\.([0-9]+)-([0-9]+)$/.exec(component);
+  return match ? { kind: match[1], epoch: match[2], micros: match[3], seq: match[4] } : null;
 }
 
-function isAfter(id, other) {
-  if (!other) return true;
-  const [a, b] = cursorKey(id);
-  const [c, d] = cursorKey(other);
-  return a > c || (a === c && b > d);
+function compareDecimal(a, b) {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+// Whether the event a frame carries is one this client has not seen, given its cursor.
+function isNew(id, cursor) {
+  const own = parseComponent(String(id).split("_")[0]);
+  if (!own || !cursor) return true;
+  const known = String(cursor).split("_").map(parseComponent).find((c) => c && c.kind === own.kind);
+  if (!known || known.epoch !== own.epoch) return true;
+  return (compareDecimal(own.micros, known.micros) || compareDecimal(own.seq, known.seq)) > 0;
 }
 
 // How long a token is good for, in ms from when it was obtained (null when it does not say).
@@ -176,7 +186,7 @@ export function connectUIEvents(options) {
       }
       if (frame.type === "insight_ready") {
         attempt = 0;
-        if (frame.id && isAfter(frame.id, cursor)) remember(frame.id);
+        if (frame.id) remember(frame.id);
         setStatus("open");
         return;
       }
@@ -185,7 +195,7 @@ export function connectUIEvents(options) {
         return;
       }
       if (frame.id) {
-        if (!isAfter(frame.id, cursor)) return; // seen already (a replay overlapping live)
+        if (!isNew(frame.id, cursor)) return; // seen already
         remember(frame.id);
       }
       const handle = handlers[frame.type];

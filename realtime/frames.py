@@ -1,0 +1,141 @@
+"""What travels between the append script, the edge and the browser: event ids, the resume
+cursor, the live announcement, and the frames built from them. Nothing else spells these.
+
+**Event ids.** Each recipient (a user, a business, everyone) has a log of its own, in its
+own Redis hash slot, so there is no global sequence. An event's id is its place in its
+recipient's log: `<kind><epoch>.<µs>-<n>`, for example `u1796116368526123.1796116370000001-0`.
+`kind` is `u`, `b` or `a`; `epoch` names the incarnation of that log (a log lost with Redis's
+data, or expired, starts a new one); `<µs>-<n>` is the Stream entry id, from the Redis clock
+in microseconds, so that on one node, where every script runs in turn, ids across recipients
+come in the order they were published.
+
+**The cursor.** A connection listens as up to three recipients, so its resume cursor holds a
+position in each: their components joined by `_`, with the component of the event the frame
+carries first. A frame's `id` is therefore the connection's whole cursor after that frame,
+and it starts with the event id that the publisher was given. Any client can store the last
+`id` it saw and send it back as `since`, as the seed's protocol says; the edge parses it here.
+
+**Frames.** The log stores each event's body without an id (`{"type":...}`), encoded once by
+the publisher. The edge splices each connection's cursor in front (`{"id":"<cursor>",` and
+the body's remainder): the JSON is still serialised once per event, only the cursor differs.
+
+**Control frames** use the `insight_` prefix, so the seed's frontend, which switches on the
+five `ui_*` types, ignores them. `insight_ready` is sent once the connection is live (after
+any replay): its `id` is a valid `since` even if no event ever arrives, so a client that
+drops before its first event still resumes without a hole. `insight_gap` precedes a replay
+when events after `since` are no longer in the log (trimmed by retention, the log lost, or a
+failover that lost writes): the client should reload its state rather than trust the replay.
+
+**The announcement.** The append script publishes `<coalesce key>\\n<event id>\\n<body>` on the
+recipient's live channel (`ANNOUNCEMENT_LUA` is the expression it uses), parsed by
+`parse_announcement`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+KINDS = ("u", "b", "a")  # user, business, everyone: the first letter of every component
+MAX_CURSOR_LENGTH = 1024
+MAX_SEQ = 2**64 - 1  # the largest sequence part of a Stream entry id
+
+_COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")
+_ID_PREFIX = b'{"id":"'
+
+# The Lua expression the append script publishes; `coalesce`, `event_id` and `body` are
+# locals of that script. Kept here, next to its parser.
+ANNOUNCEMENT_LUA = "coalesce .. '\\n' .. event_id .. '\\n' .. body"
+
+Key = tuple[int, int]  # a Stream entry id as numbers, which order it
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a connection stands in one recipient's log: after entry `key` of epoch `epoch`
+    (None before the log was first read: a position taken from the clock at the handshake)."""
+
+    kind: str
+    epoch: str | None
+    key: Key
+
+    @property
+    def entry(self) -> str:
+        return f"{self.key[0]}-{self.key[1]}"
+
+    def component(self) -> str:
+        return f"{self.kind}{self.epoch or '0'}.{self.entry}"
+
+
+def entry_key(entry_id: str) -> Key:
+    """The sort key of a Stream entry id (`<µs>-<n>`)."""
+    micros, _, seq = entry_id.partition("-")
+    return int(micros), int(seq)
+
+
+def parse_event_id(event_id: str) -> Position | None:
+    """The position an event id names, or None if it is not one."""
+    match = _COMPONENT.match(event_id)
+    if match is None:
+        return None
+    kind, epoch, micros, seq = match.groups()
+    if int(seq) > MAX_SEQ:
+        return None
+    return Position(kind, epoch, (int(micros), int(seq)))
+
+
+def parse_cursor(cursor: str) -> dict[str, Position] | None:
+    """The positions a `since` cursor holds, by kind; None if it is not a cursor. Each kind
+    appears at most once; a kind it lacks starts from the handshake."""
+    if not cursor or len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii():
+        return None
+    positions: dict[str, Position] = {}
+    for component in cursor.split("_"):
+        position = parse_event_id(component)
+        if position is None or position.kind in positions:
+            return None
+        positions[position.kind] = position
+    return positions
+
+
+def format_cursor(first: Position, others: list[Position]) -> str:
+    """A frame's id: the component of the event it carries first, then the others."""
+    return "_".join([first.component(), *(p.component() for p in others)])
+
+
+def announcement(coalesce_key: str, event_id: str, body: str) -> bytes:
+    """What `ANNOUNCEMENT_LUA` builds, for a producer that announces without the log."""
+    return f"{coalesce_key}\n{event_id}\n{body}".encode()
+
+
+def parse_announcement(data: bytes) -> tuple[str, str, bytes]:
+    """(coalesce key, event id, body) of a live announcement."""
+    coalesce, _, rest = data.partition(b"\n")
+    event_id, _, body = rest.partition(b"\n")
+    return coalesce.decode(), event_id.decode(), body
+
+
+def splice(cursor: bytes, body: bytes) -> bytes:
+    """The frame of `body` (`{"type":...}`) for a connection whose cursor is `cursor`."""
+    return _ID_PREFIX + cursor + b'",' + body[1:]
+
+
+def ready_frame(cursor: str) -> bytes:
+    """`insight_ready`: the connection is live; its `id` is a valid `since`."""
+    return json.dumps({"type": "insight_ready", "id": cursor}, separators=(",", ":")).encode()
+
+
+def gap_frame(since: str) -> bytes:
+    """`insight_gap`: events after `since` are gone from the log; reload state."""
+    return json.dumps({"type": "insight_gap", "since": since}, separators=(",", ":")).encode()
+
+
+def frame_type(frame: bytes) -> str:
+    """The `type` of a frame without parsing it: the first `"type":"` key is the frame's own
+    (context keys and the id come first, and none of them is called type)."""
+    start = frame.find(b'"type":"')
+    if start < 0:
+        return "other"
+    start += 8
+    return frame[start : frame.find(b'"', start)].decode(errors="replace")

@@ -1,0 +1,121 @@
+"""Once: a publish that returned an id is in the log, and no publish lands twice, whether the
+caller repeats it with its idempotency key or redis-py re-sends a script whose reply it lost."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import pytest
+import redis
+
+from cli.local_redis import LocalRedis, free_port
+from realtime import Recipient, UIManager
+from realtime.eventlog import _APPEND, EventLog, Retention
+from tests.harness import Client, Edge, id_of, unique
+
+pytestmark = pytest.mark.anyio
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that, once, forwards a script call and then cuts the connection
+    instead of passing back its reply: the worst moment for a client library's retry."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.dropped = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> ReplyDroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            armed = threading.Event()
+            threading.Thread(target=self._up, args=(client, upstream, armed), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, armed), daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, armed: threading.Event) -> None:
+        while data := _recv(client):
+            if b"EVALSHA" in data and not self.dropped.is_set():
+                armed.set()
+            upstream.sendall(data)
+        upstream.close()
+
+    def _down(self, upstream: socket.socket, client: socket.socket, armed: threading.Event) -> None:
+        while data := _recv(upstream):
+            if armed.is_set() and not self.dropped.is_set():
+                self.dropped.set()  # the script ran; its reply never reaches the client
+                for sock in (client, upstream):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                return
+            client.sendall(data)
+        client.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.fixture
+def through_proxy(redis_server: LocalRedis) -> Iterator[tuple[EventLog, ReplyDroppingProxy]]:
+    with ReplyDroppingProxy(redis_server.port) as proxy:
+        client = redis.Redis(port=proxy.port, socket_timeout=5)
+        client.script_load(_APPEND)  # so that the first call is the EVALSHA to be cut
+        yield EventLog(client, Retention(1000, 3600)), proxy
+        client.close()
+
+
+def test_a_retried_script_whose_reply_was_lost_publishes_once(
+    through_proxy: tuple[EventLog, ReplyDroppingProxy], redis_client: redis.Redis
+) -> None:
+    log, proxy = through_proxy
+    recipient = Recipient.user(unique("u"))
+    event_id = UIManager(recipient, log).show_toast("Paid", "once", "success")
+    assert proxy.dropped.is_set(), "the proxy never cut a reply: the test proved nothing"
+    stream = cast(list[tuple[bytes, object]], redis_client.xrange(recipient.stream_key))
+    entries = [entry_id.decode() for entry_id, _ in stream]
+    assert len(entries) == 1, "published twice"
+    assert event_id.endswith(entries[0])
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_id_and_publishes_nothing(
+    edge: Edge, token: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    ui = UIManager.for_user(user)
+    first = ui.show_toast("Order created", "Order #1", "success", idempotency_key="order-1")
+    again = ui.show_toast("Order created", "Order #1", "success", idempotency_key="order-1")
+    other = ui.refresh(idempotency_key="order-2")
+    assert again == first
+    assert [id_of(f) for f in await client.events(2)] == [first, other]
+    assert await client.silent_for(0.3)
+    assert redis_client.xlen(Recipient.user(user).stream_key) == 2
+    await client.close()
+
+
+def test_an_idempotency_key_is_one_printable_line() -> None:
+    ui = UIManager.for_user(unique("u"))
+    for bad in ("", "two words", "x" * 201, "tab\there", "é"):
+        with pytest.raises(ValueError, match="idempotency_key"):
+            ui.refresh(idempotency_key=bad)

@@ -1,0 +1,53 @@
+"""The edge's live feed against a real Redis: a subscription is confirmed exactly when Redis
+has it, whatever the order in which connections come and go."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cli.local_redis import LocalRedis
+from realtime.live_feed import LiveFeed
+from realtime.topology import SingleNode
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_channel_released_and_held_again_at_once_is_confirmed(
+    redis_server: LocalRedis,
+) -> None:
+    """The last connection of a user leaves and a new one arrives in the same instant: the
+    subscription never went away, and the newcomer must still be told it is live."""
+    lost: list[set[bytes]] = []
+    feed = LiveFeed(
+        SingleNode(redis_server.url),
+        lambda channel, data: None,
+        on_lost=lost.append,
+        on_restored=lambda channels: None,
+        home=redis_server.url,
+    )
+    feed.start()
+    try:
+        for n in range(20):
+            channel = f"insight:{{user:feed-{n}}}:live".encode()
+            first = feed.hold(channel)
+            assert first is not None
+            await asyncio.wait_for(first, 5)
+            feed.release(channel)
+            again = feed.hold(channel)  # before the feed's connection could unsubscribe
+            if again is not None:
+                await asyncio.wait_for(again, 5)
+            assert feed.hold(channel) is None  # live now: a third holder need not wait
+            feed.release(channel)
+            feed.release(channel)
+        busy = [f"insight:{{user:busy-{n}}}:live".encode() for n in range(50)]
+        waiters = [feed.hold(channel) for channel in busy]  # keeps the connection busy
+        feed.release(busy[0])
+        regained = feed.hold(busy[0])
+        await asyncio.wait_for(
+            asyncio.gather(*(w for w in [*waiters[1:], regained] if w is not None)), 5
+        )
+        assert not lost
+    finally:
+        await feed.close()
