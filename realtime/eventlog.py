@@ -16,6 +16,12 @@ that never got it, so later ones may be lost too). Each entry also carries its
 own expiry (at most `max_age`), after which it is not replayed; trimming by age therefore
 never drops a replayable event.
 
+Durability: with `EVENTS_MIN_REPLICAS=N`, an append is followed on the same connection by
+`WAIT N`, so it returns only once N replicas hold the event (and raises `NotReplicated`
+otherwise: the event may be lost in a failover; a retry with the same idempotency key is
+safe). Without it, an append returns once the master has it, and a failover that loses it
+is reported to the clients that had seen it as `insight_gap`.
+
 Idempotency: an append with an idempotency key remembers the id it returned under that key
 (in the recipient's slot, for the log's retention); a repeat returns that id and publishes
 nothing. Without a key the publisher makes one per call, kept briefly, so that a client
@@ -174,6 +180,25 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class Durability:
+    """How many replicas must hold an event before its append returns (0: the master)."""
+
+    min_replicas: int = 0
+    timeout_ms: int = 1000
+
+
+class NotReplicated(redis.RedisError):
+    """Fewer replicas than EVENTS_MIN_REPLICAS confirmed the event in time."""
+
+
+_REDIRECTS = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     """What one recipient's log holds after a position: its epoch, whether events after the
     position are gone, and the entries that remain, in order, as (key, entry id, body)."""
@@ -235,10 +260,16 @@ class EventLog:
     """Appends events from synchronous code (Celery tasks, scripts) over a redis-py client
     (a single Redis or a RedisCluster)."""
 
-    def __init__(self, client: redis.Redis | redis.RedisCluster, retention: Retention) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        retention: Retention,
+        durability: Durability = Durability(),
+    ) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
         self.retention = retention
+        self.durability = durability
 
     def append(
         self,
@@ -254,7 +285,37 @@ class EventLog:
         keys, args = _append_call(
             recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
         )
-        return _text(self._append(keys=keys, args=args))
+        if not self.durability.min_replicas:
+            return _text(self._append(keys=keys, args=args))
+        for _ in range(3):
+            pipe = self._master_of(keys[0]).pipeline(transaction=False)
+            self._append(keys=keys, args=args, client=pipe)
+            pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
+            try:
+                event_id, replicas = pipe.execute()
+            except _REDIRECTS:
+                assert isinstance(self.client, redis.RedisCluster)
+                self.client.nodes_manager.initialize()  # the slot moved: ask again
+                continue
+            return _replicated(event_id, replicas, self.durability)
+        raise redis.exceptions.ClusterError("the recipient's slot kept moving")
+
+    def _master_of(self, key: str) -> redis.Redis:
+        """A client of the master that holds `key`: WAIT counts the replicas that have the
+        writes of its own connection, so the script and the WAIT share one."""
+        if isinstance(self.client, redis.RedisCluster):
+            node = self.client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            return self.client.get_redis_connection(node)
+        return self.client
+
+
+def _replicated(event_id: object, replicas: object, durability: Durability) -> str:
+    if not isinstance(replicas, int) or replicas < durability.min_replicas:
+        raise NotReplicated(
+            f"{replicas} of {durability.min_replicas} replicas confirmed the event in "
+            f"{durability.timeout_ms} ms"
+        )
+    return _text(event_id)
 
 
 class AsyncEventLog:
@@ -266,11 +327,14 @@ class AsyncEventLog:
         retention: Retention,
         *,
         concurrency: int | None = None,
+        durability: Durability = Durability(),
     ) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
         self._replay = client.register_script(_REPLAY)
         self.retention = retention
+        self.durability = durability
+        self._masters: dict[str, redis.asyncio.Redis] = {}
         # redis-py's cluster client refuses a call when a node's pool is full, where a
         # BlockingConnectionPool would make it wait: at most this many reads at once.
         self._reads = asyncio.Semaphore(concurrency) if concurrency else None
@@ -288,7 +352,34 @@ class AsyncEventLog:
         keys, args = _append_call(
             recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
         )
-        return _text(await self._append(keys=keys, args=args))
+        if not self.durability.min_replicas:
+            return _text(await self._append(keys=keys, args=args))
+        for _ in range(3):
+            pipe = self._master_of(keys[0]).pipeline(transaction=False)
+            await self._append(keys=keys, args=args, client=pipe)
+            pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
+            try:
+                event_id, replicas = await pipe.execute()
+            except _REDIRECTS:
+                assert isinstance(self.client, redis.asyncio.RedisCluster)
+                await self.client.nodes_manager.initialize()
+                continue
+            return _replicated(event_id, replicas, self.durability)
+        raise redis.exceptions.ClusterError("the recipient's slot kept moving")
+
+    def _master_of(self, key: str) -> redis.asyncio.Redis:
+        """`EventLog._master_of` for asyncio: one client per master, made on first use."""
+        if not isinstance(self.client, redis.asyncio.RedisCluster):
+            return self.client
+        node = self.client.get_node_from_key(key)
+        assert node is not None
+        master = self._masters.get(node.name)
+        if master is None:
+            pool = redis.asyncio.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            master = self._masters[node.name] = redis.asyncio.Redis(connection_pool=pool)
+        return master
 
     async def server_time(self) -> tuple[int, int]:
         """Redis's clock as (seconds, microseconds); on a cluster, the earliest of its

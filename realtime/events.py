@@ -1,6 +1,8 @@
-"""The five UI events of the seed's wire protocol: the one source of truth for their shapes.
+"""The five UI events of the seed's wire protocol, and the edge's two control frames: the one
+source of truth for their shapes.
 
-Frames on the wire are exactly these models serialised, plus an `id` the event log adds.
+Frames on the wire are exactly these models serialised, plus an `id` the edge adds (the
+connection's resume cursor, see `realtime.frames`).
 Validation happens in the producer, so a bad event is an exception in the task that made it,
 never a broken frame in a browser. The JSON Schema (and the TypeScript types generated from
 it) come from `event_json_schema()`.
@@ -79,6 +81,27 @@ UIEvent = Annotated[Redirect | Toast | Refresh | Update | Modal, Field(discrimin
 _adapter: TypeAdapter[UIEvent] = TypeAdapter(UIEvent)
 
 
+class Ready(_Event):
+    """The connection is live (after any replay). Its `id` is a valid `since` even if no
+    event ever arrives, so a client that drops before its first event resumes without a hole.
+    """
+
+    type: Literal["insight_ready"] = "insight_ready"
+    id: str
+
+
+class Gap(_Event):
+    """Sent before a replay when events after `since` are gone from the log (trimmed, the log
+    lost, or a failover that lost writes): reload state rather than trust the replay."""
+
+    type: Literal["insight_gap"] = "insight_gap"
+    since: str
+
+
+ControlFrame = Annotated[Ready | Gap, Field(discriminator="type")]
+_frames: TypeAdapter[UIEvent | ControlFrame] = TypeAdapter(UIEvent | ControlFrame)
+
+
 # Keys a producer may add beside an event's own, like the `id` the log adds: they tell the page
 # which job (and which API request) an event is about, without changing the seed's shapes.
 CONTEXT_KEYS = frozenset({"jobId", "requestId"})
@@ -106,7 +129,14 @@ def encode_event(event: Redirect | Toast | Refresh | Update | Modal) -> str:
 
 
 def event_json_schema() -> dict[str, Any]:
-    """JSON Schema of a frame (the union of the five events), for clients and generators."""
+    """JSON Schema of an event (the union of the five), for clients and generators."""
     schema = _adapter.json_schema(mode="serialization")
     schema["title"] = "InsightUIEvent"
+    return schema
+
+
+def frame_json_schema() -> dict[str, Any]:
+    """JSON Schema of every frame the edge sends: the five events and the control frames."""
+    schema = _frames.json_schema(mode="serialization")
+    schema["title"] = "InsightFrame"
     return schema

@@ -19,12 +19,9 @@ and it starts with the event id that the publisher was given. Any client can sto
 the publisher. The edge splices each connection's cursor in front (`{"id":"<cursor>",` and
 the body's remainder): the JSON is still serialised once per event, only the cursor differs.
 
-**Control frames** use the `insight_` prefix, so the seed's frontend, which switches on the
-five `ui_*` types, ignores them. `insight_ready` is sent once the connection is live (after
-any replay): its `id` is a valid `since` even if no event ever arrives, so a client that
-drops before its first event still resumes without a hole. `insight_gap` precedes a replay
-when events after `since` are no longer in the log (trimmed by retention, the log lost, or a
-failover that lost writes): the client should reload its state rather than trust the replay.
+**Control frames** (`insight_ready`, `insight_gap`: their shapes are in `realtime.events`)
+use the `insight_` prefix, so the seed's frontend, which switches on the five `ui_*` types,
+ignores them.
 
 **The announcement.** The append script publishes `<coalesce key>\\n<event id>\\n<body>` on the
 recipient's live channel (`ANNOUNCEMENT_LUA` is the expression it uses), parsed by
@@ -33,9 +30,10 @@ recipient's live channel (`ANNOUNCEMENT_LUA` is the expression it uses), parsed 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
+
+from realtime.events import Gap, Ready
 
 KINDS = ("u", "b", "a")  # user, business, everyone: the first letter of every component
 MAX_CURSOR_LENGTH = 1024
@@ -122,13 +120,13 @@ def splice(cursor: bytes, body: bytes) -> bytes:
 
 
 def ready_frame(cursor: str) -> bytes:
-    """`insight_ready`: the connection is live; its `id` is a valid `since`."""
-    return json.dumps({"type": "insight_ready", "id": cursor}, separators=(",", ":")).encode()
+    """`insight_ready` (`realtime.events.Ready`): the connection is live."""
+    return Ready(id=cursor).model_dump_json().encode()
 
 
 def gap_frame(since: str) -> bytes:
-    """`insight_gap`: events after `since` are gone from the log; reload state."""
-    return json.dumps({"type": "insight_gap", "since": since}, separators=(",", ":")).encode()
+    """`insight_gap` (`realtime.events.Gap`): events after `since` are gone from the log."""
+    return Gap(since=since).model_dump_json().encode()
 
 
 def frame_type(frame: bytes) -> str:

@@ -35,12 +35,18 @@ from realtime import demo
 from realtime.demo import STATIC
 from realtime.endpoint import SOCKET_PATH, insight_socket
 from realtime.eventlog import AsyncEventLog
-from realtime.events import event_json_schema
+from realtime.events import frame_json_schema
 from realtime.hub import Hub
 from realtime.metrics import HubCollector
 from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
-from realtime.topology import ClusterTopology, SingleNode, Topology, is_cluster_async
+from realtime.topology import (
+    ClusterTopology,
+    SingleNode,
+    Topology,
+    async_client,
+    is_cluster_async,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +124,14 @@ async def _events_redis(
     # Replays are reads: after a Redis restart or a failover, they are retried.
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5)
     if await is_cluster_async(url):
-        cluster = redis.asyncio.RedisCluster.from_url(
+        cluster = await async_client(
             url,
             max_connections=CLUSTER_READS,  # per node
             socket_timeout=5,
             socket_connect_timeout=5,
             retry=retry,
         )
-        await cluster.initialize()
+        assert isinstance(cluster, redis.asyncio.RedisCluster)
         return cluster, ClusterTopology(cluster, url), None
     # A bounded pool that makes callers wait for a free connection: a burst of connects
     # queues its replays instead of opening a Redis connection per WebSocket.
@@ -189,8 +195,8 @@ def create_app() -> FastAPI:
 
     @app.get("/api/v1/events/schema", tags=["protocol"])
     async def schema() -> dict[str, object]:
-        """JSON Schema of the frames this edge sends (the five UI events)."""
-        return event_json_schema()
+        """JSON Schema of the frames this edge sends (the five UI events, the control frames)."""
+        return frame_json_schema()
 
     return app
 

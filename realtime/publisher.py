@@ -21,7 +21,7 @@ from pydantic import JsonValue
 
 from core.config import Settings, get_settings
 from realtime.channels import Recipient
-from realtime.eventlog import AsyncEventLog, EventLog, Retention
+from realtime.eventlog import AsyncEventLog, Durability, EventLog, Retention
 from realtime.events import (
     DEFAULT_TTL_SECONDS,
     Modal,
@@ -44,6 +44,10 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.events_max_len, settings.events_max_age_seconds)
 
 
+def durability_of(settings: Settings) -> Durability:
+    return Durability(settings.events_min_replicas, settings.events_min_replicas_timeout_ms)
+
+
 def default_event_log() -> EventLog:
     """The log UIManager uses when none is given: one per process."""
     return event_log_of_process(os.getpid())
@@ -64,7 +68,7 @@ def event_log_of_process(pid: int) -> EventLog:
         socket_timeout=5,
         socket_connect_timeout=5,
     )
-    return EventLog(client, retention_of(settings))
+    return EventLog(client, retention_of(settings), durability_of(settings))
 
 
 _async_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEventLog] = (
@@ -79,7 +83,10 @@ async def default_async_event_log() -> AsyncEventLog:
     if log is None:
         settings = get_settings()
         client = await async_client(settings.events_url, health_check_interval=30, socket_timeout=5)
-        log = _async_logs.setdefault(loop, AsyncEventLog(client, retention_of(settings)))
+        log = _async_logs.setdefault(
+            loop,
+            AsyncEventLog(client, retention_of(settings), durability=durability_of(settings)),
+        )
     return log
 
 

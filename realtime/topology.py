@@ -56,9 +56,11 @@ def sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
 async def async_client(
     url: str, **options: Any
 ) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
-    """The asyncio twin of `sync_client`."""
+    """The asyncio twin of `sync_client` (a cluster client has read the slot map)."""
     if await is_cluster_async(url):
-        return redis.asyncio.RedisCluster.from_url(url, **options)
+        cluster = redis.asyncio.RedisCluster.from_url(url, **options)
+        await cluster.initialize()
+        return cluster
     return redis.asyncio.Redis.from_url(url, **options)
 
 

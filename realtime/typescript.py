@@ -11,22 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from realtime.events import CONTEXT_KEYS, event_json_schema
+from realtime.events import CONTEXT_KEYS, Gap, Ready, event_json_schema
 
 DECLARATIONS = Path(__file__).resolve().parent / "static" / "insight.d.ts"
 
 _CLIENT_API = """
-/** Control frames the edge adds; the seed's frontend ignores them. */
-export interface ReadyFrame {
-  type: "insight_ready";
-  /** A valid `since` cursor even if no event ever arrives. */
-  id: string;
-}
-export interface GapFrame {
-  type: "insight_gap";
-  /** Events after this cursor are no longer in the log: reload state. */
-  since: string;
-}
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
 
 export type ConnectionStatus =
@@ -115,10 +104,12 @@ def render() -> str:
             parts.append(_interface(name, definitions[name]))
     context = "\n".join(f"  {key}?: string;" for key in sorted(CONTEXT_KEYS))
     parts.append(
-        "/** Keys every event frame may carry beside its own: the log's `id` (a resume cursor)"
-        " and what it is about. */\n"
+        "/** Keys every event frame may carry beside its own: `id` (the connection's resume"
+        " cursor, which starts with the event's own id) and what it is about. */\n"
         f"export interface FrameContext {{\n  id: string;\n{context}\n}}"
     )
     parts.append(f"export type UIEvent = {' | '.join(events)};")
     parts.append("export type UIFrame = UIEvent & FrameContext;")
+    parts.append(_interface("ReadyFrame", Ready.model_json_schema(mode="serialization")))
+    parts.append(_interface("GapFrame", Gap.model_json_schema(mode="serialization")))
     return "\n\n".join(parts) + "\n" + _CLIENT_API

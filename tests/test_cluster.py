@@ -19,7 +19,7 @@ import redis
 
 from cli.local_cluster import LocalCluster, slot_of
 from cli.local_redis import LocalRedis
-from realtime import Recipient, UIManager
+from realtime import AsyncUIManager, Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
 from realtime.topology import is_cluster, sync_client
 from tests.harness import Client, Edge, eventually, id_of, start_edge, unique
@@ -371,3 +371,30 @@ async def test_a_busy_recipients_slot_migrates_while_events_flow_and_nothing_is_
     assert stall < 3.0, f"events stalled for {stall:.1f} s during the migration"
     print(f"migration: longest pause between two events at a socket {stall * 1000:.0f} ms")
     await asyncio.gather(*(tab.close() for tab in tabs))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_event(
+    redis_cluster: LocalCluster, replicas: int
+) -> None:
+    """EVENTS_MIN_REPLICAS=1: every master has one replica, so publishing works, sync and
+    async; =2: no master has two, so publishing says so rather than pretend."""
+    from realtime.eventlog import AsyncEventLog, Durability, NotReplicated
+    from realtime.topology import async_client
+
+    durability = Durability(min_replicas=replicas, timeout_ms=200)
+    users = [unique("durable") for _ in range(6)]  # over several masters
+    sync_log = EventLog(sync_client(redis_cluster.url), RETENTION, durability)
+    async_log = AsyncEventLog(
+        await async_client(redis_cluster.url), RETENTION, durability=durability
+    )
+    for user in users:
+        if replicas == 1:
+            assert UIManager(Recipient.user(user), sync_log).refresh().startswith("u")
+            assert (await AsyncUIManager(Recipient.user(user), async_log).refresh())[0] == "u"
+        else:
+            with pytest.raises(NotReplicated):
+                UIManager(Recipient.user(user), sync_log).refresh()
+            with pytest.raises(NotReplicated):
+                await AsyncUIManager(Recipient.user(user), async_log).refresh()
+    await async_log.client.aclose()

@@ -40,7 +40,7 @@ export interface Update {
   data: JsonValue;
 }
 
-/** Keys every event frame may carry beside its own: the log's `id` (a resume cursor) and what it is about. */
+/** Keys every event frame may carry beside its own: `id` (the connection's resume cursor, which starts with the event's own id) and what it is about. */
 export interface FrameContext {
   id: string;
   jobId?: string;
@@ -51,17 +51,20 @@ export type UIEvent = Modal | Redirect | Refresh | Toast | Update;
 
 export type UIFrame = UIEvent & FrameContext;
 
-/** Control frames the edge adds; the seed's frontend ignores them. */
+/** The connection is live (after any replay). Its `id` is a valid `since` even if no
+event ever arrives, so a client that drops before its first event resumes without a hole. */
 export interface ReadyFrame {
   type: "insight_ready";
-  /** A valid `since` cursor even if no event ever arrives. */
   id: string;
 }
+
+/** Sent before a replay when events after `since` are gone from the log (trimmed, the log
+lost, or a failover that lost writes): reload state rather than trust the replay. */
 export interface GapFrame {
   type: "insight_gap";
-  /** Events after this cursor are no longer in the log: reload state. */
   since: string;
 }
+
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
 
 export type ConnectionStatus =
