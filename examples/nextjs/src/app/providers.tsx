@@ -1,15 +1,14 @@
 "use client";
 // The seed's src/app/providers.tsx: ProvidersInner connects the UI events once for the whole
-// app and renders sonner's <Toaster />. Two things are added to the seed's `useUIEvents()`
-// call: where the token comes from (this app's own server side), and the seed's console
-// lines when the socket is live. (I18nextProvider is left out: this example has no i18n.)
-import { createContext, useContext, useEffect, type ReactNode } from "react";
+// app (`useUIEvents()`, as the seed calls it: the token comes from this app's own
+// /api/insight-token, the hook's default) and renders sonner's <Toaster />.
+// (I18nextProvider is left out: this example has no i18n.)
+import { createContext, useContext, type ReactNode } from "react";
 import { Toaster } from "sonner";
 
 import { AuthProvider, BusinessProvider, RoleProvider, useAuth } from "@/components/auth";
 import type { ConnectionStatus } from "@/hooks/insight";
 import { useUIEvents } from "@/hooks/useUIEvents";
-import { fetchInsightToken } from "@/lib/insight-client";
 import type { DemoUser } from "@/lib/types";
 
 const ConnectionContext = createContext<ConnectionStatus>("idle");
@@ -19,21 +18,9 @@ export function useConnectionStatus(): ConnectionStatus {
   return useContext(ConnectionContext);
 }
 
-function logStatus(status: ConnectionStatus): void {
-  if (status === "open") console.log("✅ UI Events WebSocket connected");
-}
-
 function ProvidersInner({ children }: { children: ReactNode }) {
   const { user } = useAuth();
-  const { isConnected, status } = useUIEvents({
-    getToken: fetchInsightToken,
-    onStatus: logStatus,
-    storageKey: `insight:cursor:${user?.id ?? "anonymous"}`,
-  }); // ✅ Подключаем UI events
-
-  useEffect(() => {
-    if (isConnected) console.log("✅ UI Events system active");
-  }, [isConnected]);
+  const { status } = useUIEvents(); // ✅ Подключаем UI events
 
   return (
     <RoleProvider user={user}>

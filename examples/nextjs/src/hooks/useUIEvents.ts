@@ -1,8 +1,13 @@
 // React bindings with the seed's signatures, for a Next.js app: copy this file and insight.js
 // (with insight.d.ts) into src/hooks/, then call useUIEvents() once in your providers.
 //
-//   const { isConnected } = useUIEvents({ getToken: () => fetchToken() });
+//   const { isConnected } = useUIEvents();   // as the seed's providers.tsx does
 //   useUIEventListener<{ orderId: string }>("ui-update", (data) => refreshOrder(data.orderId));
+//
+// Without options, the token comes from the app's own server side: POST to
+// NEXT_PUBLIC_INSIGHT_TOKEN_URL (default /api/insight-token, same origin, with its cookies),
+// which answers {"token": "<JWT>"}; pass getToken to get it elsewhere. The seed's console lines
+// appear when the socket is live.
 "use client";
 
 import { useEffect, useRef, useState } from "react";
@@ -12,6 +17,20 @@ import { connectUIEvents } from "./insight.js";
 import type { ConnectOptions, ConnectionStatus, UIEventsHandle } from "./insight";
 
 const DEFAULT_URL = process.env.NEXT_PUBLIC_INSIGHT_WS ?? "ws://127.0.0.1:8001/api/v1/insight";
+const TOKEN_URL = process.env.NEXT_PUBLIC_INSIGHT_TOKEN_URL ?? "/api/insight-token";
+
+/** The default token source: the app's server, never a URL the token would travel in. */
+async function fetchToken(): Promise<string> {
+  const response = await fetch(TOKEN_URL, {
+    method: "POST",
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  if (!response.ok) throw new Error(`insight token: ${response.status}`);
+  const body = (await response.json()) as { token?: unknown };
+  if (typeof body.token !== "string") throw new Error("insight token: no token in the answer");
+  return body.token;
+}
 
 export function useUIEvents(options: Partial<ConnectOptions> = {}): {
   isConnected: boolean;
@@ -22,6 +41,7 @@ export function useUIEvents(options: Partial<ConnectOptions> = {}): {
   latest.current = options;
 
   useEffect(() => {
+    let active = false;
     const handle: UIEventsHandle = connectUIEvents({
       url: DEFAULT_URL,
       // Toasts through sonner's <Toaster />, as in the seed; the rest keeps insight.js defaults.
@@ -30,9 +50,14 @@ export function useUIEvents(options: Partial<ConnectOptions> = {}): {
         show(frame.title, { description: frame.description });
       },
       ...latest.current,
-      getToken: latest.current.getToken,
+      getToken: latest.current.getToken ?? (latest.current.token ? undefined : fetchToken),
       onStatus: (next, detail) => {
         setStatus(next);
+        if (next === "open") {
+          console.log("✅ UI Events WebSocket connected");
+          if (!active) console.log("✅ UI Events system active");
+          active = true;
+        }
         latest.current.onStatus?.(next, detail);
       },
     } as ConnectOptions);
