@@ -41,7 +41,7 @@ from typing import Any, Self
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from cli.local_redis import free_port, server_binary
+from cli.local_redis import free_port, server_binary, terminate
 
 HOST = "127.0.0.1"
 SLOTS = REDIS_CLUSTER_HASH_SLOTS  # 16384
@@ -273,14 +273,8 @@ class LocalNode:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if the process is still there after `timeout`."""
         self._close_admin()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        if self.process is not None:
+            terminate(self.process, timeout)
 
     def client(self, **options: Any) -> redis.Redis:
         """A plain (non-cluster) client of this node only; the caller closes it."""
