@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +25,7 @@ from cli.local_redis import LocalRedis
 from realtime import AsyncUIManager, Recipient, UIManager
 from realtime.eventlog import EventLog, Retention
 from realtime.topology import is_cluster, sync_client
-from tests.harness import Client, Edge, eventually, id_of, start_edge, unique
+from tests.harness import ROOT, Client, Edge, eventually, id_of, start_edge, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -398,3 +401,21 @@ async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_event
             with pytest.raises(NotReplicated):
                 await AsyncUIManager(Recipient.user(user), async_log).refresh()
     await async_log.client.aclose()
+
+
+async def test_the_cli_publishes_through_a_cluster_named_by_any_node(
+    cluster_edges: tuple[Edge, Edge], redis_cluster: LocalCluster, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(cluster_edges[1].ws_url, token(user))
+    replica = redis_cluster.replicas()[0]  # any node will do, even a replica
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cli.main", "publish", "--user", user, "refresh"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "EVENTS_REDIS_URL": redis_cluster.node(replica).url},
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    [frame] = await client.events(1)
+    assert id_of(frame) == sent.stdout.strip()
+    await client.close()
