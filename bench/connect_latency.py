@@ -28,6 +28,7 @@ from bench.common import SECRET, start_edge, token
 from cli.local_redis import LocalRedis, free_port
 from realtime.channels import Recipient
 from realtime.eventlog import AsyncEventLog
+from realtime.frames import event_id_of
 from realtime.publisher import AsyncUIManager, retention_of
 
 Row = dict[str, Any]
@@ -39,8 +40,10 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def _until_id(ws: websockets.ClientConnection, event_id: str) -> None:
-    while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("id") != event_id:
-        pass
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame["type"].startswith("ui_") and event_id_of(frame["id"]) == event_id:
+            return
 
 
 async def _rounds(edge_url: str, redis_url: str, rounds: int) -> tuple[list[float], list[float]]:

@@ -97,9 +97,9 @@ def parse_cursor(cursor: str) -> dict[str, Position] | None:
     return positions
 
 
-def format_cursor(first: Position, others: list[Position]) -> str:
-    """A frame's id: the component of the event it carries first, then the others."""
-    return "_".join([first.component(), *(p.component() for p in others)])
+def event_id_of(frame_id: str) -> str:
+    """The id of the event a frame carries (the first component of the frame's cursor)."""
+    return frame_id.partition("_")[0]
 
 
 def announcement(coalesce_key: str, event_id: str, body: str) -> bytes:

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from cli.local_redis import free_port
 from core.config import Settings
 from core.security import issue_token
+from realtime.frames import event_id_of
 from realtime.serving import APP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +251,7 @@ def unique(prefix: str) -> str:
 def id_of(frame: dict[str, Any]) -> str:
     """The id of the event a frame carries, as its publisher was given it: the first part of
     the frame's `id`, which is the connection's whole cursor (see `realtime.frames`)."""
-    return str(frame["id"]).split("_")[0]
+    return event_id_of(str(frame["id"]))
 
 
 def as_published(frame: dict[str, Any]) -> dict[str, Any]:
