@@ -66,9 +66,7 @@ async def insight_socket(websocket: WebSocket) -> None:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
         identity = await _authenticate(websocket, settings, offered)
         recipients = recipients_of(identity.user_id, identity.business_id)
-        positions = [
-            since.get(r.letter) or start_position(r.letter, clock or (0, 0)) for r in recipients
-        ]
+        positions = [_position(r.letter, since, clock) for r in recipients]
         connection = ClientConnection(
             identity,
             recipients,
@@ -133,6 +131,15 @@ async def _starting_point(
     except redis.RedisError as error:
         logger.warning("reading the redis clock failed", extra={"error": repr(error)})
         return since, None, True
+
+
+def _position(kind: str, since: dict[str, Position], clock: tuple[int, int] | None) -> Position:
+    """Where the connection starts in the log of `kind`: where `since` says, else from the
+    clock read at the handshake (read whenever `since` lacks a kind)."""
+    if kind in since:
+        return since[kind]
+    assert clock is not None
+    return start_position(kind, clock)
 
 
 def _check_request(websocket: WebSocket, settings: Settings) -> None:
