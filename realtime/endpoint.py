@@ -80,6 +80,7 @@ async def insight_socket(websocket: WebSocket) -> None:
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
         except redis.RedisError as error:
+            logger.warning("catching up from the logs failed", extra={"error": repr(error)})
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable") from error
         logger.info(
             "websocket connected",

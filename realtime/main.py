@@ -50,7 +50,7 @@ from realtime.topology import (
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_READS = 32  # reads in flight at once, and connections per node, on a cluster
+CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
 
 
 class Events:
@@ -126,7 +126,9 @@ async def _events_redis(
     if await is_cluster_async(url):
         cluster = await async_client(
             url,
-            max_connections=CLUSTER_READS,  # per node
+            # Per node; redis-py refuses a call past it rather than wait, and one read may
+            # take more than one (a script not loaded yet is loaded on every master).
+            max_connections=4 * CLUSTER_READS,
             socket_timeout=5,
             socket_connect_timeout=5,
             retry=retry,
