@@ -25,7 +25,10 @@ JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES
 class Settings(BaseSettings):
     """Configuration of all services; see `.env.example` for the meaning of each variable."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting must not print the secrets beside it.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Environment = "development"
     log_level: str = "INFO"

@@ -33,7 +33,7 @@ class Recipient:
         if self.kind == "all":
             if self.ident:
                 raise ValueError("the broadcast recipient has no id")
-        elif not _ID_PATTERN.match(self.ident):
+        elif not _ID_PATTERN.fullmatch(self.ident):  # `$` alone would allow a final newline
             raise ValueError(
                 f"{self.kind} id must be 1-200 characters without whitespace, ':', '{{' or '}}', "
                 f"got {self.ident!r}"
