@@ -1,6 +1,6 @@
 """`make bench`: every scenario, every target, several runs; results in bench/results/.
 
-.venv/bin/python -m bench                       # everything, 3 runs (about 40 minutes)
+.venv/bin/python -m bench                       # everything, 3 runs (about 45 minutes)
 .venv/bin/python -m bench --scenarios targeted_push --targets insight broadcaster
 .venv/bin/python -m bench --quick --out /tmp/b  # tiny sizes: does the benchmark work?
 """

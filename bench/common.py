@@ -20,8 +20,8 @@ SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 
 
 def server_env(redis_url: str) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "JWT_SECRET": SECRET,
-            "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    return {**os.environ, "REDIS_URL": redis_url, "EVENTS_REDIS_URL": redis_url,
+            "JWT_SECRET": SECRET, "ENVIRONMENT": "development", "LOG_LEVEL": "WARNING"}  # fmt: skip
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:

@@ -1,4 +1,5 @@
-"""Medians over repeats, markdown tables with ratios to Insight, and PNG plots.
+"""Medians over repeats, markdown tables with ratios to Insight (or, for the cluster, to the
+single Redis), and PNG plots.
 
 Every row of every repeat is kept in `<scenario>.json` next to the medians, so a reader can
 see the spread the medians hide.
@@ -25,6 +26,9 @@ class Layout:
     title: str
     key: tuple[str, ...]
     columns: tuple[str, ...]
+    # The row a ratio is to: the same key but for this one field, which has this value.
+    baseline: tuple[str, str] = ("target", "insight")
+    baseline_name: str = "Insight's figure in the same group"
 
 
 LAYOUTS = {
@@ -111,6 +115,31 @@ LAYOUTS = {
             "open_over_steady_p50",
         ),
     ),
+    "cluster": Layout(
+        "8. One Redis against a Redis Cluster of 3 masters and 3 replicas (Insight)",
+        ("measure", "producer", "redis"),
+        (
+            "p50_ms",
+            "p99_ms",
+            "lost",
+            "misrouted",
+            "duplicated",
+            "publish_call_p50_ms",
+            "publish_call_p99_ms",
+            "server_cpu_us_per_event",
+            "producer_cpu_us_per_event",
+            "redis_cpu_us_per_event",
+            "masters_cpu_us_per_event",
+            "busiest_master_cpu_pct",
+            "busiest_master_commands_pct",
+            "sustained_per_s",
+            "failed_at_rate",
+            "failed_published_per_s",
+        ),
+        baseline=("redis", "single"),
+        baseline_name="the single Redis's figure for the same measure and producer "
+        "(for EVENTS_MIN_REPLICAS, without the setting)",
+    ),
 }
 
 
@@ -145,7 +174,7 @@ def markdown(name: str, rows: list[Row]) -> str:
         "|" + "---|" * len(header),
     ]
     for row in rows:
-        base = _insight_row(rows, row, layout)
+        base = _baseline_row(rows, row, layout)
         cells = [str(row.get(k)) for k in layout.key] + [str(row["runs"])]
         for column in shown:
             value = row.get(column)
@@ -164,16 +193,17 @@ def markdown(name: str, rows: list[Row]) -> str:
     lines += [
         "",
         "Medians over the runs (lost, misrouted and duplicated: the worst run); "
-        "(n.nnx) is the ratio to Insight's figure in the same group.",
+        f"(n.nnx) is the ratio to {layout.baseline_name}.",
         "",
     ]
     return "\n".join(lines)
 
 
-def _insight_row(rows: list[Row], row: Row, layout: Layout) -> Row | None:
-    group = [k for k in layout.key if k != "target"]
+def _baseline_row(rows: list[Row], row: Row, layout: Layout) -> Row | None:
+    field, value = layout.baseline
+    group = [k for k in layout.key if k != field]
     return next(
-        (r for r in rows if r.get("target") == "insight" and all(r[k] == row[k] for k in group)),
+        (r for r in rows if r.get(field) == value and all(r[k] == row[k] for k in group)),
         None,
     )
 
@@ -186,7 +216,7 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    targets = list(dict.fromkeys(r["target"] for r in rows))
+    targets = list(dict.fromkeys(r.get("target") for r in rows))
     if name == "targeted_push":
         for users in sorted({r["users"] for r in rows}):
             for target in targets:
@@ -218,6 +248,8 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
             )
         axes[0].set(xlabel="server processes", ylabel="total server CPU per event (µs)")
         axes[1].set(xlabel="server processes", ylabel="p99 latency (ms)")
+    elif name == "cluster":
+        _plot_cluster(rows, axes)
     else:
         left, right = {
             "highest_rate": ("sustained_per_s", "server_cpu_us_per_event"),
@@ -241,6 +273,24 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _plot_cluster(rows: list[Row], axes: Any) -> None:
+    """Left: CPU per event at the fixed rate, by process, one bar group per setup. Right:
+    the highest sustained rate of each."""
+    pushed = [r for r in rows if r.get("sustained_per_s") is None]
+    labels = [f"{r['redis']}\n{r['producer']}".replace(", ", "\n") for r in pushed]
+    parts = (("edge", "server_cpu_us_per_event"), ("producer", "producer_cpu_us_per_event"),
+             ("Redis, all nodes", "redis_cpu_us_per_event"))  # fmt: skip
+    width = 0.8 / len(parts)
+    for i, (part, column) in enumerate(parts):
+        positions = [x + (i - 1) * width for x in range(len(pushed))]
+        axes[0].bar(positions, [r.get(column) or 0 for r in pushed], width, label=part)
+    axes[0].set_xticks(range(len(pushed)), labels, fontsize=6)
+    axes[0].set(ylabel=f"CPU per event (µs), {pushed[0]['measure'] if pushed else ''}")
+    highest = [r for r in rows if r.get("sustained_per_s") is not None]
+    axes[1].bar([r["redis"] for r in highest], [r["sustained_per_s"] for r in highest])
+    axes[1].set(ylabel="highest sustained rate (events/s)")
 
 
 def write(name: str, runs: list[Row], out: Path) -> str:

@@ -1,5 +1,6 @@
-"""One target set up for measuring: a private Redis, its server processes, load client
-processes holding the users' connections, and producer processes pushing events.
+"""One target set up for measuring: a private Redis (or a Redis Cluster already running),
+its server processes, load client processes holding the users' connections, and producer
+processes pushing events.
 
 A `Window` is one stretch of traffic at a fixed rate: what was published and delivered, the
 latencies, and the CPU that servers, Redis and producers spent on it. Every process is real
@@ -16,17 +17,20 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import psutil
+import redis
 
 from bench import loadclient
 from bench.targets import Target
+from cli.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis, free_port
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -53,6 +57,14 @@ class Window:
     server_cpu_us_per_event: float | None
     redis_cpu_us_per_event: float
     producer_cpu_us_per_event: float
+    # The masters' CPU alone (replicas left out); with several masters, the busiest one's
+    # share of the masters' CPU and of the commands they processed, in percent.
+    masters_cpu_us_per_event: float | None = None
+    busiest_master_cpu_pct: float | None = None
+    busiest_master_commands_pct: float | None = None
+    # How long a producer's publish call took to return (with EVENTS_MIN_REPLICAS, the WAIT).
+    publish_call_p50_ms: float | None = None
+    publish_call_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,10 +82,11 @@ def produce(
 ) -> None:
     """A producer process: `rate` events/s to random users; event numbers are index + k*of,
     so several producers never reuse one. Each event carries the wall clock just before the
-    publish call, which the client subtracts on arrival."""
+    publish call, which the client subtracts on arrival; how long each call took is kept."""
     publish = target.publisher(redis_url)
     rng = random.Random(index)
     sent: dict[str, list[int]] = {}
+    calls: list[int] = []
     started = time.perf_counter()
     cpu = time.process_time()
     k = 0
@@ -82,12 +95,14 @@ def produce(
         while k < due:
             user = rng.choice(users)
             n = index + k * of
-            publish(user, {"t": time.time_ns(), "to": user, "n": n})
+            called = time.time_ns()
+            publish(user, {"t": called, "to": user, "n": n})
+            calls.append(time.time_ns() - called)
             sent.setdefault(user, []).append(n)
             k += 1
         time.sleep(0.0005)
     cpu_seconds = time.process_time() - cpu
-    Path(out).write_text(json.dumps({"sent": sent, "cpu_seconds": cpu_seconds}))
+    Path(out).write_text(json.dumps({"sent": sent, "cpu_seconds": cpu_seconds, "calls": calls}))
 
 
 @dataclass
@@ -98,18 +113,32 @@ class Traffic:
     seconds: float
     producers: list[SpawnProcess]
     outputs: list[Path]
-    cpu_before: tuple[float, float]
+    cpu_before: tuple[float, dict[int, float]]
+    masters: list[int]
+    commands_before: dict[int, int]
 
 
 class Rig:
-    """A target with its Redis, `servers` server processes and `clients` client processes."""
+    """A target with its Redis, `servers` server processes and `clients` client processes.
 
-    def __init__(self, target: Target, *, servers: int = 1, clients: int = 1) -> None:
+    With `cluster`, that running Redis Cluster takes the private Redis's place: servers and
+    producers get the URL of one of its nodes (they find the rest), and Redis CPU is summed
+    over every node, masters and replicas. The cluster is the caller's to stop."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        servers: int = 1,
+        clients: int = 1,
+        cluster: LocalCluster | None = None,
+    ) -> None:
         self.target = target
         self.server_count = servers if target.has_server else 0
         self.client_count = clients
         self.workdir = Path(tempfile.mkdtemp(prefix=f"insight-bench-{target.name}-"))
-        self.redis = LocalRedis(free_port(), self.workdir / "redis")
+        self.cluster = cluster
+        self.redis = None if cluster else LocalRedis(free_port(), self.workdir / "redis")
         self.ports = [free_port() for _ in range(self.server_count)]
         self.servers: list[psutil.Popen | Any] = []
         self.pipes: list[Connection] = []
@@ -117,8 +146,9 @@ class Rig:
         self.users: list[str] = []
 
     def __enter__(self) -> Self:
-        self.redis.start()
-        self.servers = [self.target.start(port, self.redis.url) for port in self.ports]
+        if self.redis is not None:
+            self.redis.start()
+        self.servers = [self.target.start(port, self.redis_url) for port in self.ports]
         for _ in range(self.client_count):
             ours, theirs = SPAWN.Pipe()
             process = SPAWN.Process(
@@ -146,11 +176,20 @@ class Rig:
             except Exception:
                 server.kill()
                 server.wait(5)
-        self.redis.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    @property
+    def redis_url(self) -> str:
+        return self.cluster.url if self.cluster is not None else self._redis().url
 
     @property
     def redis_port(self) -> int:
-        return self.redis.port
+        return urlsplit(self.redis_url).port or 6379
+
+    def _redis(self) -> LocalRedis:
+        assert self.redis is not None
+        return self.redis
 
     # -- the load clients -------------------------------------------------------------------
 
@@ -206,23 +245,47 @@ class Rig:
     def server_rss(self) -> int:
         return sum(p.memory_info().rss for p in self._server_processes())
 
-    def _cpu(self) -> tuple[float, float]:
+    def _redis_pids(self) -> dict[int, int]:
+        """Every Redis node's process by port: the private Redis, or each cluster node."""
+        nodes = self.cluster.nodes if self.cluster is not None else [self._redis()]
+        return {node.port: node.process.pid for node in nodes if node.process is not None}
+
+    def _masters(self) -> list[int]:
+        return self.cluster.masters() if self.cluster is not None else [self._redis().port]
+
+    def _cpu(self) -> tuple[float, dict[int, float]]:
+        """Server CPU seconds, and each Redis node's, so far."""
         servers = sum(sum(p.cpu_times()[:2]) for p in self._server_processes())
-        assert self.redis.process is not None
-        redis_cpu = sum(psutil.Process(self.redis.process.pid).cpu_times()[:2])
-        return servers, redis_cpu
+        nodes = {
+            port: sum(psutil.Process(pid).cpu_times()[:2])
+            for port, pid in self._redis_pids().items()
+        }
+        return servers, nodes
+
+    @staticmethod
+    def _commands(ports: list[int]) -> dict[int, int]:
+        """Commands each node has processed so far (INFO stats)."""
+        counts = {}
+        for port in ports:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+                counts[port] = int(client.info("stats")["total_commands_processed"])
+        return counts
 
     # -- traffic --------------------------------------------------------------------------------
 
-    def start(self, rate: float, seconds: float, producers: int = 1) -> Traffic:
+    def start(
+        self, rate: float, seconds: float, producers: int = 1, producer: Target | None = None
+    ) -> Traffic:
+        """Start `producers` processes publishing `rate` events/s in all, as `producer`
+        publishes (by default, as the rig's target does)."""
         self._call("take", [{} for _ in self.pipes])  # forget whatever came before
         outputs = [self.workdir / f"sent-{time.monotonic_ns()}-{i}.json" for i in range(producers)]
         processes = [
             SPAWN.Process(
                 target=produce,
                 args=(
-                    self.target,
-                    self.redis.url,
+                    producer or self.target,
+                    self.redis_url,
                     self.users,
                     rate / producers,
                     seconds,
@@ -233,10 +296,12 @@ class Rig:
             )
             for i in range(producers)
         ]
+        masters = self._masters()
+        commands_before = self._commands(masters)
         cpu_before = self._cpu()
         for process in processes:
             process.start()
-        return Traffic(rate, seconds, processes, outputs, cpu_before)
+        return Traffic(rate, seconds, processes, outputs, cpu_before, masters, commands_before)
 
     def finish(self, traffic: Traffic) -> Window:
         for process in traffic.producers:
@@ -251,20 +316,31 @@ class Rig:
         published = sum(len(numbers) for numbers in sent.values())
         self._drain(published)
         (server_after, redis_after), (server_before, redis_before) = self._cpu(), traffic.cpu_before
-        server_cpu, redis_cpu = server_after - server_before, redis_after - redis_before
+        commands_after = self._commands(traffic.masters)
+        server_cpu = server_after - server_before
+        nodes = {port: cpu - redis_before.get(port, 0.0) for port, cpu in redis_after.items()}
         records = [r for batch in self._call("take", [{} for _ in self.pipes]) for r in batch]
-        return summarise(
+        window = summarise(
             self.target.name,
             traffic,
             sent,
             records,
             server_cpu if self.servers else None,
-            redis_cpu,
+            sum(nodes.values()),
             sum(p["cpu_seconds"] for p in produced),
         )
+        commands = {p: commands_after[p] - traffic.commands_before[p] for p in traffic.masters}
+        calls = sorted(call for output in produced for call in output["calls"])
+        return replace(
+            _with_masters(window, nodes, commands),
+            publish_call_p50_ms=_quantile_ms(calls, 0.5),
+            publish_call_p99_ms=_quantile_ms(calls, 0.99),
+        )
 
-    def traffic(self, rate: float, seconds: float, producers: int = 1) -> Window:
-        return self.finish(self.start(rate, seconds, producers))
+    def traffic(
+        self, rate: float, seconds: float, producers: int = 1, producer: Target | None = None
+    ) -> Window:
+        return self.finish(self.start(rate, seconds, producers, producer))
 
     def _drain(self, published: int) -> None:
         """Wait until every published event arrived, or nothing more arrives for a second."""
@@ -279,6 +355,21 @@ class Rig:
             elif time.monotonic() - last_change > 1.0:
                 return
             time.sleep(0.05)
+
+
+def _with_masters(window: Window, node_cpu: dict[int, float], commands: dict[int, int]) -> Window:
+    """The window with the masters' CPU per event and (with several masters) the busiest
+    one's share of the masters' CPU and of their commands, in percent."""
+    cpu = [node_cpu.get(port, 0.0) for port in commands]
+    several = len(cpu) > 1 and sum(cpu) > 0 and sum(commands.values()) > 0
+    return replace(
+        window,
+        masters_cpu_us_per_event=round(sum(cpu) / max(window.published, 1) * 1e6, 1),
+        busiest_master_cpu_pct=round(100 * max(cpu) / sum(cpu), 1) if several else None,
+        busiest_master_commands_pct=(
+            round(100 * max(commands.values()) / sum(commands.values()), 1) if several else None
+        ),
+    )
 
 
 def summarise(
@@ -300,12 +391,6 @@ def summarise(
     latencies = sorted(latency for _, _, latency, _ in records)
     published = sum(len(numbers) for numbers in sent.values())
     delivered = len(latencies)
-
-    def ms(q: float) -> float | None:
-        if not latencies:
-            return None
-        return round(latencies[min(delivered - 1, int(q * delivered))] / 1e6, 3)
-
     return Window(
         target=target,
         rate=traffic.rate,
@@ -315,9 +400,9 @@ def summarise(
         lost=lost,
         misrouted=misrouted,
         duplicated=duplicated,
-        p50_ms=ms(0.5),
-        p90_ms=ms(0.9),
-        p99_ms=ms(0.99),
+        p50_ms=_quantile_ms(latencies, 0.5),
+        p90_ms=_quantile_ms(latencies, 0.9),
+        p99_ms=_quantile_ms(latencies, 0.99),
         max_ms=round(latencies[-1] / 1e6, 3) if latencies else None,
         delivered_per_s=round(delivered / traffic.seconds, 1),
         server_cpu_us_per_event=(
@@ -326,6 +411,12 @@ def summarise(
         redis_cpu_us_per_event=round(redis_cpu / max(published, 1) * 1e6, 1),
         producer_cpu_us_per_event=round(producer_cpu / max(published, 1) * 1e6, 1),
     )
+
+
+def _quantile_ms(ordered_ns: list[int], q: float) -> float | None:
+    if not ordered_ns:
+        return None
+    return round(ordered_ns[min(len(ordered_ns) - 1, int(q * len(ordered_ns)))] / 1e6, 3)
 
 
 def median(values: Sequence[float | None]) -> float | None:

@@ -1,4 +1,4 @@
-"""The six scenarios of `make bench`. Each returns one row per measurement; `bench.report`
+"""The scenarios of `make bench`. Each returns one row per measurement; `bench.report`
 takes medians over the repeats and writes the tables and plots.
 
 Targets run one after the other inside each repeat, so slow drifts of this shared machine
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench import connect_latency
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
+from cli.local_cluster import LocalCluster, running_cluster
+from core.config import Settings
 
 Row = dict[str, Any]
 SERVERS = tuple(t for t in TARGETS if t.has_server)
@@ -102,48 +104,51 @@ def highest_rate(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
     for target in targets:
         with Rig(target) as rig:
             rig.connect(_users(sizes.users[0]))
-            best: Window | None = None
-            failed: tuple[float, Window] | None = None
+            yield _highest(rig, sizes)
 
-            def attempt(rate: float) -> bool:
-                nonlocal best, failed
-                window = rig.traffic(rate, sizes.ramp_seconds, producers=2)
-                held = (
-                    window.lost == 0
-                    and window.p99_ms is not None
-                    and window.p99_ms <= 100
-                    and window.delivered_per_s >= 0.95 * rate
-                )
-                if held:
-                    best = window
-                else:
-                    failed = (rate, window)
-                return held
 
-            for rate in sizes.ramp:
-                if not attempt(rate):
-                    break
-            if failed is not None:
-                for _ in range(sizes.refinements):
-                    low = best.rate if best is not None else 0.0
-                    attempt(round((low + failed[0]) / 2))
-            failed_at: Row = {}
-            if failed is not None:
-                failed_rate, failure = failed
-                failed_at = {
-                    "failed_at_rate": failed_rate,
-                    "failed_p99_ms": failure.p99_ms,
-                    "failed_lost": failure.lost,
-                    "failed_delivered_per_s": failure.delivered_per_s,
-                    # below the rate offered: the producers (and Redis) were the limit
-                    "failed_published_per_s": round(failure.published / failure.seconds, 1),
-                }
-            if best is not None:
-                yield _row(
-                    best, users=sizes.users[0], sustained_per_s=best.delivered_per_s, **failed_at
-                )
-            else:
-                yield {"target": target.name, "sustained_per_s": 0, **failed_at}
+def _highest(rig: Rig, sizes: Sizes) -> Row:
+    """Scenario 2's ramp on a rig whose users are connected: the row of the highest rate
+    that held, with what the first rate that failed looked like."""
+    best: Window | None = None
+    failed: tuple[float, Window] | None = None
+
+    def attempt(rate: float) -> bool:
+        nonlocal best, failed
+        window = rig.traffic(rate, sizes.ramp_seconds, producers=2)
+        held = (
+            window.lost == 0
+            and window.p99_ms is not None
+            and window.p99_ms <= 100
+            and window.delivered_per_s >= 0.95 * rate
+        )
+        if held:
+            best = window
+        else:
+            failed = (rate, window)
+        return held
+
+    for rate in sizes.ramp:
+        if not attempt(rate):
+            break
+    if failed is not None:
+        for _ in range(sizes.refinements):
+            low = best.rate if best is not None else 0.0
+            attempt(round((low + failed[0]) / 2))
+    failed_at: Row = {}
+    if failed is not None:
+        failed_rate, failure = failed
+        failed_at = {
+            "failed_at_rate": failed_rate,
+            "failed_p99_ms": failure.p99_ms,
+            "failed_lost": failure.lost,
+            "failed_delivered_per_s": failure.delivered_per_s,
+            # below the rate offered: the producers (and Redis) were the limit
+            "failed_published_per_s": round(failure.published / failure.seconds, 1),
+        }
+    if best is not None:
+        return _row(best, users=sizes.users[0], sustained_per_s=best.delivered_per_s, **failed_at)
+    return {"target": rig.target.name, "sustained_per_s": 0, **failed_at}
 
 
 def connections(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
@@ -222,6 +227,41 @@ def event_at_open(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
         yield connect_latency.measure(sizes.connect_rounds)
 
 
+def cluster(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """8. One Redis against a Redis Cluster of 3 masters with a replica each, Insight only, in
+    the same run: U users (scenario 1's first size) and R events/s to random users, published
+    with the key UIManager makes per call and with `idempotency_key=` (and, where the setting
+    exists, with EVENTS_MIN_REPLICAS=1 on the cluster); then scenario 2's ramp. The edge and
+    the producers are given one node's URL. Redis CPU is summed over every node, replicas
+    included; `masters_cpu` leaves the replicas out."""
+    if not any(t.name == "insight" for t in targets):
+        return
+    yield from _against(sizes, "single", None)
+    # The default node timeout (15 s), not the tests' 2 s: no failover under a busy machine.
+    with running_cluster(node_timeout_ms=15_000) as nodes:
+        yield from _against(sizes, "cluster 3+3", nodes)
+
+
+def _against(sizes: Sizes, redis: str, nodes: LocalCluster | None) -> Iterator[Row]:
+    """Scenario 8 on one Redis (`nodes` None) or on the cluster; `redis` names it in the rows."""
+    users, rate = sizes.users[0], sizes.rates[min(1, len(sizes.rates) - 1)]
+    insight = Target("insight")
+    windows = [  # (producer, setup, how the producer publishes)
+        ("per-call key", redis, insight),
+        ("idempotency_key=", redis, replace(insight, idempotency_keys=True)),
+    ]
+    if nodes is not None and "events_min_replicas" in Settings.model_fields:
+        waiting = replace(insight, min_replicas=1)
+        windows.append(("per-call key", f"{redis}, EVENTS_MIN_REPLICAS=1", waiting))
+    with Rig(insight, cluster=nodes) as rig:
+        rig.connect(_users(users))
+        for producer, setup, target in windows:
+            window = rig.traffic(rate, sizes.seconds, producer=target)
+            yield _row(window, measure=f"{users} users, {rate}/s", producer=producer, redis=setup)
+        highest = {"measure": f"{users} users, highest rate", "producer": "per-call key"}
+        yield {**_highest(rig, sizes), **highest, "redis": redis}
+
+
 SCENARIOS = {
     "targeted_push": targeted_push,
     "highest_rate": highest_rate,
@@ -230,4 +270,5 @@ SCENARIOS = {
     "reconnect_storm": reconnect_storm,
     "job_pipeline": job_pipeline,
     "event_at_open": event_at_open,
+    "cluster": cluster,
 }

@@ -1,7 +1,9 @@
 """The servers compared, each with how to start it, how a user connects to it, and how a
 producer in another process pushes an event to one user.
 
-- insight: `insight edge`; the producer is UIManager, which also writes the durable log.
+- insight: `insight edge`; the producer is UIManager, which also writes the durable log
+  (by default with the key UIManager makes per call; `idempotency_keys` passes one per event
+  as `idempotency_key=`, and `min_replicas` sets EVENTS_MIN_REPLICAS).
 - socketio: python-socketio's AsyncServer with AsyncRedisManager under uvicorn; the producer
   is RedisManager(write_only=True).emit(..., room="user:<id>"), as from a Celery task.
 - broadcaster: encode/broadcaster behind a Starlette WebSocket endpoint, a channel per user.
@@ -39,6 +41,8 @@ PEER_APPS = {
 @dataclass(frozen=True)
 class Target:
     name: str
+    idempotency_keys: bool = False  # Insight's producer only, as are the next
+    min_replicas: int = 0
 
     @property
     def has_server(self) -> bool:
@@ -72,9 +76,18 @@ class Target:
     def publisher(self, redis_url: str) -> Publish:
         """How a producer process sends `data` to one user (called once per process)."""
         if self.name == "insight":
-            os.environ.update(REDIS_URL=redis_url, ENVIRONMENT="development")
+            os.environ.update(
+                REDIS_URL=redis_url, EVENTS_REDIS_URL=redis_url, ENVIRONMENT="development"
+            )
+            if self.min_replicas:
+                os.environ["EVENTS_MIN_REPLICAS"] = str(self.min_replicas)
             from realtime import Recipient, UIManager
 
+            if self.idempotency_keys:  # unique to this process: a key repeated is not sent
+                prefix = f"bench-{os.getpid()}-{time.time_ns()}-"
+                return lambda user, data: UIManager(Recipient.user(user)).update_ui(
+                    data, idempotency_key=f"{prefix}{data['n']}"
+                )
             return lambda user, data: UIManager(Recipient.user(user)).update_ui(data)
         if self.name == EDGE_ONLY:
             return _frames_without_the_log(redis_url)

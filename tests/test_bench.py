@@ -44,3 +44,23 @@ def test_a_quick_bench_run_counts_every_event_and_writes_tables_and_plots(
     assert "x) |" in table  # the peers' figures carry ratios to Insight's
     for name in ("targeted_push", "reconnect_storm"):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_quick_cluster_run_compares_one_redis_with_a_cluster(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--repeats", "1", "--scenarios", "cluster",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    rows = json.loads((tmp_path / "cluster.json").read_text())["runs"]
+    assert {row["redis"].split(",")[0] for row in rows} == {"single", "cluster 3+3"}
+    for row in rows:
+        assert row["published"] > 0
+        assert row["delivered"] == row["published"], row
+        assert (row["lost"], row["misrouted"], row["duplicated"]) == (0, 0, 0), row
+    on_cluster = [row for row in rows if row["redis"] != "single"]
+    assert all(row["busiest_master_commands_pct"] for row in on_cluster)
+    assert "x) |" in (tmp_path / "cluster.md").read_text()  # ratios to the single Redis
+    assert (tmp_path / "cluster.png").read_bytes().startswith(b"\x89PNG")
