@@ -1,19 +1,30 @@
-"""Dependencies: who is calling (from the Bearer JWT) and a database session per request."""
+"""Dependencies: who is calling (a user's Bearer JWT, or a server key for the server API) and a
+database session per request."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
+import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db import new_session
-from core.security import Identity, InvalidToken, verify_token
+from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
+from realtime.presence import revocation_mark
+from realtime.publisher import default_event_log
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT; `insight token` mints one.")
+_server_key = HTTPBearer(
+    auto_error=False,
+    scheme_name="ServerKey",
+    description="A server key: one of PUBLISH_API_KEYS (never a user's JWT).",
+)
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -35,13 +46,69 @@ def current_user(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"}
         )
     try:
-        return verify_token(credentials.credentials, settings)
+        identity = verify_token(credentials.credentials, settings)
     except InvalidToken:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid or expired token",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
+    _refuse_revoked(identity)
+    return identity
+
+
+def _refuse_revoked(identity: Identity) -> None:
+    """A token that its user's revocation refuses (POST /users/{id}/disconnect) is a 401,
+    as at the edge; one GET of the user's mark, on the process's events connection."""
+    try:
+        mark = revocation_mark(default_event_log().client, identity.user_id)
+    except (redis.RedisError, OSError):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the revocation check (the events Redis) did not answer",
+            {"Retry-After": "1"},
+        ) from None
+    if mark is not None and issued_before(identity, mark):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "token revoked",
+            {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="revoked"'},
+        )
+
+
+async def server_key(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_server_key)],
+    settings: Annotated[Settings, Depends(get_app_settings)],
+) -> None:
+    """The caller holds one of PUBLISH_API_KEYS: the server API's only credential.
+
+    Every key is compared, in constant time, by its SHA-256 digest, so neither where a guess
+    first differs nor how long the keys are shows in the time taken. A user's valid JWT is
+    refused with 403, not 401: the caller is known, and a new token would not help.
+    """
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing server key", {"WWW-Authenticate": "Bearer"}
+        )
+    presented = hashlib.sha256(credentials.credentials.encode()).digest()
+    known = False
+    for key in settings.publish_keys:
+        expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+        known |= hmac.compare_digest(presented, expected)
+    if known:
+        return
+    try:
+        await verify_token_async(credentials.credentials, settings)
+    except InvalidToken:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "unknown server key",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    raise HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        "a user's token is not a server credential: use a key from PUBLISH_API_KEYS",
+    )
 
 
 def db_session() -> Iterator[Session]:

@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from api.metrics import measure, metrics_endpoint
-from api.refusals import BodyLimit, JsonCORSMiddleware, invalid_request
-from api.routes import health, jobs, metrics, orders, payments, webhooks
+from api.refusals import JsonCORSMiddleware, invalid_request
+from api.routes import health, jobs, metrics, orders, payments, presence, publish, users, webhooks
 from api.schemas import MAX_BODY_BYTES
 from core import logging as log_context
 from core.config import get_settings
@@ -46,7 +46,12 @@ def create_app() -> FastAPI:
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(settings.log_level)
     # Not FastAPI's max_body_size: Starlette answers its 413 in text/plain; this one in JSON.
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # The publish routes take bigger bodies than the rest (api/schemas.py says why).
+    app.add_middleware(
+        publish.BodyLimits,
+        max_bytes=MAX_BODY_BYTES,
+        by_path={f"/api/v1{path}": limit for path, limit in publish.BODY_LIMITS.items()},
+    )
     # The demo page (served by the edge) and other browser clients call the API cross-origin.
     app.add_middleware(
         JsonCORSMiddleware,
@@ -82,7 +87,16 @@ def create_app() -> FastAPI:
         response_class=PlainTextResponse,
         responses={200: {"description": "Prometheus text format"}},
     )
-    for router in (orders.router, payments.router, metrics.router, jobs.router, webhooks.router):
+    for router in (
+        orders.router,
+        payments.router,
+        metrics.router,
+        jobs.router,
+        webhooks.router,
+        publish.router,
+        presence.router,
+        users.router,
+    ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
     return app

@@ -140,6 +140,14 @@ LAYOUTS = {
         baseline_name="the single Redis's figure for the same measure and producer "
         "(for EVENTS_MIN_REPLICAS, without the setting)",
     ),
+    "server_api": Layout(
+        "9. Server API: one HTTP publish and one presence read, against UIManager's publish",
+        ("users", "calls", "measure"),
+        ("p50_ms", "p99_ms", "cpu_us_per_call", "client_cpu_us_per_call"),
+        baseline=("measure", "publish, UIManager"),
+        baseline_name="UIManager's direct publish in the same run (CPU: the API process's "
+        "for HTTP, this process's for UIManager)",
+    ),
 }
 
 
@@ -250,6 +258,11 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
         axes[1].set(xlabel="server processes", ylabel="p99 latency (ms)")
     elif name == "cluster":
         _plot_cluster(rows, axes)
+    elif name == "server_api":
+        labels = [str(r["measure"]).replace(", ", "\n") for r in rows]
+        for axis, column in ((axes[0], "p50_ms"), (axes[1], "cpu_us_per_call")):
+            axis.bar(labels, [r.get(column) or 0 for r in rows])
+            axis.set(ylabel=column)
     else:
         left, right = {
             "highest_rate": ("sustained_per_s", "server_cpu_us_per_event"),

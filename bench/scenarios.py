@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench import connect_latency
+from bench import connect_latency, server_api
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
@@ -41,6 +41,7 @@ class Sizes:
     job_rates: tuple[int, ...] = (20, 50)
     jobs: int = 400
     connect_rounds: int = 300
+    server_api_calls: int = 500
 
 
 QUICK = Sizes(
@@ -58,6 +59,7 @@ QUICK = Sizes(
     job_rates=(5,),
     jobs=10,
     connect_rounds=20,
+    server_api_calls=30,
 )
 
 
@@ -262,6 +264,14 @@ def _against(sizes: Sizes, redis: str, nodes: LocalCluster | None) -> Iterator[R
         yield {**_highest(rig, sizes), **highest, "redis": redis}
 
 
+def server_api_calls(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """9. One HTTP publish and one presence read through the job API, against UIManager's
+    direct publish and presence read, in the same run: p50/p99 latency and CPU per call.
+    Insight only: the peers have no server API to compare."""
+    if any(t.name == "insight" for t in targets):
+        yield from server_api.measure(sizes.server_api_calls)
+
+
 SCENARIOS = {
     "targeted_push": targeted_push,
     "highest_rate": highest_rate,
@@ -271,4 +281,5 @@ SCENARIOS = {
     "job_pipeline": job_pipeline,
     "event_at_open": event_at_open,
     "cluster": cluster,
+    "server_api": server_api_calls,
 }

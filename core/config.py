@@ -10,16 +10,45 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Development-only secrets: usable on a laptop, refused anywhere else.
 DEV_JWT_SECRET = "insight-dev-jwt-secret-change-me-0123456789"
 DEV_STRIPE_API_KEY = "sk_test_insight_local"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_insight_local_dev"
+DEV_PUBLISH_API_KEY = "insight-dev-publish-key-change-me-0123456789"
 
 Environment = Literal["development", "test", "production"]
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
+
+
+def _publish_key(key: SecretStr, info: ValidationInfo) -> SecretStr:
+    """One of PUBLISH_API_KEYS: long, sendable as a bearer token, and the development key only
+    in development. Checked one key at a time, so an error shows `SecretStr('**********')`
+    and the key's position, never the keys themselves."""
+    value = key.get_secret_value()
+    if len(value) < 32:
+        raise ValueError("PUBLISH_API_KEYS: each key must be at least 32 characters")
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise ValueError("PUBLISH_API_KEYS: each key must be printable ASCII without spaces")
+    environment = info.data.get("environment")
+    if value == DEV_PUBLISH_API_KEY and environment != "development":
+        raise ValueError(
+            f"PUBLISH_API_KEYS holds the development default; set real keys "
+            f"(ENVIRONMENT={environment})"
+        )
+    return key
+
+
+PublishKey = Annotated[SecretStr, AfterValidator(_publish_key)]
 
 
 class Settings(BaseSettings):
@@ -56,6 +85,10 @@ class Settings(BaseSettings):
     jwks_min_refetch_seconds: float = Field(5.0, ge=0)
     # A key set older than this is fetched again before use, so removed keys stop verifying.
     jwks_max_age_seconds: float = Field(300.0, gt=0)
+    # The longest a token may live (exp - iat): longer ones are refused. A user's revocation
+    # mark (POST /users/{id}/disconnect) is kept this long, so every token it refuses has
+    # expired by the time the mark goes.
+    jwt_max_ttl_seconds: int = Field(86400, ge=60)
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -63,6 +96,10 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = Field(20.0, gt=0)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    # Server keys of the HTTP publish API (POST /api/v1/publish), comma-separated, each at
+    # least 32 characters. Unset: none, except in development (DEV_PUBLISH_API_KEY).
+    publish_api_keys: Annotated[list[PublishKey], NoDecode] = Field(default_factory=list)
 
     # The demo page (served by the edge at /): where its browser reaches the job API, and
     # whether the edge may mint demo tokens (default: only in development).
@@ -91,6 +128,11 @@ class Settings(BaseSettings):
     # How often the edge's quiet pub/sub connection is PINGed; two silent intervals and it is
     # replaced (a Redis host can vanish without closing the TCP connection).
     pubsub_ping_interval_seconds: float = Field(5.0, gt=0)
+    # Presence: each edge rewrites its users' connection counts every third of this; the
+    # connections of an edge that dies (kill -9) leave presence within it.
+    presence_ttl_seconds: float = Field(30.0, ge=1, le=3600)
+    # One user's sockets across all edges; the next one is closed with 4429. 0: no cap.
+    ws_max_connections_per_user: int = Field(50, ge=0)
 
     # A worker serves its Prometheus metrics (tasks, queue depths) on this port when set.
     worker_metrics_port: int | None = None
@@ -100,6 +142,14 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("publish_api_keys", mode="before")
+    @classmethod
+    def _split_publish_keys(cls, value: object) -> object:
+        """Each key becomes a SecretStr before it is checked, so no error message shows it."""
+        if isinstance(value, str):
+            return [SecretStr(key.strip()) for key in value.split(",") if key.strip()]
         return value
 
     @field_validator("jwt_algorithms", mode="before")
@@ -180,6 +230,14 @@ class Settings(BaseSettings):
     def events_url(self) -> str:
         """The Redis of the UI event logs and pub/sub (EVENTS_REDIS_URL, else REDIS_URL)."""
         return self.events_redis_url or self.redis_url
+
+    @property
+    def publish_keys(self) -> tuple[SecretStr, ...]:
+        """The keys the publish API accepts: PUBLISH_API_KEYS; when unset, in development
+        only, DEV_PUBLISH_API_KEY (a laptop publishes without configuring anything)."""
+        if self.publish_api_keys:
+            return tuple(self.publish_api_keys)
+        return (SecretStr(DEV_PUBLISH_API_KEY),) if self.environment == "development" else ()
 
     @property
     def demo_tokens_allowed(self) -> bool:

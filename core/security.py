@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -56,6 +57,15 @@ class Identity:
     business_id: str | None
     name: str | None
     expires_at: float
+    issued_at: float | None = None  # `iat`, when the token has one
+
+
+def issued_before(identity: Identity, mark: int) -> bool:
+    """Whether a revocation mark (`realtime.presence`: Unix seconds, by the Redis clock)
+    refuses this identity's token: one issued in or before that second (`iat` has second
+    resolution, so a token of the same second may be older than the revocation), or one
+    without `iat`, whose age nobody knows."""
+    return identity.issued_at is None or math.floor(identity.issued_at) <= mark
 
 
 def verify_token(token: str, settings: Settings) -> Identity:
@@ -114,7 +124,14 @@ def _decode(token: str, key: str | PyJWK, settings: Settings) -> Identity:
         )
     except jwt.PyJWTError as error:
         raise InvalidToken(type(error).__name__) from error
-    return _identity(claims)
+    identity = _identity(claims)
+    # A revocation mark lasts JWT_MAX_TTL_SECONDS: a token living longer could outlive it.
+    # Without `iat`, the lifetime left is what counts.
+    issued = time.time() if identity.issued_at is None else identity.issued_at
+    lifetime = identity.expires_at - issued
+    if lifetime > settings.jwt_max_ttl_seconds:
+        raise InvalidToken("token lifetime over JWT_MAX_TTL_SECONDS")
+    return identity
 
 
 def _identity(claims: Mapping[str, Any]) -> Identity:
@@ -127,8 +144,13 @@ def _identity(claims: Mapping[str, Any]) -> Identity:
         raise InvalidToken("business_id must be a non-empty string")
     if name is not None and not isinstance(name, str):
         raise InvalidToken("name must be a string")
+    iat = claims.get("iat")
     return Identity(
-        user_id=sub, business_id=business_id, name=name, expires_at=float(claims["exp"])
+        user_id=sub,
+        business_id=business_id,
+        name=name,
+        expires_at=float(claims["exp"]),
+        issued_at=None if iat is None else float(iat),
     )
 
 

@@ -83,6 +83,18 @@ class Recipient:
         published."""
         return f"{self._prefix}:live"
 
+    @property
+    def presence_key(self) -> str:
+        """A hash of who is connected where (see `realtime.presence`): a user's has one field
+        per edge process, a business's one per member and edge (`<user id>:<edge>`)."""
+        return f"{self._prefix}:presence"
+
+    @property
+    def revoked_key(self) -> str:
+        """A user's revocation mark: tokens issued in or before this second (Unix time, by
+        the Redis clock) are refused (see `realtime.presence`)."""
+        return f"{self._prefix}:revoked"
+
 
 def recipients_of(user_id: str, business_id: str | None) -> tuple[Recipient, ...]:
     """Everyone a connection of this identity listens as: itself, its business, everyone."""

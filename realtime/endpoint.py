@@ -22,6 +22,7 @@ from realtime.connection import ClientConnection
 from realtime.eventlog import start_position
 from realtime.frames import KINDS, Position, parse_cursor
 from realtime.hub import Hub, SubscribeTimeout
+from realtime.presence import Admission, Presence
 from realtime.protocol import (
     BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
@@ -52,17 +53,19 @@ async def insight_socket(websocket: WebSocket) -> None:
     """The seed's `/api/v1/insight` WebSocket."""
     settings: Settings = websocket.app.state.settings
     hub: Hub | None = websocket.app.state.events.hub
+    presence: Presence | None = websocket.app.state.events.presence
     offered = list(websocket.scope.get("subprotocols", []))
     since, clock, unavailable = (
         await _starting_point(websocket, hub) if hub is not None else ({}, None, True)
     )
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     connection: ClientConnection | None = None
+    admitted = False  # counted in presence: given back when the socket closes
     try:
         _check_request(websocket, settings)
         if since is None:
             raise Refused(CloseCode.MALFORMED, "since is not a cursor")
-        if unavailable or hub is None:
+        if unavailable or hub is None or presence is None:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
         identity = await _authenticate(websocket, settings, offered)
         recipients = recipients_of(identity.user_id, identity.business_id)
@@ -76,7 +79,11 @@ async def insight_socket(websocket: WebSocket) -> None:
             since=websocket.query_params.get("since") or None,
         )
         try:
-            await hub.attach(connection)
+            # Subscribed before the revocation and cap check: a revocation after the check
+            # reaches this connection on its channel.
+            await hub.listen(connection)
+            admitted = _admitted(await presence.enter(identity))
+            await hub.catch_up(connection, announce=True)
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
         except redis.RedisError as error:
@@ -86,7 +93,7 @@ async def insight_socket(websocket: WebSocket) -> None:
             "websocket connected",
             extra={"user_id": identity.user_id, "business_id": identity.business_id},
         )
-        code = await _pump(websocket, connection, settings)
+        code = await _pump(websocket, connection, settings, hub, presence)
         logger.info(
             "websocket closing",
             extra={
@@ -98,7 +105,8 @@ async def insight_socket(websocket: WebSocket) -> None:
         metrics.CLOSES.labels(str(int(code))).inc()
         if code == CloseCode.TRY_AGAIN_LATER:
             metrics.record_dropped(connection.unsent())
-        await _close(websocket, code, code.name.lower())
+        revoked = code == CloseCode.UNAUTHORIZED and connection in hub.revoked
+        await _close(websocket, code, "revoked" if revoked else code.name.lower())
     except Refused as refusal:
         logger.info(
             "websocket refused", extra={"close_code": int(refusal.code), "reason": refusal.reason}
@@ -110,6 +118,16 @@ async def insight_socket(websocket: WebSocket) -> None:
     finally:
         if connection is not None and hub is not None:
             hub.detach(connection)
+        if admitted and connection is not None and presence is not None:
+            presence.leave(connection.identity)
+
+
+def _admitted(admission: Admission) -> bool:
+    if admission is Admission.REVOKED:
+        raise Refused(CloseCode.UNAUTHORIZED, "revoked")
+    if admission is Admission.OVER_CAP:
+        raise Refused(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+    return True
 
 
 async def _starting_point(
@@ -218,7 +236,11 @@ class _Expiry:
 
 
 async def _pump(
-    websocket: WebSocket, connection: ClientConnection, settings: Settings
+    websocket: WebSocket,
+    connection: ClientConnection,
+    settings: Settings,
+    hub: Hub,
+    presence: Presence,
 ) -> CloseCode:
     """Send what the fan-out could not write at once, until the connection must close, and
     return why.
@@ -228,7 +250,7 @@ async def _pump(
     connections per process, every task is memory.
     """
     expiry = _Expiry(connection)
-    reader = asyncio.create_task(_read(websocket, connection, settings, expiry))
+    reader = asyncio.create_task(_read(websocket, connection, settings, expiry, hub, presence))
     try:
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
@@ -264,11 +286,17 @@ async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection
 
 
 async def _read(
-    websocket: WebSocket, connection: ClientConnection, settings: Settings, expiry: _Expiry
+    websocket: WebSocket,
+    connection: ClientConnection,
+    settings: Settings,
+    expiry: _Expiry,
+    hub: Hub,
+    presence: Presence,
 ) -> None:
     """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
     else is ignored. Ends the session on a frame that is too big, on a token that may not
-    renew it, or when the peer goes away."""
+    renew it (4401; `revoked` for a token the user's revocation refuses), or when the peer
+    goes away."""
     try:
         while True:
             message = await websocket.receive()
@@ -287,6 +315,17 @@ async def _read(
                     "websocket renewal refused", extra={"user_id": connection.identity.user_id}
                 )
                 connection.close(CloseCode.UNAUTHORIZED)
+                return
+            try:
+                revoked = await presence.revoked(identity)
+            except redis.RedisError:
+                connection.close(CloseCode.TRY_AGAIN_LATER)  # unchecked: never accepted
+                return
+            if revoked:
+                logger.info(
+                    "websocket renewal revoked", extra={"user_id": connection.identity.user_id}
+                )
+                hub.close_revoked(connection)
                 return
             connection.identity = identity
             expiry.move(identity.expires_at)

@@ -46,6 +46,12 @@ _ID_PREFIX = b'{"id":"'
 # locals of that script. Kept here, next to its parser.
 ANNOUNCEMENT_LUA = "coalesce .. '\\n' .. event_id .. '\\n' .. body"
 
+# A control announcement on a user's live channel: the user was disconnected by the server
+# API (realtime.presence); its body is the revocation mark. No event id starts with "!", so
+# the hub tells it apart only where it already handles an id that is not an event's.
+REVOKE_EVENT_ID = "!revoke"
+REVOKE_ANNOUNCEMENT = f"\n{REVOKE_EVENT_ID}\n"  # the prefix a REVOKE script publishes
+
 Key = tuple[int, int]  # a Stream entry id as numbers, which order it
 
 

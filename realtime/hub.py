@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core.security import issued_before
 from realtime import metrics
+from realtime.channels import Recipient
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog
-from realtime.frames import parse_announcement, parse_event_id
+from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
 from realtime.live_feed import LiveFeed
 from realtime.protocol import CloseCode
 from realtime.topology import Topology
@@ -43,6 +45,7 @@ class Hub:
         # live channel -> {connection: the index of that recipient in the connection's}
         self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()
+        self.revoked: set[ClientConnection] = set()  # closed by a revocation (4401 revoked)
         self.feed = LiveFeed(
             topology,
             self._on_message,
@@ -64,6 +67,12 @@ class Hub:
 
         The caller must `detach` the connection afterwards, whether or not this succeeded.
         """
+        await self.listen(connection)
+        await self.catch_up(connection, announce=True)
+
+    async def listen(self, connection: ClientConnection) -> None:
+        """Route the connection's recipients to it, once Redis confirms their channels; live
+        events are held until `catch_up`. The caller must `detach` it afterwards."""
         self.connections.add(connection)
         waiters = []
         for index, recipient in enumerate(connection.recipients):
@@ -78,13 +87,13 @@ class Hub:
                     await asyncio.gather(*waiters)
             except TimeoutError as error:
                 raise SubscribeTimeout from error
-        await self.catch_up(connection, announce=True)
 
     def detach(self, connection: ClientConnection) -> None:
         """Forget the connection; channels nobody else listens to are unsubscribed."""
         if connection not in self.connections:
             return
         self.connections.discard(connection)
+        self.revoked.discard(connection)
         for recipient in connection.recipients:
             channel = recipient.live_channel.encode()
             listeners = self._by_channel.get(channel)
@@ -109,6 +118,29 @@ class Hub:
         for connection in list(self.connections):
             connection.close(code)
 
+    def revoke(self, user_id: str, mark: int) -> None:
+        """Close the user's connections here whose tokens the mark refuses (4401 revoked)."""
+        listeners = self._by_channel.get(Recipient.user(user_id).live_channel.encode())
+        if listeners:
+            self._revoke(listeners, mark)
+
+    def close_revoked(self, connection: ClientConnection) -> None:
+        self.revoked.add(connection)
+        connection.close(CloseCode.UNAUTHORIZED)
+
+    def _revoke(self, listeners: dict[ClientConnection, int], mark: int) -> None:
+        closed = 0
+        for connection, index in list(listeners.items()):
+            # index 0: listening as that user (the user's channel is nobody else's)
+            if index == 0 and issued_before(connection.identity, mark):
+                self.close_revoked(connection)
+                closed += 1
+        if closed:
+            logger.info(
+                "websockets revoked",
+                extra={"user_id": connection.identity.user_id, "count": closed, "mark": mark},
+            )
+
     # -- pub/sub callbacks --------------------------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
@@ -118,6 +150,11 @@ class Hub:
         coalesce_key, event_id, body = parse_announcement(data)
         event = parse_event_id(event_id)
         if event is None:
+            # Not an event: a control announcement (an id no event has), costing the
+            # delivery path nothing, or garbage.
+            if event_id == REVOKE_EVENT_ID and body.isdigit():
+                self._revoke(listeners, int(body))
+                return
             logger.warning(
                 "an announcement without an event id",
                 extra={"channel": channel.decode(errors="replace")},

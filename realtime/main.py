@@ -38,6 +38,7 @@ from realtime.eventlog import AsyncEventLog
 from realtime.events import frame_json_schema
 from realtime.hub import Hub
 from realtime.metrics import HubCollector
+from realtime.presence import Presence
 from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
 from realtime.topology import (
@@ -51,6 +52,7 @@ from realtime.topology import (
 logger = logging.getLogger(__name__)
 
 CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
+PRESENCE_CALLS = 16  # presence scripts in flight at once, on a cluster (within the pool too)
 
 
 class Events:
@@ -61,6 +63,7 @@ class Events:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hub: Hub | None = None
+        self.presence: Presence | None = None
         self.client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
         self._collector: HubCollector | None = None
 
@@ -88,13 +91,24 @@ class Events:
         self._collector = HubCollector(hub)
         REGISTRY.register(self._collector)
         await hub.start()
-        self.client, self.hub = client, hub
+        presence = Presence(
+            client,
+            ttl_seconds=self.settings.presence_ttl_seconds,
+            max_per_user=self.settings.ws_max_connections_per_user,
+            on_revoked=hub.revoke,
+            concurrency=None if home is not None else PRESENCE_CALLS,
+        )
+        presence.start()
+        self.client, self.hub, self.presence = client, hub, presence
 
     async def close(self) -> None:
         if self._collector is not None:
             REGISTRY.unregister(self._collector)
         if self.hub is not None:
             self.hub.close_all(CloseCode.SERVER_RESTARTING)
+        if self.presence is not None:
+            await self.presence.stop()
+        if self.hub is not None:
             await self.hub.stop()
         if self.client is not None:
             await self.client.aclose()

@@ -25,6 +25,7 @@ class CloseCode(IntEnum):
     MALFORMED = 4400  # a bad query parameter or first frame: fix the client
     UNAUTHORIZED = 4401  # missing, invalid or expired token: get a new token
     FORBIDDEN = 4403  # channel or origin not allowed
+    TOO_MANY_CONNECTIONS = 4429  # the user has WS_MAX_CONNECTIONS_PER_USER open: back off
 
 
 # A JWT in compact form is base64url segments joined by dots (RFC 7515, 7.1; RFC 7519, 3).

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import os
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import JsonValue
 
 from core.config import Settings, get_settings
+from realtime import presence
 from realtime.channels import Recipient
 from realtime.eventlog import AsyncEventLog, Durability, EventLog, Retention
 from realtime.events import (
@@ -34,7 +36,13 @@ from realtime.events import (
     encode_context,
     encode_event,
 )
+from realtime.presence import Delivery
 from realtime.topology import async_client, sync_client
+
+if TYPE_CHECKING:  # at run time only `after_commit` imports SQLAlchemy, and only when called
+    from sqlalchemy.orm import Session
+
+    from realtime.after_commit import AfterCommitUIManager
 
 AnyEvent = Redirect | Toast | Refresh | Update | Modal
 Result = TypeVar("Result")
@@ -189,6 +197,18 @@ class UIManager(_Manager[str]):
         super().__init__(recipient)
         self._log = log
 
+    def after_commit(self, session: Session) -> AfterCommitUIManager:
+        """A twin whose calls wait for `session` to commit, and are dropped if it does not.
+
+        `ui.after_commit(session).show_toast(...)` returns None at once; the toast is
+        published after the COMMIT of the session's transaction, in the order of the calls,
+        so a page that reacts to it finds the committed rows. A rolled-back SAVEPOINT drops
+        only the events queued inside it. A publish that fails after the commit raises its
+        Redis error out of `session.commit()`. See `realtime.after_commit`."""
+        from realtime.after_commit import AfterCommitUIManager
+
+        return AfterCommitUIManager(self, session)
+
     def publish(
         self,
         event: AnyEvent,
@@ -209,6 +229,49 @@ class UIManager(_Manager[str]):
             coalesce_key=coalesce_key,
             idempotency_key=idempotency_key,
         )
+
+    # -- presence and disconnect (realtime.presence) ------------------------------------
+
+    def connections(self) -> int:
+        """The user's open sockets on every edge (a business: all its members')."""
+        return presence.connections((self._log or default_event_log()).client, self.recipient)
+
+    def is_online(self) -> bool:
+        """Whether the user (a business: any member) has a socket open on some edge."""
+        return self.connections() > 0
+
+    def disconnect(self) -> int:
+        """Close every socket of the user on every edge (4401 `revoked`, within a second)
+        and refuse the user's tokens issued up to now, at the edges and the API; returns
+        the mark: tokens whose `iat` is at most this (Unix seconds, the Redis clock)."""
+        client = (self._log or default_event_log()).client
+        return presence.revoke(client, self.recipient, get_settings().jwt_max_ttl_seconds)
+
+    def deliver(
+        self,
+        event: AnyEvent,
+        *,
+        if_offline: Callable[[], object] | None = None,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """Publish `event`, then tell whether the recipient was connected to get it live;
+        if not, call `if_offline` (send an email instead).
+
+        Presence is read right after the publish, so in the round trip between them: a
+        socket that opens without `since` counts as live without getting the event (one that
+        resumes with `since` does get it), and one that closes counts as offline though it
+        was sent the event (the fallback then runs as well). An edge killed with kill -9
+        counts its users live for up to PRESENCE_TTL_SECONDS. A repeated idempotency key
+        publishes nothing but reads presence, and may call `if_offline`, again."""
+        event_id = self.publish(
+            event, ttl=ttl, coalesce_key=coalesce_key, idempotency_key=idempotency_key
+        )
+        live = self.is_online()
+        if not live and if_offline is not None:
+            if_offline()
+        return Delivery(event_id, live)
 
 
 class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
@@ -238,3 +301,40 @@ class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
             coalesce_key=coalesce_key,
             idempotency_key=idempotency_key,
         )
+
+    # -- presence and disconnect (realtime.presence) ------------------------------------
+
+    async def connections(self) -> int:
+        """The user's open sockets on every edge (a business: all its members')."""
+        log = self._log or await default_async_event_log()
+        return await presence.connections_async(log.client, self.recipient)
+
+    async def is_online(self) -> bool:
+        """Whether the user (a business: any member) has a socket open on some edge."""
+        return await self.connections() > 0
+
+    async def disconnect(self) -> int:
+        """`UIManager.disconnect`: close the user's sockets everywhere, refuse older tokens."""
+        log = self._log or await default_async_event_log()
+        keep = get_settings().jwt_max_ttl_seconds
+        return await presence.revoke_async(log.client, self.recipient, keep)
+
+    async def deliver(
+        self,
+        event: AnyEvent,
+        *,
+        if_offline: Callable[[], object] | None = None,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Delivery:
+        """`UIManager.deliver` (same race); `if_offline` may be a coroutine function."""
+        event_id = await self.publish(
+            event, ttl=ttl, coalesce_key=coalesce_key, idempotency_key=idempotency_key
+        )
+        live = await self.is_online()
+        if not live and if_offline is not None:
+            result = if_offline()
+            if inspect.isawaitable(result):
+                await result
+        return Delivery(event_id, live)

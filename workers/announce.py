@@ -1,8 +1,12 @@
 """What the user's page is told about a job, derived from the job's committed state.
 
-Each function runs only after the fact it announces is committed, and can run again on a
-redelivery with the same result, which is what lets a task re-announce a finished job whose
-announcement may not have gone out (see `JobView.notified`).
+Each function publishes only after the fact it announces is committed: given
+`after_commit=session`, the session that writes the fact, its events wait for that session's
+COMMIT and are dropped if it rolls back (`UIManager.after_commit`); without it, the fact must
+already be committed. Each can run again on a redelivery with the same result, which is what
+lets a task re-announce a finished job whose announcement may not have gone out (see
+`JobView.notified`), including after a commit whose publish failed (Redis down: the error is
+raised out of the commit, and the task's retry announces again).
 
 Every event about a job is published with an idempotency key made of the job's id and the
 event's part in it (`job:<id>:toast`): the job id is the same on every retry and redelivery
@@ -12,19 +16,27 @@ task runs again, while one that did not go out is published then.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime import UIManager
 from workers.services.jobs import JobView
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from realtime.after_commit import AfterCommitUIManager
+
+    Announcer = UIManager | AfterCommitUIManager
+
 DEFAULT_SUCCESS_URL = "/orders?status=success"
 
 
-def _ui(job: JobView) -> UIManager:
+def _ui(job: JobView, after_commit: Session | None = None) -> Announcer:
     context = {"jobId": job.id}
     if job.correlation_id:
         context["requestId"] = job.correlation_id
-    return UIManager.for_user(job.user_id).with_context(**context)
+    ui = UIManager.for_user(job.user_id).with_context(**context)
+    return ui if after_commit is None else ui.after_commit(after_commit)
 
 
 def _key(job: JobView, part: str) -> str:
@@ -32,9 +44,11 @@ def _key(job: JobView, part: str) -> str:
     return f"job:{job.id}:{part}"
 
 
-def progress(job: JobView, percent: int, status: str = "running") -> None:
+def progress(
+    job: JobView, percent: int, status: str = "running", *, after_commit: Session | None = None
+) -> None:
     """A ui_update the page can draw as a progress bar."""
-    _ui(job).update_ui(
+    _ui(job, after_commit).update_ui(
         {
             "type": "job_progress",
             "jobId": job.id,
@@ -47,11 +61,13 @@ def progress(job: JobView, percent: int, status: str = "running") -> None:
     )
 
 
-def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
+def outcome(
+    job: JobView, metrics: dict[str, Any] | None = None, *, after_commit: Session | None = None
+) -> None:
     """The events that close a finished job, by kind and status."""
-    ui = _ui(job)
+    ui = _ui(job, after_commit)
     result = job.result or {}
-    progress(job, 100, job.status)
+    progress(job, 100, job.status, after_commit=after_commit)
     if job.kind == "order":
         if job.status == "succeeded":
             ui.show_toast(
@@ -90,7 +106,7 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
             )
     elif job.kind == "metrics":
         if job.status == "succeeded" and metrics is not None and job.business_id:
-            push_metrics(job.business_id, metrics, job)
+            push_metrics(job.business_id, metrics, job, after_commit=after_commit)
         elif job.status == "failed":
             ui.show_toast(
                 "Metrics failed", job.error or "Could not compute metrics", "error",
@@ -98,12 +114,19 @@ def outcome(job: JobView, metrics: dict[str, Any] | None = None) -> None:
             )  # fmt: skip
 
 
-def push_metrics(business_id: str, metrics: dict[str, Any], job: JobView | None = None) -> None:
+def push_metrics(
+    business_id: str,
+    metrics: dict[str, Any],
+    job: JobView | None = None,
+    *,
+    after_commit: Session | None = None,
+) -> None:
     """The dashboard's ui_update, to every member of the business."""
     ui = UIManager.for_business(business_id)
     if job is not None:
         ui = ui.with_context(jobId=job.id)
-    ui.update_ui(
+    target: Announcer = ui if after_commit is None else ui.after_commit(after_commit)
+    target.update_ui(
         {"type": "metrics_update", "businessId": business_id, "metrics": metrics},
         coalesce_key=f"metrics:{business_id}",
         idempotency_key=_key(job, "metrics") if job is not None else None,

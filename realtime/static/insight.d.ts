@@ -84,6 +84,11 @@ export interface ConnectOptions {
   onUpdate?: (data: JsonValue, frame: Update & FrameContext) => void;
   onModal?: (data: ModalContent, frame: Modal & FrameContext) => void;
   onGap?: (since: string) => void;
+  /**
+   * `detail` has the close code when one explains the status: "reconnecting" after 4429 (this
+   * user has too many sockets open: the client waits longer each time); "unauthorized" after
+   * 4401 without getToken (reason "revoked": the user was disconnected by the server).
+   */
   onStatus?: (status: ConnectionStatus, detail?: { code?: number; reason?: string }) => void;
   /** Where the resume cursor is kept (default: sessionStorage). */
   storage?: Pick<Storage, "getItem" | "setItem"> | null;

@@ -10,6 +10,7 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from workers import announce, reliability
@@ -47,7 +48,8 @@ class JobTask(Task):  # type: ignore[misc]
         try:
             with session_scope() as session:
                 job = jobs.fail(session, job_id, human_reason(exc))
-            finish(job)
+                announce_outcome(session, job)
+            remember_notified(job)
         except Exception:
             logger.exception("could not record the failure", extra={"job_id": job_id})
 
@@ -67,16 +69,40 @@ def human_reason(error: BaseException) -> str:
     return "something went wrong on our side; please try again"
 
 
-def begin(job_id: str) -> jobs.JobView:
-    """Count this delivery of the job (committed); the view says whether work remains."""
+def begin(job_id: str, progress: int | None = None) -> jobs.JobView:
+    """Count this delivery of the job (committed); the view says whether work remains.
+
+    With `progress`, a job with work left shows that percentage once the count is committed."""
     with session_scope() as session:
-        return jobs.begin(session, job_id)
+        job = jobs.begin(session, job_id)
+        if progress is not None and not job.finished:
+            announce.progress(job, progress, after_commit=session)
+    return job
+
+
+def announce_outcome(
+    session: Session, job: jobs.JobView, metrics: dict[str, Any] | None = None
+) -> None:
+    """Tell the page how `job` ended once `session`, which ended it, commits (nothing if it
+    rolls back), unless an earlier delivery already did; then call `remember_notified`.
+
+    The notified mark cannot share that transaction: if the publish after the commit failed,
+    a retry would find the job notified and never announce it."""
+    if not job.notified:
+        announce.outcome(job, metrics, after_commit=session)
+
+
+def remember_notified(job: jobs.JobView) -> None:
+    """After the announcement went out: later deliveries of the job do not announce it again."""
+    if not job.notified:
+        with session_scope() as session:
+            jobs.mark_notified(session, job.id)
 
 
 def finish(job: jobs.JobView, metrics: dict[str, Any] | None = None) -> None:
-    """Announce a finished job unless an earlier delivery already did, then remember it."""
+    """Announce a job finished by an earlier, committed transaction unless an earlier delivery
+    already did, then remember it."""
     if job.notified:
         return
     announce.outcome(job, metrics)
-    with session_scope() as session:
-        jobs.mark_notified(session, job.id)
+    remember_notified(job)

@@ -7,7 +7,7 @@ from workers import announce
 from workers.celery_app import app
 from workers.reliability import TIME_LIMITS
 from workers.services import jobs, metrics
-from workers.tasks.base import JobTask, finish
+from workers.tasks.base import JobTask, announce_outcome, remember_notified
 
 LIMIT = TIME_LIMITS["metrics"]
 
@@ -25,7 +25,8 @@ def recalculate(job_id: str) -> None:
             )
         elif not job.finished:
             job = jobs.fail(session, job_id, "the job names no business")
-    finish(job, figures)
+        announce_outcome(session, job, figures)  # published when this commits, dropped if not
+    remember_notified(job)
 
 
 @app.task(name="metrics.push_all", soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)

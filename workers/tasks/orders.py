@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from core.db import session_scope
-from workers import announce
 from workers.celery_app import app
 from workers.reliability import TIME_LIMITS
 from workers.services import jobs, orders
-from workers.tasks.base import JobTask, begin, finish
+from workers.tasks.base import JobTask, announce_outcome, begin, finish, remember_notified
 
 LIMIT = TIME_LIMITS["orders"]
 
 
 @app.task(name="orders.create", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
 def create_order(job_id: str) -> None:
-    job = begin(job_id)
+    job = begin(job_id, progress=10)
     if not job.finished:
-        announce.progress(job, 10)
         with session_scope() as session:
             order = orders.create_order(session, job_id)
             job = jobs.succeed(
@@ -28,4 +26,7 @@ def create_order(job_id: str) -> None:
                     "currency": order.currency,
                 },
             )
-    finish(job)
+            announce_outcome(session, job)  # published when this commits, dropped if not
+        remember_notified(job)
+    else:  # an earlier delivery did the work (or the job was delivered too often)
+        finish(job)

@@ -7,19 +7,18 @@ from workers import announce
 from workers.celery_app import app
 from workers.reliability import TIME_LIMITS
 from workers.services import jobs, payments
-from workers.tasks.base import JobTask, begin, finish
+from workers.tasks.base import JobTask, announce_outcome, begin, finish, remember_notified
 
 LIMIT = TIME_LIMITS["payments"]
 
 
 @app.task(name="payments.charge", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
 def charge_payment(job_id: str) -> None:
-    job = begin(job_id)
+    job = begin(job_id, progress=10)
     if not job.finished:
-        announce.progress(job, 10)
         with session_scope() as session:
             payment = payments.prepare(session, job_id)  # the Idempotency-Key is committed here
-        announce.progress(job, 30)
+            announce.progress(job, 30, after_commit=session)
         try:
             outcome = payments.charge(payments.stripe_client(), payment, job_id)
         except payments.PaymentRejected as rejected:
@@ -37,4 +36,7 @@ def charge_payment(job_id: str) -> None:
                 job = jobs.succeed(session, job_id, result)
             else:
                 job = jobs.fail(session, job_id, recorded.failure_reason or "declined", result)
-    finish(job)
+            announce_outcome(session, job)  # published when this commits, dropped if not
+        remember_notified(job)
+    else:  # an earlier delivery did the work (or the job was delivered too often)
+        finish(job)

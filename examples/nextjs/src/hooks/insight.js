@@ -5,8 +5,11 @@
 //
 // It reconnects by itself (exponential backoff with full jitter, capped), resumes with `since`
 // (the last cursor is kept in sessionStorage, so a reload resumes too), never hands the same
-// event to the page twice, asks for a new token after 4401 instead of retrying a dead one, and
-// honours the edge's 1012 (reconnect now) and 1013 (reconnect later). With getToken, it renews
+// event to the page twice, asks for a new token after 4401 instead of retrying a dead one (also
+// after 4401 `revoked`: the user was disconnected by the server, and getToken fails once they
+// are logged out), honours the edge's 1012 (reconnect now) and 1013 (reconnect later), and
+// after 4429 (the user has too many sockets open, in other tabs) waits long before trying again,
+// seconds growing to maxDelayMs, never less than half of each step. With getToken, it renews
 // the session in band shortly before the token's `exp` (a fresh token sent as an `auth`
 // message on the open socket), so a long-lived page never drops its socket. By default it does what
 // the seed's useUIEvents hook does: redirect sets the location, refresh reloads, and ui_update
@@ -16,6 +19,7 @@ const FATAL_CODES = new Set([4400, 4403]); // the request itself is wrong: retry
 const UNAUTHORIZED = 4401;
 const SERVER_RESTARTING = 1012;
 const TRY_AGAIN_LATER = 1013;
+const TOO_MANY_CONNECTIONS = 4429;
 
 // A frame's id is the connection's whole resume cursor after that frame: one component per
 // log it listens to (`<kind><epoch>.<micros>-<n>`, kind u, b or a), joined by "_", the
@@ -156,6 +160,13 @@ export function connectUIEvents(options) {
     return Math.random() * cap;
   }
 
+  function patientBackoff() {
+    // Equal jitter: at least half the exponential cap, so a refused client never retries soon.
+    const cap = Math.min(maxDelayMs, minDelayMs * 2 ** attempt);
+    attempt += 1;
+    return cap / 2 + (Math.random() * cap) / 2;
+  }
+
   async function open() {
     if (closedByUser) return;
     setStatus(attempt === 0 ? "connecting" : "reconnecting");
@@ -210,7 +221,8 @@ export function connectUIEvents(options) {
         return setStatus("refused", { code: event.code, reason: event.reason });
       }
       if (event.code === UNAUTHORIZED) {
-        if (!getToken) return setStatus("unauthorized", { code: event.code });
+        // reason "revoked": disconnected by the server; getToken decides whether to go on.
+        if (!getToken) return setStatus("unauthorized", { code: event.code, reason: event.reason });
         needFreshToken = true; // never retry the dead token
         attempt = Math.min(attempt, 1);
         return schedule(backoff());
@@ -218,6 +230,11 @@ export function connectUIEvents(options) {
       if (event.code === SERVER_RESTARTING) {
         attempt = 0;
         return schedule(Math.random() * minDelayMs); // another instance takes us now
+      }
+      if (event.code === TOO_MANY_CONNECTIONS) {
+        attempt = Math.max(attempt, 4); // 16 x minDelayMs first: other sockets must close
+        setStatus("reconnecting", { code: event.code, reason: event.reason });
+        return schedule(patientBackoff());
       }
       if (event.code === TRY_AGAIN_LATER) attempt = Math.max(attempt, 3);
       schedule(backoff());

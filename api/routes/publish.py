@@ -1,0 +1,265 @@
+"""POST /publish and /publish/batch: UI events from any producer, in any language.
+
+The HTTP twin of `UIManager` (realtime/publisher.py) for processes that are not Python, or
+not allowed near Redis: a Node.js service, a Go worker, a shell script. The events are the
+same (realtime/events.py validates them), they take the same path (the recipient's durable
+log and its live channel, in one Redis script) and keep the same guarantees, including
+idempotency: the `Idempotency-Key` header is the publisher's `idempotency_key`.
+
+The caller is a server, authenticated by one of PUBLISH_API_KEYS (api.deps.server_key). The
+routes are async and publish with `AsyncUIManager`, so a Redis round trip never holds the
+event loop; a batch is published item by item, in order, awaiting each.
+
+Never a 5xx for something the caller can fix or wait out: what the schema cannot say (a TTL
+past the log's retention, which is configuration) is a 422 naming the field, and Redis not
+answering is a 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, status
+from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.deps import SettingsDep, server_key
+from api.refusals import BodyLimit
+from api.schemas import (
+    EXAMPLE_EVENT_ID,
+    PUBLISH_BATCH_MAX_BODY_BYTES,
+    PUBLISH_BATCH_MAX_ITEMS,
+    PUBLISH_MAX_BODY_BYTES,
+    Problem,
+    PublishBatchIn,
+    Published,
+    PublishedBatch,
+    PublishIn,
+    recipient_of,
+    refusals,
+    ttl_of,
+)
+from realtime.eventlog import Retention
+from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
+from realtime.publisher import AnyEvent, AsyncUIManager, retention_of
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["publish"], dependencies=[Depends(server_key)])
+
+# The body limit of each route, under the router's prefix (api.main applies them).
+BODY_LIMITS: Mapping[str, int] = {
+    "/publish": PUBLISH_MAX_BODY_BYTES,
+    "/publish/batch": PUBLISH_BATCH_MAX_BODY_BYTES,
+}
+# The log takes idempotency keys of up to 200 characters (realtime/eventlog.py); a batch adds
+# `:<item index>` (at most 4 more) to the header's.
+MAX_IDEMPOTENCY_KEY = 190
+RETRY_AFTER_SECONDS = 1
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Publish at most once: a repeat with the same key, to the same addressee, "
+        "within the log's retention returns the first id and publishes nothing (whatever its "
+        "event). For a batch, item n uses the key `<key>:<n>`. Printable ASCII, no spaces.",
+    ),
+]
+
+
+def _example(to: dict[str, Any], event: AnyEvent, **options: Any) -> dict[str, Any]:
+    """A request body, its event made by realtime/events.py's own models."""
+    return {"to": to, "event": event.model_dump(mode="json"), **options}
+
+
+_TOAST = _example(
+    {"user": "42"}, Toast(title="Report ready", description="March is ready", variant="success")
+)
+_EXAMPLES: dict[str, Any] = {
+    "toast": {"summary": "A toast to one user", "value": _TOAST},
+    "update": {
+        "summary": "A state snapshot to a business, coalesced",
+        "value": _example(
+            {"business": "b1"},
+            Update(data={"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 17}}),
+            coalesce_key="metrics:b1",
+        ),
+    },
+    "redirect": {
+        "summary": "A redirect, replayable for 30 s only",
+        "value": _example(
+            {"user": "42"}, Redirect(target="/orders?status=success"), ttl_seconds=30
+        ),
+    },
+    "modal": {
+        "summary": "A modal",
+        "value": _example(
+            {"user": "42"},
+            Modal(data=ModalContent(type="payment_failed", payload={"orderId": "17"})),
+        ),
+    },
+    "refresh": {
+        "summary": "A refresh for everyone",
+        "value": _example({"everyone": True}, Refresh()),
+    },
+}
+_BATCH_EXAMPLES: dict[str, Any] = {
+    "fan-out": {
+        "summary": "A toast to two users, then a refresh of their business",
+        "value": {
+            "items": [
+                _TOAST,
+                {**_TOAST, "to": {"user": "43"}},
+                _example({"business": "b1"}, Refresh()),
+            ]
+        },
+    }
+}
+
+
+def _responses(limit: int, answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """What these routes answer: `refusals()`, told for a server key and this route's limit."""
+    documented = refusals(400, 401, 403, 413, 422)
+    documented[200] = {"content": {"application/json": {"example": answer}}}
+    documented[401] |= {
+        "description": "No server key, or one that is not in PUBLISH_API_KEYS",
+        "headers": {
+            "WWW-Authenticate": {"schema": {"type": "string"}, "required": True},
+        },
+    }
+    documented[403] |= {"description": "A user's JWT, which is never a server credential"}
+    documented[413] |= {"description": f"The body is over {limit} bytes"}
+    documented[503] = {
+        "model": Problem,
+        "description": "Redis did not answer; retry after Retry-After seconds with the same "
+        "Idempotency-Key (a batch may have published some of its items: the key publishes "
+        "the rest, once)",
+        "headers": {
+            "Retry-After": {"schema": {"type": "string"}, "required": True},
+        },
+    }
+    return documented
+
+
+@router.post(
+    "/publish",
+    response_model=Published,
+    summary="Publish one UI event",
+    responses=_responses(PUBLISH_MAX_BODY_BYTES, {"id": EXAMPLE_EVENT_ID}),
+)
+async def publish(
+    body: Annotated[PublishIn, Body(openapi_examples=_EXAMPLES)],
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Published:
+    """Validate the event, append it to its addressee's log and announce it: every socket of
+    that user (business, everyone) receives it, and a client that reconnects with `since`
+    gets it within its TTL. Answers the event id, which starts the `id` of the frame."""
+    retention = retention_of(settings)
+    _within_retention([body], retention, lambda _: ("body",))
+    [event_id] = await _publish([body], [idempotency_key], retention)
+    return Published(id=event_id)
+
+
+@router.post(
+    "/publish/batch",
+    response_model=PublishedBatch,
+    summary=f"Publish up to {PUBLISH_BATCH_MAX_ITEMS} UI events, in order",
+    responses=_responses(PUBLISH_BATCH_MAX_BODY_BYTES, {"ids": [EXAMPLE_EVENT_ID]}),
+)
+async def publish_batch(
+    body: Annotated[PublishBatchIn, Body(openapi_examples=_BATCH_EXAMPLES)],
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> PublishedBatch:
+    """Validate every item, then publish them one after the other: one bad item is a 422
+    naming it (`items.<n>.<field>`) and nothing is published. Answers the ids in the order
+    of the items. With `Idempotency-Key: K`, item n is published with the key `K:n`, so a
+    retry after a 503 publishes exactly the items that were not."""
+    retention = retention_of(settings)
+    _within_retention(body.items, retention, lambda n: ("body", "items", n))
+    keys = [
+        None if idempotency_key is None else f"{idempotency_key}:{n}"
+        for n in range(len(body.items))
+    ]
+    return PublishedBatch(ids=await _publish(body.items, keys, retention))
+
+
+def _within_retention(
+    items: Sequence[PublishIn], retention: Retention, where: Callable[[int], tuple[str | int, ...]]
+) -> None:
+    """A TTL past the log's retention (configuration, so not in the schema) is a 422 too,
+    found before anything is published."""
+    longest = retention.max_age_seconds
+    errors = [
+        {
+            "type": "less_than_equal",
+            "loc": (*where(n), "ttl_seconds"),
+            "msg": f"Input should be less than or equal to {longest}, the log's retention "
+            "(EVENTS_MAX_AGE_SECONDS)",
+            "ctx": {"le": longest},
+        }
+        for n, item in enumerate(items)
+        if item.get("ttl_seconds", 0) > longest
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+async def _publish(
+    items: Sequence[PublishIn], keys: Sequence[str | None], retention: Retention
+) -> list[str]:
+    """Publish validated items in order with AsyncUIManager; their ids."""
+    ids: list[str] = []
+    try:
+        for item, key in zip(items, keys, strict=True):
+            manager = AsyncUIManager(recipient_of(item["to"]))
+            event_id = await manager.publish(
+                item["event"],
+                ttl=ttl_of(item, retention),
+                coalesce_key=item.get("coalesce_key"),
+                idempotency_key=key,
+            )
+            ids.append(event_id)
+    except (redis.RedisError, OSError) as error:
+        logger.warning(
+            "publish: Redis did not answer after %d of %d events: %r", len(ids), len(items), error
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the event log (Redis) did not answer; {len(ids)} of {len(items)} events were "
+            "published: retry with the same Idempotency-Key",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    except ValueError as error:
+        # Unreachable by design: the schemas check all the log checks (realtime/eventlog.py).
+        # Should the two drift apart, the caller still gets a 422 and never a 500.
+        logger.error("publish: the log refused a validated event: %s", error)
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body",), "msg": str(error)}]
+        ) from None
+    return ids
+
+
+class BodyLimits:
+    """api.refusals.BodyLimit, with a limit of its own for some paths: the publish routes take
+    bigger bodies (api/schemas.py says why and how big), every other path keeps `max_bytes`.
+    The path is matched without the ASGI root path, so a proxy prefix changes nothing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, by_path: Mapping[str, int]) -> None:
+        self._default = BodyLimit(app, max_bytes)
+        self._by_path = {path: BodyLimit(app, limit) for path, limit in by_path.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        await self._by_path.get(path, self._default)(scope, receive, send)

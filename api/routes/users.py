@@ -1,0 +1,46 @@
+"""POST /users/{id}/disconnect: log a user out everywhere, from the server side.
+
+Server API: a key from PUBLISH_API_KEYS (api.deps.server_key). One Redis script over the
+user's slot sets the revocation mark and announces it (see realtime/presence.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from api.deps import SettingsDep, server_key
+from api.routes.presence import UserId, answered, server_responses
+from realtime import Recipient
+from realtime.presence import revoke_async
+from realtime.publisher import default_async_event_log
+
+router = APIRouter(tags=["users"], dependencies=[Depends(server_key)])
+
+
+class Disconnected(BaseModel):
+    user_id: str
+    revoked_at: int = Field(
+        description="The revocation mark: the user's tokens issued in or before this second "
+        "(Unix time, by the Redis clock; `iat` has second resolution) are refused from now on"
+    )
+
+
+@router.post(
+    "/users/{user_id:recipient_id}/disconnect",
+    response_model=Disconnected,
+    summary="Close every socket of a user and refuse the user's current tokens",
+    responses=server_responses({"user_id": "42", "revoked_at": 1796116368}),
+)
+async def disconnect(user_id: UserId, settings: SettingsDep) -> Disconnected:
+    """Every socket of the user on every edge closes with 4401 `revoked` within a second,
+    and the user's tokens issued up to now are refused, at the edges (4401 `revoked`) and
+    here (401), for JWT_MAX_TTL_SECONDS: the longest any of them can live. Tokens issued in
+    the same second as the call are refused too: a client that signs in again is given a
+    token the next second."""
+
+    async def revoke() -> int:
+        log = await default_async_event_log()
+        return await revoke_async(log.client, Recipient.user(user_id), settings.jwt_max_ttl_seconds)
+
+    return Disconnected(user_id=user_id, revoked_at=await answered(revoke, "disconnect"))

@@ -1,0 +1,337 @@
+"""Disconnect and revoke: `UIManager.disconnect()` and POST /api/v1/users/{id}/disconnect close
+every socket of the user on every edge with 4401 `revoked` within a second, and the user's
+tokens issued up to then are refused from then on, at connect, on in-band renewal and at the
+job API; a new token (issued the next second) works. Tokens living longer than
+JWT_MAX_TTL_SECONDS are refused. The same on a real Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import redis
+
+from cli.local_cluster import LocalCluster
+from cli.local_redis import LocalRedis, free_port
+from core.config import Settings
+from core.security import Identity, InvalidToken, issued_before, verify_token
+from realtime import Recipient, UIManager
+from realtime.eventlog import EventLog, Retention
+from realtime.protocol import CloseCode
+from realtime.topology import sync_client
+from tests.harness import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+    TEST_JWT_SECRET,
+    Client,
+    Edge,
+    ServerProcess,
+    base_env,
+    id_of,
+    settings_for,
+    start_edge,
+    unique,
+)
+from tests.stack import fresh_database
+
+pytestmark = pytest.mark.anyio
+
+SERVER_KEY = "test-server-key-for-presence-and-revocation-01"
+WITHIN = 1.0  # DESIGN.md: every socket closes within a second
+
+
+async def closed(client: Client, timeout: float = 10.0) -> tuple[int, str]:
+    """The close code and reason the server sent."""
+    code = await client.closed_with(timeout)
+    received = client.ws.protocol.close_rcvd
+    assert received is not None
+    return code, received.reason
+
+
+def token_at(user: str, iat: int, ttl: int = 3600, business: str | None = None) -> str:
+    """A token issued at `iat` (whole seconds), as an identity provider would sign it."""
+    claims: dict[str, object] = {
+        "sub": user, "iat": iat, "exp": iat + ttl, "aud": TEST_AUDIENCE, "iss": TEST_ISSUER,
+    }  # fmt: skip
+    if business is not None:
+        claims["business_id"] = business
+    return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+
+
+async def next_second_after(mark: int) -> None:
+    """Wait (at most a second) for the clock to pass the mark's second: a token issued then
+    is newer than the revocation. The time passing is what is under test."""
+    await asyncio.sleep(max(0.0, mark + 1 - time.time()) + 0.01)
+
+
+def start_api(redis_url: str, directory: Path, database_url: str) -> ServerProcess:
+    """The job API with a server key (PUBLISH_API_KEYS)."""
+    env = base_env(redis_url, DATABASE_URL=database_url, PUBLISH_API_KEYS=SERVER_KEY)
+    port = free_port()
+    return ServerProcess("api.main:app", port, env, directory / f"api-{port}.log").start()
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: LocalRedis, artifacts: Path) -> Iterator[ServerProcess]:
+    with fresh_database("sqlite", artifacts) as url:
+        process = start_api(redis_server.url, artifacts, url)
+        yield process
+        process.stop()
+
+
+def call(api: ServerProcess, method: str, path: str, key: str | None) -> httpx.Response:
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    return httpx.request(method, f"{api.http_url}/api/v1{path}", headers=headers, timeout=10)
+
+
+async def test_disconnect_closes_the_users_sockets_on_every_edge_and_refuses_older_tokens(
+    edge: Edge,
+    edge_factory: Callable[..., Edge],
+    token: Callable[..., str],
+    redis_client: redis.Redis,
+    settings: Settings,
+) -> None:
+    other = edge_factory()
+    user, bystander, business = unique("u"), unique("u"), unique("b")
+    old = token(user, business)
+    sockets = [
+        await Client.connect(edge.ws_url, old),
+        await Client.connect(edge.ws_url, old),
+        await Client.connect(other.ws_url, old),
+    ]
+    unaffected = await Client.connect(edge.ws_url, token(bystander, business))
+
+    started = time.monotonic()
+    mark = UIManager.for_user(user).disconnect()
+    results = await asyncio.gather(*(closed(s) for s in sockets))
+    elapsed = time.monotonic() - started
+    assert results == [(CloseCode.UNAUTHORIZED, "revoked")] * 3
+    assert elapsed < WITHIN, elapsed
+    assert abs(mark - time.time()) < 2
+    ttl = int(redis_client.ttl(Recipient.user(user).revoked_key))
+    assert settings.jwt_max_ttl_seconds - 5 < ttl <= settings.jwt_max_ttl_seconds
+
+    # Someone else of the same business keeps their socket and their events.
+    event_id = UIManager.for_user(bystander).refresh()
+    [frame] = await unaffected.events(1)
+    assert id_of(frame) == event_id
+
+    # The old token, and one issued in the same second as the call, are refused.
+    for refused in (old, token_at(user, mark, business=business)):
+        again = await Client.connect(other.ws_url, refused, wait_ready=False)
+        assert await closed(again) == (CloseCode.UNAUTHORIZED, "revoked")
+    assert UIManager.for_user(user).connections() == 0
+
+    # A token issued after the revocation opens a working socket.
+    await next_second_after(mark)
+    fresh = await Client.connect(edge.ws_url, token(user, business))
+    event_id = UIManager.for_user(user).show_toast("Welcome back", "signed in again", "info")
+    [frame] = await fresh.events(1)
+    assert id_of(frame) == event_id
+    assert UIManager.for_user(user).connections() == 1
+    for client in (fresh, unaffected):
+        await client.close()
+
+
+async def test_a_renewal_with_a_token_the_revocation_refuses_closes_with_4401_revoked(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    old = token(user)
+    mark = UIManager.for_user(user).disconnect()
+    await next_second_after(mark)
+    client = await Client.connect(edge.ws_url, token(user))
+    await client.ws.send('{"type":"auth","token":"' + old + '"}')
+    assert await closed(client) == (CloseCode.UNAUTHORIZED, "revoked")
+
+
+async def test_a_socket_that_missed_the_announcement_is_closed_by_the_next_heartbeat(
+    edge_factory: Callable[..., Edge], token: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    """The mark set without its announcement (as when the user's channel was moving to
+    another node when it was sent): the edge's heartbeat reads it within TTL / 3."""
+    beating = edge_factory(PRESENCE_TTL_SECONDS="3")
+    user = unique("u")
+    client = await Client.connect(beating.ws_url, token(user))
+    mark = int(time.time())
+    redis_client.set(Recipient.user(user).revoked_key, mark, ex=60)
+    started = time.monotonic()
+    assert await closed(client, timeout=5) == (CloseCode.UNAUTHORIZED, "revoked")
+    assert time.monotonic() - started < 1 + 1.0  # one heartbeat interval (3 s / 3), and slack
+
+    # A newer token's socket is left alone by the heartbeats that follow.
+    await next_second_after(mark)
+    fresh = await Client.connect(beating.ws_url, token(user))
+    await asyncio.sleep(2.5)  # two heartbeats: the behaviour under test is their passing
+    event_id = UIManager.for_user(user).refresh()
+    [frame] = await fresh.events(1)
+    assert id_of(frame) == event_id
+    await fresh.close()
+
+
+def test_the_revocation_compares_whole_seconds_and_refuses_tokens_without_iat() -> None:
+    def identity(iat: float | None) -> Identity:
+        return Identity("42", None, None, expires_at=2e9, issued_at=iat)
+
+    assert issued_before(identity(1000.0), 1000)
+    assert issued_before(identity(1000.9), 1000)  # the same second: maybe older than the call
+    assert issued_before(identity(999.0), 1000)
+    assert not issued_before(identity(1001.0), 1000)
+    assert issued_before(identity(None), 1000)
+
+
+def test_tokens_living_longer_than_jwt_max_ttl_seconds_are_refused() -> None:
+    settings = settings_for("redis://unused", jwt_max_ttl_seconds=3600)
+    now = int(time.time())
+    assert verify_token(token_at("42", now, ttl=3600), settings).issued_at == now
+    with pytest.raises(InvalidToken, match="JWT_MAX_TTL_SECONDS"):
+        verify_token(token_at("42", now, ttl=3601), settings)
+    # Without iat, the lifetime left is what counts.
+    claims = {"sub": "42", "aud": TEST_AUDIENCE, "iss": TEST_ISSUER}
+    short = jwt.encode({**claims, "exp": now + 60}, TEST_JWT_SECRET, algorithm="HS256")
+    assert verify_token(short, settings).issued_at is None
+    long = jwt.encode({**claims, "exp": now + 7200}, TEST_JWT_SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="JWT_MAX_TTL_SECONDS"):
+        verify_token(long, settings)
+
+
+async def test_the_edge_refuses_a_token_living_longer_than_the_maximum(
+    edge: Edge, token: Callable[..., str], settings: Settings
+) -> None:
+    client = await Client.connect(
+        edge.ws_url, token(unique("u"), ttl=settings.jwt_max_ttl_seconds + 1), wait_ready=False
+    )
+    assert await client.closed_with() == CloseCode.UNAUTHORIZED
+
+
+# -- the server API ----------------------------------------------------------------------
+
+
+async def test_post_disconnect_closes_the_sockets_and_the_old_token_gets_401_at_the_api(
+    api: ServerProcess, edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    old = token(user)
+    assert call(api, "GET", "/orders", old).status_code == 200
+    client = await Client.connect(edge.ws_url, old)
+
+    started = time.monotonic()
+    answer = call(api, "POST", f"/users/{user}/disconnect", SERVER_KEY)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["user_id"] == user
+    assert abs(body["revoked_at"] - time.time()) < 2
+    assert await closed(client) == (CloseCode.UNAUTHORIZED, "revoked")
+    assert time.monotonic() - started < WITHIN
+
+    refused = call(api, "GET", "/orders", old)
+    assert refused.status_code == 401
+    assert refused.json() == {"detail": "token revoked"}
+    assert "invalid_token" in refused.headers["www-authenticate"]
+    await next_second_after(body["revoked_at"])
+    assert call(api, "GET", "/orders", token(user)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/users/{user}/disconnect", "/presence/users/{user}", "/presence/businesses/{user}"]
+)
+def test_the_server_api_takes_a_server_key_only(
+    api: ServerProcess, token: Callable[..., str], path: str
+) -> None:
+    user = unique("u")
+    method = "POST" if path.endswith("disconnect") else "GET"
+    url = path.format(user=user)
+    user_token = call(api, method, url, token(user))
+    assert user_token.status_code == 403, user_token.text
+    assert "server credential" in user_token.json()["detail"]
+    for key in (None, "not-a-key-" + "x" * 40):
+        refused = call(api, method, url, key)
+        assert refused.status_code == 401, refused.text
+        assert "www-authenticate" in refused.headers
+    # The user's own token still works where a user's token belongs: nobody was disconnected.
+    assert call(api, "GET", "/orders", token(user)).status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["has:colon", "with space", "{brace}", "x" * 201])
+def test_an_id_that_no_user_can_have_is_a_422_naming_it(api: ServerProcess, bad: str) -> None:
+    answer = call(api, "POST", f"/users/{bad}/disconnect", SERVER_KEY)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["path", "user_id"]
+    assert bad not in answer.text  # never echoed
+
+
+async def test_presence_over_http(
+    api: ServerProcess, edge: Edge, token: Callable[..., str]
+) -> None:
+    user, colleague, business = unique("u"), unique("u/with-slash"), unique("b")
+    sockets = [
+        await Client.connect(edge.ws_url, token(user, business)),
+        await Client.connect(edge.ws_url, token(user, business)),
+        await Client.connect(edge.ws_url, token(colleague, business)),
+    ]
+    answer = call(api, "GET", f"/presence/users/{user}", SERVER_KEY)
+    assert answer.json() == {"user_id": user, "online": True, "connections": 2}
+    answer = call(api, "GET", f"/presence/users/{colleague}", SERVER_KEY)
+    assert answer.json() == {"user_id": colleague, "online": True, "connections": 1}
+    counts = {user: 2, colleague: 1}
+    expected = [{"user_id": u, "connections": counts[u]} for u in sorted(counts)]
+    deadline = time.monotonic() + 5
+    while (body := call(api, "GET", f"/presence/businesses/{business}", SERVER_KEY).json()) != {
+        "business_id": business,
+        "users": expected,
+    }:
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+    for client in sockets:
+        await client.close()
+    nobody = unique("u")
+    assert call(api, "GET", f"/presence/users/{nobody}", SERVER_KEY).json() == {
+        "user_id": nobody, "online": False, "connections": 0,
+    }  # fmt: skip
+
+
+# -- on a real Redis Cluster -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_edges(
+    redis_cluster: LocalCluster, redis_server: LocalRedis, artifacts: Path
+) -> Iterator[tuple[Edge, Edge]]:
+    first, second = redis_cluster.masters()[:2]
+    edges = tuple(
+        start_edge(redis_server.url, artifacts, EVENTS_REDIS_URL=redis_cluster.node(port).url)
+        for port in (first, second)
+    )
+    yield edges  # type: ignore[misc]
+    for one in edges:
+        one.stop()
+
+
+async def test_disconnect_on_a_cluster(
+    cluster_edges: tuple[Edge, Edge], redis_cluster: LocalCluster, token: Callable[..., str]
+) -> None:
+    log = EventLog(sync_client(redis_cluster.url), Retention(1000, 3600))
+    users = [unique("u") for _ in range(6)]  # their slots on different masters
+    old = {user: token(user) for user in users}
+    sockets = {
+        user: [await Client.connect(edge.ws_url, old[user]) for edge in cluster_edges]
+        for user in users
+    }
+    started = time.monotonic()
+    marks = [UIManager(Recipient.user(user), log).disconnect() for user in users]
+    results = await asyncio.gather(*(closed(s) for user in users for s in sockets[user]))
+    assert time.monotonic() - started < WITHIN
+    assert results == [(CloseCode.UNAUTHORIZED, "revoked")] * (2 * len(users))
+    for user in users:
+        again = await Client.connect(cluster_edges[1].ws_url, old[user], wait_ready=False)
+        assert await closed(again) == (CloseCode.UNAUTHORIZED, "revoked")
+    await next_second_after(max(marks))
+    fresh = await Client.connect(cluster_edges[0].ws_url, token(users[0]))
+    assert UIManager(Recipient.user(users[0]), log).connections() == 1
+    await fresh.close()
+    log.client.close()
