@@ -86,8 +86,10 @@ async def insight_socket(websocket: WebSocket) -> None:
             await hub.catch_up(connection, announce=True)
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
-        except redis.RedisError as error:
-            logger.warning("catching up from the logs failed", extra={"error": repr(error)})
+        except Refused:
+            raise  # revoked, or over the cap
+        except Exception as error:  # a client that breaks in another way is no less down
+            _log_redis_failure("catching up from the logs failed", error)
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable") from error
         logger.info(
             "websocket connected",
@@ -147,9 +149,16 @@ async def _starting_point(
         return since, None, False
     try:
         return since, await hub.log.server_time(), False
-    except redis.RedisError as error:
-        logger.warning("reading the redis clock failed", extra={"error": repr(error)})
+    except Exception as error:  # never a 500 for the handshake: 1013 once it is accepted
+        _log_redis_failure("reading the redis clock failed", error)
         return since, None, True
+
+
+def _log_redis_failure(message: str, error: Exception) -> None:
+    """A Redis error is the expected failure; anything else is redis-py breaking under load
+    (seen on a cluster client amid a connect storm), logged with its traceback."""
+    unexpected = not isinstance(error, redis.RedisError)
+    logger.warning(message, extra={"error": repr(error)}, exc_info=unexpected)
 
 
 def _position(kind: str, since: dict[str, Position], clock: tuple[int, int] | None) -> Position:
