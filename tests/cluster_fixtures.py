@@ -4,7 +4,9 @@ cli/local_cluster.py). Registered from conftest.py by `pytest_plugins`.
 
 - `redis_cluster`: one cluster for the whole session, for tests that leave it healthy (they
   may migrate slots or promote replicas, but finish what they start and use unique keys);
-- `fresh_cluster`: a cluster of the test's own, for tests that kill nodes.
+- `fresh_cluster`: a cluster of the test's own, for tests that kill nodes;
+- `cluster_edges`: two edges per test module, each given a different master of
+  `redis_cluster` as EVENTS_REDIS_URL (`start_cluster_edges` for other settings).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from cli.local_cluster import LocalCluster
+from cli.local_redis import LocalRedis
+from tests.harness import Edge, start_edge
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +34,24 @@ def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path / "redis-cluster").start()
     yield cluster
     cluster.stop()
+
+
+def start_cluster_edges(
+    cluster: LocalCluster, redis_url: str, artifacts: Path, **env: str
+) -> tuple[Edge, Edge]:
+    """Two edges, each given a different master of `cluster` (any node would do)."""
+    first, second = cluster.masters()[:2]
+    return (
+        start_edge(redis_url, artifacts, EVENTS_REDIS_URL=cluster.node(first).url, **env),
+        start_edge(redis_url, artifacts, EVENTS_REDIS_URL=cluster.node(second).url, **env),
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster_edges(
+    redis_cluster: LocalCluster, redis_server: LocalRedis, artifacts: Path
+) -> Iterator[tuple[Edge, Edge]]:
+    edges = start_cluster_edges(redis_cluster, redis_server.url, artifacts)
+    yield edges
+    for edge in edges:
+        edge.stop()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -37,21 +37,6 @@ def publisher(cluster: LocalCluster, port: int | None = None) -> Callable[[Recip
     url = cluster.node(port).url if port is not None else cluster.url
     log = EventLog(sync_client(url), RETENTION)
     return lambda recipient: UIManager(recipient, log)
-
-
-@pytest.fixture(scope="module")
-def cluster_edges(
-    redis_cluster: LocalCluster, redis_server: LocalRedis, artifacts: Path
-) -> Iterator[tuple[Edge, Edge]]:
-    """Two edges, each given a different master as EVENTS_REDIS_URL."""
-    first, second = redis_cluster.masters()[:2]
-    edges = tuple(
-        start_edge(redis_server.url, artifacts, EVENTS_REDIS_URL=redis_cluster.node(port).url)
-        for port in (first, second)
-    )
-    yield edges  # type: ignore[misc]
-    for edge in edges:
-        edge.stop()
 
 
 def test_cluster_mode_is_detected_from_any_node(

@@ -19,7 +19,8 @@ from realtime import AsyncUIManager, Recipient, UIManager, presence
 from realtime.eventlog import EventLog, Retention
 from realtime.presence import _PUT, _READ, Delivery
 from realtime.topology import sync_client
-from tests.harness import Client, Edge, eventually, id_of, start_edge, unique
+from tests.cluster_fixtures import start_cluster_edges
+from tests.harness import Client, Edge, eventually, id_of, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -184,19 +185,12 @@ def cluster_edges(
     redis_cluster: LocalCluster, redis_server: LocalRedis, artifacts: Path
 ) -> Iterator[tuple[Edge, Edge]]:
     """Two edges, each given a different master as EVENTS_REDIS_URL, heartbeating often."""
-    first, second = redis_cluster.masters()[:2]
-    edges = tuple(
-        start_edge(
-            redis_server.url,
-            artifacts,
-            EVENTS_REDIS_URL=redis_cluster.node(port).url,
-            PRESENCE_TTL_SECONDS=str(TTL),
-        )
-        for port in (first, second)
+    edges = start_cluster_edges(
+        redis_cluster, redis_server.url, artifacts, PRESENCE_TTL_SECONDS=str(TTL)
     )
-    yield edges  # type: ignore[misc]
-    for one in edges:
-        one.stop()
+    yield edges
+    for edge in edges:
+        edge.stop()
 
 
 async def test_presence_across_edges_on_a_cluster(

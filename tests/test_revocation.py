@@ -34,7 +34,6 @@ from tests.harness import (
     base_env,
     id_of,
     settings_for,
-    start_edge,
     unique,
 )
 from tests.stack import fresh_database
@@ -296,20 +295,6 @@ async def test_presence_over_http(
 
 
 # -- on a real Redis Cluster -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster_edges(
-    redis_cluster: LocalCluster, redis_server: LocalRedis, artifacts: Path
-) -> Iterator[tuple[Edge, Edge]]:
-    first, second = redis_cluster.masters()[:2]
-    edges = tuple(
-        start_edge(redis_server.url, artifacts, EVENTS_REDIS_URL=redis_cluster.node(port).url)
-        for port in (first, second)
-    )
-    yield edges  # type: ignore[misc]
-    for one in edges:
-        one.stop()
 
 
 async def test_disconnect_on_a_cluster(
