@@ -60,6 +60,9 @@ class Hub:
         self.feed.start()
 
     async def stop(self) -> None:
+        for resync in list(self._resyncs):
+            resync.cancel()
+        await asyncio.gather(*self._resyncs, return_exceptions=True)
         await self.feed.close()
 
     async def attach(self, connection: ClientConnection) -> None:

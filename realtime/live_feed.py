@@ -14,7 +14,6 @@ catches them up from the logs, so nothing published during the switch is missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -249,6 +248,4 @@ class LiveFeed:
                     self._close_if_idle(current)
             self._subscribe(channel)
         for url in list(self._nodes):
-            if url not in self._route.values():
-                with contextlib.suppress(KeyError):
-                    self._close_if_idle(url)
+            self._close_if_idle(url)

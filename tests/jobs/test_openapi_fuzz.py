@@ -36,6 +36,25 @@ CHECKS = [
 
 
 def schemathesis_config(token: str, order_id: str, job_id: str) -> str:
+    """The run's configuration, with a real order and job of the token's user offered for
+    about half of the `order_id` and `job_id` values, so success paths are reached too."""
+    return (
+        base_config(token)
+        + f"""
+[dictionaries]
+orders.values = [{json.dumps(order_id)}]
+jobs.values = [{json.dumps(job_id)}]
+
+[parameters]
+"path.order_id" = {{ dictionary = "orders", probability = 0.5 }}
+"body.order_id" = {{ dictionary = "orders", probability = 0.5 }}
+"path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
+"""
+    )
+
+
+def base_config(token: str) -> str:
+    """Seed, sizes, phases and checks, authenticated with `token`: the same for every run."""
     checks = "\n".join(f"{name}.enabled = true" for name in CHECKS)
     return f"""
 seed = {SEED}
@@ -58,15 +77,6 @@ stateful.enabled = false
 [checks]
 enabled = false
 {checks}
-
-[dictionaries]
-orders.values = [{json.dumps(order_id)}]
-jobs.values = [{json.dumps(job_id)}]
-
-[parameters]
-"path.order_id" = {{ dictionary = "orders", probability = 0.5 }}
-"body.order_id" = {{ dictionary = "orders", probability = 0.5 }}
-"path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
 """
 
 

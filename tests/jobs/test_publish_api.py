@@ -41,7 +41,7 @@ from tests.harness import (
     unique,
     without_id,
 )
-from tests.jobs.test_openapi_fuzz import CHECKS, EXAMPLES_PER_OPERATION, SEED
+from tests.jobs.test_openapi_fuzz import base_config
 from tests.stack import fresh_database
 
 pytestmark = pytest.mark.anyio
@@ -617,30 +617,8 @@ def test_schemathesis_with_a_server_key_finds_every_answer_documented(
     """tests/jobs/test_openapi_fuzz.py runs every operation with a user's JWT (the publish
     routes answer 403); this runs them with a server key, so the cases reach the handlers,
     with the same seed, examples and checks."""
-    checks = "\n".join(f"{name}.enabled = true" for name in CHECKS)
     config = tmp_path / "schemathesis.toml"
-    config.write_text(f"""
-seed = {SEED}
-suppress-health-check = ["all"]
-workers = 1
-request-timeout = 10
-headers = {{ Authorization = "Bearer {SERVER_KEY}" }}
-
-[generation]
-mode = "all"
-max-examples = {EXAMPLES_PER_OPERATION}
-database = "none"
-
-[phases]
-examples.enabled = true
-coverage.enabled = true
-fuzzing.enabled = true
-stateful.enabled = false
-
-[checks]
-enabled = false
-{checks}
-""")
+    config.write_text(base_config(SERVER_KEY))
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config)]
     command += ["--no-color", "run", "--include-path-regex", "^/api/v1/publish"]
     command += [f"{api.http_url}/openapi.json"]
