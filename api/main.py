@@ -12,13 +12,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
-from api.metrics import measure, metrics_endpoint
 from api.refusals import JsonCORSMiddleware, invalid_request
 from api.routes import health, jobs, metrics, orders, payments, presence, publish, users, webhooks
 from api.schemas import MAX_BODY_BYTES
-from core import logging as log_context
+from api.telemetry import measure, metrics_endpoint
+from core import json_logs as log_context
 from core.config import get_settings
-from core.logging import configure_logging
+from core.json_logs import configure_logging
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 

@@ -17,11 +17,11 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from api.currencies import ISO_4217
-from realtime.channels import _ID_PATTERN as RECIPIENT_ID
-from realtime.channels import Recipient
 from realtime.eventlog import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
 from realtime.publisher import AnyEvent
+from realtime.recipients import _ID_PATTERN as RECIPIENT_ID
+from realtime.recipients import Recipient
 
 # Stripe's largest amount for most currencies: 8 digits in minor units.
 MAX_AMOUNT = 99_999_999
@@ -201,7 +201,7 @@ def _strictly_true(value: object) -> object:
 
 
 def _recipient_id(kind: Literal["user", "business"]) -> AfterValidator:
-    """Recipient's own check (realtime/channels.py), the one judge of a valid id; its message
+    """Recipient's own check (realtime/recipients.py), the one judge of a valid id; its message
     is replaced, since it quotes the id and a 422 never echoes input."""
 
     def check(ident: str) -> str:
@@ -216,7 +216,7 @@ def _recipient_id(kind: Literal["user", "business"]) -> AfterValidator:
     return AfterValidator(check)
 
 
-# The schema and pydantic's first check spell realtime/channels.py's rule with its own pattern.
+# The schema and pydantic's first check spell realtime/recipients.py's rule with its own pattern.
 _RecipientId = Field(min_length=1, max_length=200, pattern=RECIPIENT_ID.pattern)
 
 

@@ -26,10 +26,10 @@ import websockets
 
 from bench.common import SECRET, start_edge, token
 from cli.local_redis import LocalRedis, free_port
-from realtime.channels import Recipient
 from realtime.eventlog import AsyncEventLog
 from realtime.frames import event_id_of
 from realtime.publisher import AsyncUIManager, retention_of
+from realtime.recipients import Recipient
 
 Row = dict[str, Any]
 

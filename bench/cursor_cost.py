@@ -19,10 +19,10 @@ import statistics
 import time
 
 from core.security import Identity
-from realtime.channels import recipients_of
 from realtime.connection import ClientConnection
 from realtime.eventlog import Replay, start_position
 from realtime.frames import parse_event_id, splice
+from realtime.recipients import recipients_of
 from realtime.wire import text_frame
 
 

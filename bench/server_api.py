@@ -40,9 +40,9 @@ import websockets
 from bench.common import LOGS, SECRET, server_env, start_edge, token, wait_ready
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
-from realtime.channels import Recipient
 from realtime.eventlog import EventLog
 from realtime.publisher import UIManager, retention_of
+from realtime.recipients import Recipient
 from realtime.topology import sync_client
 
 Row = dict[str, Any]

@@ -3,7 +3,7 @@ them to browsers (`realtime.main`, the edge). Importing this package starts noth
 not import FastAPI.
 """
 
-from realtime.channels import Recipient
 from realtime.publisher import AsyncUIManager, UIManager
+from realtime.recipients import Recipient
 
 __all__ = ["AsyncUIManager", "Recipient", "UIManager"]

@@ -25,11 +25,11 @@ import asyncio
 import heapq
 
 from core.security import Identity
-from realtime import metrics
-from realtime.channels import Recipient
+from realtime import telemetry
 from realtime.eventlog import Replay
 from realtime.frames import Position, gap_frame, ready_frame, splice
 from realtime.protocol import CloseCode
+from realtime.recipients import Recipient
 from realtime.wire import FrameWriter, Signal, text_frame
 
 Held = tuple[int, Position, bytes, str, bytes]  # (recipient index, event, id, coalesce, body)
@@ -202,7 +202,7 @@ class ClientConnection:
         outbox = self._outbox
         if coalesce_key and outbox and outbox[-1][0] == coalesce_key and outbox[-1][2]:
             outbox[-1] = (coalesce_key, payload, True)
-            metrics.record_coalesced()
+            telemetry.record_coalesced()
         elif self._live_queued >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER)
             return

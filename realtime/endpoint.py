@@ -16,8 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token_async
-from realtime import metrics
-from realtime.channels import recipients_of
+from realtime import telemetry
 from realtime.connection import ClientConnection
 from realtime.eventlog import start_position
 from realtime.frames import KINDS, Position, parse_cursor
@@ -33,6 +32,7 @@ from realtime.protocol import (
     token_from_subprotocols,
     well_formed_token,
 )
+from realtime.recipients import recipients_of
 from realtime.wire import WIRE_EXTENSION, FrameWriter, text_frame
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,16 @@ async def insight_socket(websocket: WebSocket) -> None:
                 "queued": connection.queued,
             },
         )
-        metrics.CLOSES.labels(str(int(code))).inc()
+        telemetry.CLOSES.labels(str(int(code))).inc()
         if code == CloseCode.TRY_AGAIN_LATER:
-            metrics.record_dropped(connection.unsent())
+            telemetry.record_dropped(connection.unsent())
         revoked = code == CloseCode.UNAUTHORIZED and connection in hub.revoked
         await _close(websocket, code, "revoked" if revoked else code.name.lower())
     except Refused as refusal:
         logger.info(
             "websocket refused", extra={"close_code": int(refusal.code), "reason": refusal.reason}
         )
-        metrics.CLOSES.labels(str(int(refusal.code))).inc()
+        telemetry.CLOSES.labels(str(int(refusal.code))).inc()
         await _close(websocket, refusal.code, refusal.reason)
     except WebSocketDisconnect:
         pass

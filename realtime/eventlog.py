@@ -1,7 +1,7 @@
 """The durable per-recipient event log in Redis, and the live announcement of each entry.
 
 Appending is one script per event, over the keys of one recipient only (they share a hash
-slot, see `realtime.channels`), so an event is never in the log without being announced or
+slot, see `realtime.recipients`), so an event is never in the log without being announced or
 announced without being in the log, and the recipients of a Redis Cluster spread over all of
 its shards. The scripts start with `#!lua` and declare no cross-slot flag, so Redis itself
 refuses a key outside the recipient's slot.
@@ -40,8 +40,8 @@ from typing import cast
 import redis
 import redis.asyncio
 
-from realtime.channels import Recipient
 from realtime.frames import ANNOUNCEMENT_LUA, MAX_SEQ, Key, Position, entry_key
+from realtime.recipients import Recipient
 
 MAX_FRAME_BYTES = 64 * 1024  # a UI event is a notification, not a data transfer
 META_TTL_SECONDS = 7 * 24 * 3600  # a log's epoch outlives its entries by this much

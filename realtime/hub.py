@@ -12,13 +12,13 @@ import asyncio
 import logging
 
 from core.security import issued_before
-from realtime import metrics
-from realtime.channels import Recipient
+from realtime import telemetry
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog
 from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
 from realtime.live_feed import LiveFeed
 from realtime.protocol import CloseCode
+from realtime.recipients import Recipient
 from realtime.topology import Topology
 
 logger = logging.getLogger(__name__)
@@ -112,10 +112,10 @@ class Hub:
             connection.hold_live_events()
             replays = await self.log.replay_all(connection.recipients, list(connection.positions))
             connection.resume_from(replays, announce=announce)
-        metrics.REPLAYS.inc()
-        metrics.REPLAYED.inc(sum(len(replay.entries) for replay in replays))
+        telemetry.REPLAYS.inc()
+        telemetry.REPLAYED.inc(sum(len(replay.entries) for replay in replays))
         if any(replay.gap for replay in replays):
-            metrics.GAPS.inc()
+            telemetry.GAPS.inc()
 
     def close_all(self, code: CloseCode) -> None:
         for connection in list(self.connections):
@@ -166,7 +166,7 @@ class Hub:
         encoded_id = event_id.encode()
         for connection, index in listeners.items():
             connection.offer(index, event, encoded_id, coalesce_key, body)
-        metrics.record_delivery(body, event, len(listeners))
+        telemetry.record_delivery(body, event, len(listeners))
 
     def _listeners_of(self, channels: set[bytes]) -> set[ClientConnection]:
         return {c for channel in channels for c in self._by_channel.get(channel, ())}

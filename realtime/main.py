@@ -30,17 +30,17 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from core.config import Settings, get_settings
-from core.logging import configure_logging
+from core.json_logs import configure_logging
 from realtime import demo
 from realtime.demo import STATIC
 from realtime.endpoint import SOCKET_PATH, insight_socket
 from realtime.eventlog import AsyncEventLog
 from realtime.events import frame_json_schema
 from realtime.hub import Hub
-from realtime.metrics import HubCollector
 from realtime.presence import Presence
 from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
+from realtime.telemetry import HubCollector
 from realtime.topology import (
     ClusterTopology,
     SingleNode,

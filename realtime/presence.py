@@ -1,7 +1,7 @@
 """Who is connected, across every edge; the per-user connection cap; disconnecting a user.
 
 **Presence.** Each edge process counts its own connections per user and keeps those counts
-in Redis (key names in `realtime.channels`): a user's hash `insight:{user:42}:presence` has
+in Redis (key names in `realtime.recipients`): a user's hash `insight:{user:42}:presence` has
 one field per edge (its instance id), a business's hash `insight:{business:b1}:presence` one
 per member and edge (`42:<edge>`). A value is `<count>:<expires_ms>:<seq>`: the count holds
 until `expires_ms` (the Redis clock) unless its edge writes it again, and `seq` orders one
@@ -71,8 +71,8 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from core.security import Identity, issued_before
-from realtime.channels import Recipient
 from realtime.frames import REVOKE_ANNOUNCEMENT
+from realtime.recipients import Recipient
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from pydantic import JsonValue
 
 from core.config import Settings, get_settings
 from realtime import presence
-from realtime.channels import Recipient
 from realtime.eventlog import AsyncEventLog, Durability, EventLog, Retention
 from realtime.events import (
     DEFAULT_TTL_SECONDS,
@@ -37,6 +36,7 @@ from realtime.events import (
     encode_event,
 )
 from realtime.presence import Delivery
+from realtime.recipients import Recipient
 from realtime.topology import async_client, sync_client
 
 if TYPE_CHECKING:  # at run time only `after_commit` imports SQLAlchemy, and only when called

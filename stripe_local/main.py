@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from core.config import get_settings
-from core.logging import configure_logging
+from core.json_logs import configure_logging
 from stripe_local.app import StripeLocal
 
 configure_logging(get_settings().log_level)

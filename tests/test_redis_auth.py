@@ -15,9 +15,9 @@ import redis
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from realtime import UIManager
-from realtime.channels import Recipient
 from realtime.eventlog import EventLog
 from realtime.publisher import retention_of
+from realtime.recipients import Recipient
 from realtime.serving import APP
 from tests.harness import Client, Edge, base_env, eventually, id_of, unique
 

@@ -20,11 +20,11 @@ from celery.signals import (
     worker_process_init,
 )
 
-from core import logging as log_context
+from core import json_logs as log_context
 from core.config import get_settings
 from core.db import dispose_after_fork
-from core.logging import configure_logging
-from workers import monitoring, reliability
+from core.json_logs import configure_logging
+from workers import reliability, telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _check_settings_and_export_metrics(**_: Any) -> None:
     reliability.check(app.conf)
     port = get_settings().worker_metrics_port
     if port:
-        monitoring.start_exporter(app, port)
+        telemetry.start_exporter(app, port)
 
 
 @task_prerun.connect
@@ -71,26 +71,26 @@ def _bind_log_context(task: Any = None, args: Any = None, **_: Any) -> None:
     log_context.job_id.set(args[0] if args else None)
     logger.info("task started", extra={"task": getattr(task, "name", None)})
     if task is not None:
-        monitoring.task_started(task.request.id)
+        telemetry.task_started(task.request.id)
 
 
 @task_postrun.connect
 def _clear_log_context(task: Any = None, state: str | None = None, **_: Any) -> None:
     logger.info("task finished", extra={"task": getattr(task, "name", None), "state": state})
     if task is not None:
-        monitoring.task_finished(task.request.id, task.name, state)
+        telemetry.task_finished(task.request.id, task.name, state)
     log_context.request_id.set(None)
     log_context.job_id.set(None)
 
 
 @task_failure.connect
 def _count_failure(sender: Any = None, **_: Any) -> None:
-    monitoring.task_failed(getattr(sender, "name", "unknown"))
+    telemetry.task_failed(getattr(sender, "name", "unknown"))
 
 
 @task_retry.connect
 def _count_retry(sender: Any = None, **_: Any) -> None:
-    monitoring.task_retried(getattr(sender, "name", "unknown"))
+    telemetry.task_retried(getattr(sender, "name", "unknown"))
 
 
 @worker_process_init.connect

@@ -19,9 +19,9 @@ from starlette.convertors import Convertor, register_url_convertor
 from api.deps import server_key
 from api.schemas import Problem, refusals
 from realtime import AsyncUIManager, Recipient
-from realtime.channels import _ID_PATTERN
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
+from realtime.recipients import _ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ register_url_convertor("recipient_id", _AnyText())
 
 def recipient_id(what: str) -> Any:
     """A path parameter naming a user or business (`{user_id:recipient_id}`): the ids
-    `realtime.channels` accepts, a `/` included."""
+    `realtime.recipients` accepts, a `/` included."""
     return Path(
         min_length=1,
         max_length=200,

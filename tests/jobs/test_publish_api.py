@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from api.schemas import PUBLISH_BATCH_MAX_BODY_BYTES, PUBLISH_MAX_BODY_BYTES
 from cli.local_redis import LocalRedis, free_port
 from core.config import DEV_PUBLISH_API_KEY, Settings
-from realtime.channels import Recipient
+from realtime.recipients import Recipient
 from tests.harness import (
     ROOT,
     WAIT,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from realtime.channels import Recipient
+from realtime.recipients import Recipient
 
 
 @pytest.mark.parametrize("ident", ["", "a b", "a:b", "a{b", "a}b", "abc\n", "\n", "x" * 201])
