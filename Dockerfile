@@ -7,7 +7,9 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY core core
 COPY realtime realtime
+COPY demo demo
 COPY api api
+COPY domain domain
 COPY workers workers
 COPY cli cli
 COPY stripe_local stripe_local

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock bench clean
+.PHONY: install run test lint format typescript lock bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: install        ## benchmarks side by side with python-socketio and broadc
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+typescript: install   ## regenerate insight.d.ts from realtime/events.py (and the Next.js example's copy)
+	$(BIN)/python -m tools.typescript > realtime/static/insight.d.ts
+	cp realtime/static/insight.d.ts examples/nextjs/src/hooks/insight.d.ts
 
 lock: install         ## re-pin constraints.txt to what is installed now
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

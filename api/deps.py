@@ -1,20 +1,23 @@
-"""Dependencies: who is calling (a user's Bearer JWT, or a server key for the server API) and a
-database session per request."""
+"""Dependencies: who is calling (a user's Bearer JWT, or a server key for the server API), a
+database session per request, and what several job routes share (the Idempotency-Key header,
+the caller's own order)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
 import redis
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db import new_session
+from core.models import Order
 from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
 from realtime.presence import revocation_mark
 from realtime.publisher import default_event_log
@@ -122,3 +125,27 @@ def db_session() -> Iterator[Session]:
 CurrentUser = Annotated[Identity, Depends(current_user)]
 SessionDep = Annotated[Session, Depends(db_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a submission safely: the same key and body return the first job.",
+    ),
+]
+
+# ASCII digits only (str.isdigit() also takes "²" and "③", which int() then refuses), within
+# the INTEGER primary key (32 bits on PostgreSQL, which refuses a larger parameter).
+_ORDER_ID = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 1
+
+
+def find_own_order(session: Session, order_id: str, user_id: str) -> Order:
+    """The caller's order by its id in the URL or body; 404 for a malformed id or anyone else's."""
+    known = _ORDER_ID.fullmatch(order_id) is not None and int(order_id) <= _MAX_ID
+    order = session.get(Order, int(order_id)) if known else None
+    if order is None or order.user_id != user_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
+    return order

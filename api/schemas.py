@@ -17,6 +17,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from api.currencies import ISO_4217
+from domain.jobs import JobKind, JobStatus
 from realtime.eventlog import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
 from realtime.publisher import AnyEvent
@@ -100,9 +101,6 @@ class MetricsIn(_Body):
     business_id: Text | None = Field(default=None, min_length=1, max_length=200)
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-
-
 class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
@@ -111,7 +109,7 @@ class JobAccepted(BaseModel):
 
 class JobOut(BaseModel):
     job_id: str
-    kind: Literal["order", "payment", "metrics"]
+    kind: JobKind
     status: JobStatus
     result: dict[str, Any] | None
     error: str | None
@@ -183,9 +181,9 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
 PUBLISH_MAX_BODY_BYTES = 2 * MAX_FRAME_BYTES
 # A batch: 1,000 items of 1 KiB on average (a toast of a sentence to 1,000 users: ~200 KB).
 # Not 1,000 events of the largest size (64 MiB): the API parses and validates a body on its
-# event loop (pure CPU, which no thread can take off it): about 50 ms per MiB of dense JSON
-# (small objects and numbers), 5 ms for 1,000 toasts, so this limit also bounds how long the
-# loop can stall. Bigger payloads go in several batches.
+# event loop (pure CPU, which no thread can take off it), for a time that grows with the
+# body's size, densest JSON slowest (measured: bench/results/design-figures.md), so this
+# limit also bounds how long the loop can stall. Bigger payloads go in several batches.
 PUBLISH_BATCH_MAX_BODY_BYTES = 1024 * 1024
 PUBLISH_BATCH_MAX_ITEMS = 1000
 # An event id, as the publisher returns it and as a frame's `id` starts (realtime/frames.py).

@@ -56,7 +56,8 @@ def _write_summary(out: Path) -> None:
     machine = f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}"
     header = (
         f"# Benchmark results\n\nUpdated {time.strftime('%Y-%m-%d')}, {machine}; the `runs` "
-        "column says how many runs each median is of.\n"
+        "column says how many runs each median is of.\n\n"
+        "The figures behind design choices in the code: [design-figures.md](design-figures.md).\n"
     )
     (out / "README.md").write_text("\n".join([header, *(t.read_text() for t in tables)]))
 

@@ -21,9 +21,9 @@ import time
 from core.security import Identity
 from realtime.connection import ClientConnection
 from realtime.eventlog import Replay, start_position
+from realtime.frame_writer import text_frame
 from realtime.frames import parse_event_id, splice
 from realtime.recipients import recipients_of
-from realtime.wire import text_frame
 
 
 class _Kept:

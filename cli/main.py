@@ -93,13 +93,6 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _typescript(_args: argparse.Namespace) -> int:
-    from realtime.typescript import render
-
-    print(render(), end="")
-    return 0
-
-
 def _redis(args: argparse.Namespace) -> int:
     """Run a local Redis in the foreground (what `make run` does when none answers)."""
     from pathlib import Path
@@ -170,11 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.add_argument("--database-url", help="default: DATABASE_URL")
     migrate.set_defaults(handler=_migrate)
-
-    typescript = commands.add_parser(
-        "typescript", help="print the TypeScript declarations of the frames (insight.d.ts)"
-    )
-    typescript.set_defaults(handler=_typescript)
 
     redis_server = commands.add_parser("redis", help="run a local Redis in the foreground")
     redis_server.add_argument("--port", type=int, default=6379)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from cli.local_redis import LocalRedis, answers, is_local
 from core.config import DEV_STRIPE_API_KEY, Settings
 from core.migrate import migrate
+from domain.registry import QUEUES
 
 COLOURS = ["36", "35", "33", "32", "34", "31", "96", "95"]
 
@@ -37,7 +38,7 @@ class Ports:
     api: int = 8000
     edge: int = 8001
     stripe: int = 12111
-    worker_metrics: int = 9101  # and the next two, one per queue's worker
+    worker_metrics: int = 9101  # and up, one port per queue's worker
 
 
 def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
@@ -69,7 +70,7 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
                 _celery("worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h", "--without-gossip"),
                 {"WORKER_METRICS_PORT": str(ports.worker_metrics + index)},
             )
-            for index, queue in enumerate(("orders", "payments", "metrics"))
+            for index, queue in enumerate(QUEUES)
         ),
         Service("beat", _celery("beat", "--schedule", "var/celerybeat-schedule")),
     ]

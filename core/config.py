@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     # least 32 characters. Unset: none, except in development (DEV_PUBLISH_API_KEY).
     publish_api_keys: Annotated[list[PublishKey], NoDecode] = Field(default_factory=list)
 
-    # The demo page (served by the edge at /): where its browser reaches the job API, and
-    # whether the edge may mint demo tokens (default: only in development).
+    # The live demo (demo/, served by the edge at /): where its browser reaches the job API,
+    # and whether the edge serves it at all (default: only in development).
     public_api_url: str = "http://127.0.0.1:8000"
     demo_enabled: bool | None = None
 
@@ -240,7 +240,8 @@ class Settings(BaseSettings):
         return (SecretStr(DEV_PUBLISH_API_KEY),) if self.environment == "development" else ()
 
     @property
-    def demo_tokens_allowed(self) -> bool:
+    def demo_on(self) -> bool:
+        """The edge serves the demo (its pages and its tokens): DEMO_ENABLED, else development."""
         return self.environment == "development" if self.demo_enabled is None else self.demo_enabled
 
     def origin_allowed(self, origin: str | None) -> bool:

@@ -22,11 +22,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_KINDS = ("order", "payment", "metrics")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed")
-# A payment's state only moves forward along this order, whatever order events arrive in.
-PAYMENT_STATUSES = ("pending", "processing", "failed", "succeeded")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,7 +51,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     # Set once the outcome was published to the user's page: a redelivered task that finds a
-    # finished job publishes only if this is still false (see workers/services/jobs.py).
+    # finished job publishes only if this is still false (see domain/jobs.py).
     notified: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -22,7 +22,7 @@ idempotency keys, and the Redis error is raised out of `session.commit()` (not w
 Celery task's `autoretry_for=(redis.ConnectionError, ...)` still matches it). The events after
 the failed one are not attempted, so nothing is published out of order. The remedy is to
 announce again from the committed state: publish with idempotency keys, and a repeat of the
-whole announcement publishes only what did not go out (what `workers.announce` does).
+whole announcement publishes only what did not go out (what `domain.announcements` does).
 
 Call it inside the transaction the events belong to: a session that has not begun one yet
 begins it then (`session.begin()`), so a later `with session.begin():` on that session raises

@@ -3,7 +3,7 @@ buffer, and the switch from replay to live.
 
 The hub fans each live event out to every addressed connection without blocking: a
 connection with nothing queued whose socket takes data gets the event's frame written to its
-socket at once (see `realtime.wire`); otherwise the frame joins the connection's buffer,
+socket at once (see `realtime.frame_writer`); otherwise the frame joins the connection's buffer,
 which its own writer task drains to the socket. A slow client therefore only fills its own
 buffer. When that buffer is full, a newer `ui_update` with the same coalesce key replaces
 the one still waiting; anything else closes the connection with 1013 so the client resumes
@@ -26,11 +26,12 @@ import heapq
 
 from core.security import Identity
 from realtime import telemetry
+from realtime.close_codes import CloseCode
 from realtime.eventlog import Replay
+from realtime.frame_writer import FrameWriter, text_frame
 from realtime.frames import Position, gap_frame, ready_frame, splice
-from realtime.protocol import CloseCode
 from realtime.recipients import Recipient
-from realtime.wire import FrameWriter, Signal, text_frame
+from realtime.wakeups import Signal
 
 Held = tuple[int, Position, bytes, str, bytes]  # (recipient index, event, id, coalesce, body)
 

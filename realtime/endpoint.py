@@ -17,23 +17,23 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token_async
 from realtime import telemetry
+from realtime.close_codes import CloseCode
 from realtime.connection import ClientConnection
 from realtime.eventlog import start_position
+from realtime.frame_writer import FRAME_WRITER_EXTENSION, FrameWriter, text_frame
 from realtime.frames import KINDS, Position, parse_cursor
-from realtime.hub import Hub, SubscribeTimeout
-from realtime.presence import Admission, Presence
-from realtime.protocol import (
+from realtime.handshake import (
     BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
     DEFAULT_CHANNEL,
     SUBPROTOCOL,
-    CloseCode,
     token_from_first_frame,
     token_from_subprotocols,
     well_formed_token,
 )
+from realtime.hub import Hub, SubscribeTimeout
+from realtime.presence import Admission, Presence
 from realtime.recipients import recipients_of
-from realtime.wire import WIRE_EXTENSION, FrameWriter, text_frame
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ async def insight_socket(websocket: WebSocket) -> None:
             recipients,
             positions,
             settings.ws_send_buffer,
-            websocket.scope.get("extensions", {}).get(WIRE_EXTENSION),
+            websocket.scope.get("extensions", {}).get(FRAME_WRITER_EXTENSION),
             since=websocket.query_params.get("since") or None,
         )
         try:

@@ -304,10 +304,10 @@ class EventLog:
 
     def _append_on_cluster(self, keys: list[str], args: list[str | int]) -> str:
         """Straight to the master of the recipient's slot, skipping redis-py's routing of
-        each call (5,000 appends to a 3-master cluster on a busy machine: about 95 µs of
-        producer CPU each instead of 108; one Redis, 37 to 57). A slot that moved or a
-        master that went away sends the call through the cluster client instead, which finds
-        the new owner; the idempotency key in the call makes that repeat safe."""
+        each call, which the producer pays for in CPU on every publish (measured:
+        bench/results/design-figures.md). A slot that moved or a master that went away sends
+        the call through the cluster client instead, which finds the new owner; the
+        idempotency key in the call makes that repeat safe."""
         assert isinstance(self.client, redis.RedisCluster)
         try:
             return _text(self._append(keys=keys, args=args, client=self._master_of(keys[0])))

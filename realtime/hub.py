@@ -13,11 +13,11 @@ import logging
 
 from core.security import issued_before
 from realtime import telemetry
+from realtime.close_codes import CloseCode
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog
 from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
 from realtime.live_feed import LiveFeed
-from realtime.protocol import CloseCode
 from realtime.recipients import Recipient
 from realtime.topology import Topology
 

@@ -4,10 +4,10 @@ Stateless apart from its connections: every instance subscribes only to the reci
 connected to it, so instances scale out behind any load balancer without sticky sessions.
 
 `/api/v1/insight` goes straight to its handler, and everything else (probes, metrics, the
-demo, lifespan) to a FastAPI app. A WebSocket lives for hours, and every ASGI layer it passes
-through (FastAPI's exit stacks, Starlette's exception and routing middleware) stays suspended
-on its stack for as long as it is open: at tens of thousands of sockets per process, those
-layers were a sixth of each connection's memory.
+client at /static, the demo when it is on, lifespan) to a FastAPI app. A WebSocket lives for
+hours, and every ASGI layer it passes through (FastAPI's exit stacks, Starlette's exception and
+routing middleware) stays suspended on its stack for as long as it is open: memory held by
+every connection for nothing it uses (measured: bench/results/design-figures.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import redis.asyncio
 from fastapi import FastAPI
@@ -31,14 +32,12 @@ from starlette.websockets import WebSocket
 
 from core.config import Settings, get_settings
 from core.json_logs import configure_logging
-from realtime import demo
-from realtime.demo import STATIC
+from realtime.close_codes import CloseCode
 from realtime.endpoint import SOCKET_PATH, insight_socket
 from realtime.eventlog import AsyncEventLog
 from realtime.events import frame_json_schema
 from realtime.hub import Hub
 from realtime.presence import Presence
-from realtime.protocol import CloseCode
 from realtime.publisher import retention_of
 from realtime.telemetry import HubCollector
 from realtime.topology import (
@@ -50,6 +49,8 @@ from realtime.topology import (
 )
 
 logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"  # the client: insight.js and its types
 
 CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
 PRESENCE_CALLS = 16  # presence scripts in flight at once, on a cluster (within the pool too)
@@ -180,7 +181,10 @@ def create_app() -> FastAPI:
         allow_methods=["GET", "HEAD"],
     )
     app.mount("/static", static, name="static")
-    app.include_router(demo.router)
+    if get_settings().demo_on:
+        import demo  # here, not at the top: an edge without the demo carries none of it
+
+        demo.mount(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

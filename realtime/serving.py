@@ -3,7 +3,7 @@
 Every way of starting an edge (`insight edge`, `make run`, docker-compose, the tests and the
 benchmarks) goes through `serve`, so none of them can drift from these choices:
 
-- `EdgeWebSocketProtocol` (`realtime.wire`): uvicorn's leanest WebSocket protocol,
+- `EdgeWebSocketProtocol` (`realtime.uvicorn_protocols`): uvicorn's leanest WebSocket protocol,
   `websockets-sansio`, which also lets the fan-out write an event's frame, encoded once, to
   each socket. Nothing is written to a paused transport, so a slow client's backlog stays in
   its own send buffer, where the 1013 policy sees it.
@@ -14,9 +14,13 @@ benchmarks) goes through `serve`, so none of them can drift from these choices:
 - a garbage collector tuned for many long-lived connections (see `tune_gc`).
 - heartbeats from WS_PING_INTERVAL_SECONDS and WS_PING_TIMEOUT_SECONDS: a peer that vanished
   without closing its TCP connection is found and its subscriptions released.
-- `EdgeHttpProtocol` (`realtime.wire`): uvicorn's httptools protocol with each request head
-  (a WebSocket handshake included) bounded to WS_HANDSHAKE_TIMEOUT_SECONDS and
+- `EdgeHttpProtocol` (`realtime.uvicorn_protocols`): uvicorn's httptools protocol with each
+  request head (a WebSocket handshake included) bounded to WS_HANDSHAKE_TIMEOUT_SECONDS and
   `MAX_HEAD_BYTES`, so that a slow or endless head cannot hold a socket (slowloris).
+
+This module uses only uvicorn's public interface (`uvicorn.run` and its options) and is the
+one importer of `realtime.uvicorn_protocols`, which holds every use of uvicorn's internals;
+`serve` checks first that the installed uvicorn still has what those rely on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import gc
 from typing import Any
 
 from core.config import Settings
-from realtime.wire import EdgeWebSocketProtocol, edge_http_protocol
+from realtime.uvicorn_protocols import EdgeWebSocketProtocol, check_uvicorn, edge_http_protocol
 
 APP = "realtime.main:app"
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -44,15 +48,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 # Allocations between young collections, and collections between older ones (default 700,
-# 10, 10). Measured with `python -m bench`: a storm of 5,000 reconnects caught up in 3.0 s
-# instead of 5.2, and p99 at 10,000 users and 5,000 events/s fell from 7.7 ms to 0.5 ms.
+# 10, 10). Chosen with `python -m bench` (reconnect storms, and p99 under steady traffic);
+# the figures are in bench/results/design-figures.md.
 GC_THRESHOLDS = (10_000, 20, 100)
 
 
 def tune_gc() -> None:
     """Collect less often. Each connection keeps a few hundred objects alive for as long as
     it is open, and with the default thresholds the collector keeps rescanning them: during
-    a burst of connects it took about a third of the process's CPU time, and during traffic
+    a burst of connects it took a large share of the process's CPU time, and during traffic
     its pauses were the p99. Frames and buffers are freed by reference counting, not by the
     collector, so collecting less often costs little memory."""
     gc.set_threshold(*GC_THRESHOLDS)
@@ -61,6 +65,7 @@ def tune_gc() -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    check_uvicorn()
     tune_gc()
 
     uvicorn.run(APP, host=host, port=port, **uvicorn_options(settings))

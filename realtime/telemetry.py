@@ -2,9 +2,9 @@
 
 The delivery path counts once per message per process (not per connection), in plain
 integers that become metric families only when Prometheus scrapes: prometheus_client's
-Counter.inc and Histogram.observe take a lock and a few calls each, which at thousands of
-events a second was a tenth of the edge's CPU. Gauges that describe all connections are
-also computed at scrape time.
+Counter.inc and Histogram.observe take a lock and a few calls each, a share of the edge's
+CPU that grows with the event rate (measured: bench/results/design-figures.md). Gauges that
+describe all connections are also computed at scrape time.
 """
 
 from __future__ import annotations

@@ -126,6 +126,14 @@ class Edge(ServerProcess):
         return int(body["connections"])
 
 
+class PlainUvicornEdge(Edge):
+    """The same edge app under stock `uvicorn realtime.main:app`: uvicorn's own protocols,
+    so the scope holds no `FrameWriter` and every frame goes through ASGI sends."""
+
+    def command(self) -> list[str]:
+        return ServerProcess.command(self)
+
+
 def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
     """The environment of every process under test: test secrets and the private Redis."""
     return {
@@ -141,10 +149,13 @@ def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
     }
 
 
-def start_edge(redis_url: str, log_dir: Path, **env_overrides: str) -> Edge:
+def start_edge(
+    redis_url: str, log_dir: Path, served_by: type[Edge] = Edge, /, **env_overrides: str
+) -> Edge:
+    """An edge on a free port, served by `insight edge` unless `served_by` says otherwise."""
     port = free_port()
     env = base_env(redis_url, **env_overrides)
-    return Edge(APP, port, env, log_dir / f"edge-{port}.log").start()
+    return served_by(APP, port, env, log_dir / f"edge-{port}.log").start()
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from realtime import UIManager
-from realtime.protocol import CloseCode
+from realtime.close_codes import CloseCode
 from tests.harness import ROOT, Client, Edge, eventually, unique
 
 pytestmark = pytest.mark.anyio

@@ -1,5 +1,6 @@
 """Events published with UIManager reach exactly the WebSockets they are addressed to,
-in exactly the seed's wire format."""
+in exactly the seed's wire format, whether the edge is served by `insight edge` or by plain
+uvicorn."""
 
 from __future__ import annotations
 
@@ -7,27 +8,50 @@ import asyncio
 import random
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.local_redis import LocalRedis, free_port
+from cli.local_redis import LocalRedis
 from realtime import AsyncUIManager, UIManager
-from realtime.serving import APP
 from tests.harness import (
     ROOT,
     Client,
     Edge,
-    ServerProcess,
+    PlainUvicornEdge,
     as_published,
-    base_env,
     id_of,
+    start_edge,
     unique,
     without_id,
 )
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(
+    scope="module", params=[Edge, PlainUvicornEdge], ids=["insight-edge", "plain-uvicorn"]
+)
+def served_by(request: pytest.FixtureRequest) -> type[Edge]:
+    """Every test here runs against both delivery paths: `insight edge` (frames written
+    straight to the socket by its protocol) and plain uvicorn (every frame an ASGI send)."""
+    served: type[Edge] = request.param
+    return served
+
+
+@pytest.fixture(scope="module")
+def edge(served_by: type[Edge], redis_server: LocalRedis, artifacts: Path) -> Iterator[Edge]:
+    process = start_edge(redis_server.url, artifacts, served_by)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def second_edge(served_by: type[Edge], redis_server: LocalRedis, artifacts: Path) -> Iterator[Edge]:
+    process = start_edge(redis_server.url, artifacts, served_by)
+    yield process
+    process.stop()
 
 
 async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
@@ -124,13 +148,12 @@ async def test_two_tabs_of_one_user_each_get_every_event_once(
 
 
 async def test_tabs_on_two_edge_processes_each_get_every_event_once(
-    edge: Edge, edge_factory: Callable[..., Edge], token: Callable[..., str]
+    edge: Edge, second_edge: Edge, token: Callable[..., str]
 ) -> None:
-    second = edge_factory()
     user, business = unique("u"), unique("b")
     tabs = [
         await Client.connect(edge.ws_url, token(user, business)),
-        await Client.connect(second.ws_url, token(user, business)),
+        await Client.connect(second_edge.ws_url, token(user, business)),
     ]
     ids = [
         UIManager.for_user(user).show_toast("One", "to the user", "info"),
@@ -262,25 +285,18 @@ async def test_events_about_a_job_carry_its_id_beside_the_seed_keys(
     await client.close()
 
 
-async def test_an_edge_served_by_plain_uvicorn_delivers_and_replays_through_asgi_sends(
-    redis_server: LocalRedis, artifacts: Path, token: Callable[..., str]
+async def test_a_burst_arrives_in_order_and_a_reconnect_with_since_gets_what_it_missed(
+    edge: Edge, token: Callable[..., str]
 ) -> None:
-    """Without `insight edge` (here uvicorn's default WebSocket protocol) the fan-out has no
-    socket to write to directly: every frame takes the ASGI path, in order, nothing lost."""
-    plain = ServerProcess(APP, free_port(), base_env(redis_server.url), artifacts / "plain.log")
-    plain.start()
-    try:
-        user = unique("u")
-        client = await Client.connect(f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user))
-        ui = UIManager.for_user(user)
-        ids = [ui.update_ui({"n": n}) for n in range(200)]
-        assert [id_of(f) for f in await client.events(200)] == ids
-        await client.close()
-        missed = [ui.show_toast("Missed", str(n), "info") for n in range(20)]
-        back = await Client.connect(
-            f"ws://127.0.0.1:{plain.port}/api/v1/insight", token(user), since=ids[-1]
-        )
-        assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == missed
-        await back.close()
-    finally:
-        plain.stop()
+    """Through either path (under plain uvicorn the fan-out has no socket to write to
+    directly, so every frame is an ASGI send): in order, nothing lost, then the replay."""
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    ui = UIManager.for_user(user)
+    ids = [ui.update_ui({"n": n}) for n in range(200)]
+    assert [id_of(f) for f in await client.events(200)] == ids
+    await client.close()
+    missed = [ui.show_toast("Missed", str(n), "info") for n in range(20)]
+    back = await Client.connect(edge.ws_url, token(user), since=ids[-1])
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == missed
+    await back.close()

@@ -75,10 +75,9 @@ def test_json_schema_describes_the_five_events() -> None:
 
 
 def test_the_committed_typescript_declarations_match_the_python_schema() -> None:
-    from realtime.typescript import DECLARATIONS, render
+    from tools.typescript import DECLARATIONS, render
 
     assert DECLARATIONS.read_text() == render(), (
-        "realtime/static/insight.d.ts is stale: run `insight typescript > "
-        "realtime/static/insight.d.ts`"
+        "realtime/static/insight.d.ts is stale: run `make typescript`"
     )
     assert 'variant: "success" | "error" | "warning" | "info";' in render()

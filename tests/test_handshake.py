@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from core.config import Settings
 from realtime import UIManager
-from realtime.protocol import CloseCode
+from realtime.close_codes import CloseCode
 from tests.harness import (
     TEST_AUDIENCE,
     TEST_ISSUER,

@@ -33,7 +33,7 @@ from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import InvalidToken, jwks_key_set, verify_token, verify_token_async
 from realtime import UIManager
-from realtime.protocol import CloseCode
+from realtime.close_codes import CloseCode
 from tests.harness import (
     TEST_AUDIENCE,
     TEST_ISSUER,

@@ -32,7 +32,7 @@ from cli.local_redis import LocalRedis, free_port
 from tests.harness import ROOT, base_env
 from tests.stack import COFFEE, STRIPE_TEST_KEY
 
-RUNTIME_PACKAGES = ("api", "cli", "core", "realtime", "stripe_local", "workers")
+RUNTIME_PACKAGES = ("api", "cli", "core", "demo", "domain", "realtime", "stripe_local", "workers")
 INSTALL_TIMEOUT = 90.0  # pip resolving and unpacking every pinned runtime dependency (~15 s)
 START_TIMEOUT = 30.0  # any one process, from exec to its health check or start line
 # What a checkout holds that is not the project's source: never copied into the build.
@@ -182,8 +182,9 @@ def imported_modules(path: Path) -> set[str]:
 def test_the_installed_package_is_not_the_checkout(plain_install: PlainInstall) -> None:
     """Guards the test below: its processes import the installed copy, not the source tree."""
     probe = (
-        "import json, api, cli, core, realtime, stripe_local, workers;"
-        "print(json.dumps([m.__file__ for m in (api, cli, core, realtime, stripe_local, workers)]))"
+        "import json, api, cli, core, domain, realtime, stripe_local, workers;"
+        "print(json.dumps([m.__file__ for m in"
+        " (api, cli, core, domain, realtime, stripe_local, workers)]))"
     )
     result = plain_install.run("python", "-c", probe, env=clean_env("", plain_install), timeout=30)
     assert result.returncode == 0, result.stderr

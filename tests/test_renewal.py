@@ -13,7 +13,7 @@ import pytest
 
 from core.config import Settings
 from realtime import UIManager
-from realtime.protocol import CloseCode
+from realtime.close_codes import CloseCode
 from tests.harness import Client, Edge, id_of, token_for, unique
 
 pytestmark = pytest.mark.anyio

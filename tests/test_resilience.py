@@ -20,8 +20,8 @@ import redis
 
 from cli.local_redis import LocalRedis, free_port
 from realtime import Recipient, UIManager
+from realtime.close_codes import CloseCode
 from realtime.eventlog import EventLog, Retention
-from realtime.protocol import CloseCode
 from tests.harness import WAIT, Client, Edge, eventually, id_of, unique
 
 pytestmark = pytest.mark.anyio

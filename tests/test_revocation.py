@@ -21,8 +21,8 @@ from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import Identity, InvalidToken, issued_before, verify_token
 from realtime import Recipient, UIManager
+from realtime.close_codes import CloseCode
 from realtime.eventlog import EventLog, Retention
-from realtime.protocol import CloseCode
 from realtime.topology import sync_client
 from tests.harness import (
     TEST_AUDIENCE,

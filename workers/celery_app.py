@@ -24,7 +24,8 @@ from core import json_logs as log_context
 from core.config import get_settings
 from core.db import dispose_after_fork
 from core.json_logs import configure_logging
-from workers import reliability, telemetry
+from domain import reliability
+from workers import telemetry
 
 logger = logging.getLogger(__name__)
 

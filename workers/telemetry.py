@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-QUEUES = ("orders", "payments", "metrics")
+from domain.registry import QUEUES
+
 _started: dict[str, float] = {}
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentUser, SessionDep
-from api.routes.orders import IdempotencyKey
+from api.deps import CurrentUser, IdempotencyKey, SessionDep
 from api.schemas import JobAccepted, MetricsIn, refusals
 from api.submission import accepted, submit
 

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, IdempotencyKey, SessionDep, find_own_order
 from api.schemas import JobAccepted, OrderIn, OrderItemOut, OrderOut, refusals
 from api.submission import accepted, submit
 from core.models import Order
 
 router = APIRouter(tags=["orders"])
-
-# ASCII digits only (str.isdigit() also takes "²" and "③", which int() then refuses), within
-# the INTEGER primary key (32 bits on PostgreSQL, which refuses a larger parameter).
-_ORDER_ID = re.compile(r"[0-9]{1,10}")
-_MAX_ID = 2**31 - 1
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Repeat a submission safely: the same key and body return the first job.",
-    ),
-]
 
 
 @router.post(
@@ -97,11 +81,3 @@ def get_order(order_id: str, user: CurrentUser, session: SessionDep) -> OrderOut
     """One of the caller's orders (404 for anyone else's)."""
     order = find_own_order(session, order_id, user.user_id)
     return order_out(order)
-
-
-def find_own_order(session: SessionDep, order_id: str, user_id: str) -> Order:
-    known = _ORDER_ID.fullmatch(order_id) is not None and int(order_id) <= _MAX_ID
-    order = session.get(Order, int(order_id)) if known else None
-    if order is None or order.user_id != user_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
-    return order

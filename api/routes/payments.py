@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
-from api.deps import CurrentUser, SessionDep
-from api.routes.orders import IdempotencyKey, find_own_order
+from api.deps import CurrentUser, IdempotencyKey, SessionDep, find_own_order
 from api.schemas import JobAccepted, PaymentIn, refusals
 from api.submission import accepted, submit
-from core.models import Job, Payment
-from workers.announce import DEFAULT_SUCCESS_URL
+from core.models import Job
+from domain import payments
 
 router = APIRouter(tags=["payments"])
 
@@ -34,30 +32,10 @@ def create_payment(
 
     def add_payment(job: Job) -> None:
         # Only for a new job: a repeated Idempotency-Key gets its first job even once paid.
-        if order.status == "paid":
-            raise HTTPException(status.HTTP_409_CONFLICT, f"order {order.id} is already paid")
-        in_flight = session.scalars(
-            select(Payment.id).where(
-                Payment.order_id == order.id, Payment.status.in_(("pending", "processing"))
-            )
-        ).first()
-        if in_flight is not None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"a payment of order {order.id} is already in progress"
-            )
-        session.add(
-            Payment(
-                job_id=job.id,
-                order_id=order.id,
-                user_id=user.user_id,
-                business_id=order.business_id,
-                amount=order.total_amount,
-                currency=order.currency,
-                payment_method=body.payment_method,
-                success_url=body.success_url or DEFAULT_SUCCESS_URL,
-                status="pending",
-            )
-        )
+        try:
+            payments.open_payment(session, job, order, body.payment_method, body.success_url)
+        except payments.PaymentConflict as conflict:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(conflict)) from None
 
     job = submit(
         session,

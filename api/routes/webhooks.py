@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep
 from api.schemas import refusals
-from realtime import AsyncUIManager
-from workers.services.webhooks import apply_event
+from domain import announcements
+from domain.webhooks import apply_event
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -97,17 +97,5 @@ async def stripe_webhook(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "not a Stripe event")
     first, change = await run_in_threadpool(apply_event, session, event)
     if change is not None:  # published after the commit of the change it announces
-        await (
-            AsyncUIManager.for_user(change.user_id)
-            .with_context(jobId=change.job_id)
-            .update_ui(
-                {
-                    "type": "payment_update",
-                    "paymentId": str(change.payment_id),
-                    "orderId": str(change.order_id),
-                    "jobId": change.job_id,
-                    "status": change.status,
-                },
-            )
-        )
+        await announcements.payment_update(change)
     return {"received": True, "duplicate": not first}

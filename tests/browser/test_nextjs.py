@@ -26,8 +26,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import verify_token
+from demo.routes import DEMO_USERS
 from realtime import UIManager
-from realtime.demo import DEMO_USERS
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.nextjs_app import (
     APP,

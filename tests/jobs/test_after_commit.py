@@ -65,9 +65,11 @@ def job_row(user: str, kind: str = "order") -> Job:
 
 def logged(client: redis.Redis, user: str) -> list[dict[str, Any]]:
     """The events in `user`'s log, oldest first, as their JSON bodies."""
-    entries = cast(
-        list[tuple[bytes, dict[bytes, bytes]]], client.xrange(Recipient.user(user).stream_key)
-    )
+    return logged_for(client, Recipient.user(user))
+
+
+def logged_for(client: redis.Redis, recipient: Recipient) -> list[dict[str, Any]]:
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(recipient.stream_key))
     return [json.loads(fields[b"f"]) for _, fields in entries]
 
 
@@ -306,8 +308,8 @@ def test_an_order_job_whose_last_transaction_rolls_back_announces_no_outcome(
     user = unique("u")
     job_id = queued_order_job(sessions, user)
 
-    def queue_then_fail(session: Session, job: Any, metrics: Any = None) -> None:
-        base.announce_outcome(session, job, metrics)
+    def queue_then_fail(session: Session, job: Any) -> None:
+        base.announce_outcome(session, job)
         assert pending_count(session) == 2  # progress 100 and the toast, waiting
         raise OperationalError("COMMIT", {}, Exception("the database went away"))
 
@@ -354,3 +356,40 @@ def test_an_order_job_whose_outcome_could_not_be_published_is_announced_by_its_r
     events = logged(redis_client, user)
     assert [e["type"] for e in events] == ["ui_update", "ui_update", "ui_toast"]
     assert events[2]["title"] == "Order created"
+
+
+@pytest.mark.usefixtures("worker_database")
+def test_a_finished_metrics_job_is_announced_again_from_its_stored_figures(
+    sessions: sessionmaker[Session], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redelivery of a metrics job that succeeded but was not announced computes nothing:
+    it goes through `begin` like every job, and announces the figures the job stored."""
+    from domain import metrics
+    from workers.tasks import metrics as metrics_tasks
+
+    user, business = unique("u"), unique("b")
+    stored = {"today": {"orders": 7}, "computed_at": "2026-06-15T12:00:00+00:00"}
+    with sessions() as session:
+        row = job_row(user, "metrics")
+        row.business_id, row.status = business, "succeeded"
+        row.result = {"business_id": business, "metrics": stored}
+        session.add(row)
+        session.commit()
+
+    def computed_again(*_: Any) -> None:
+        raise AssertionError("the figures of a finished job were computed again")
+
+    monkeypatch.setattr(metrics, "business_metrics", computed_again)
+    metrics_tasks.recalculate(row.id)
+    metrics_tasks.recalculate(row.id)  # announced by now: nothing more
+    assert [(e["data"]["percent"], e["data"]["status"]) for e in logged(redis_client, user)] == [
+        (100, "succeeded")
+    ]
+    dashboard = logged_for(redis_client, Recipient.business(business))
+    assert [e["data"] for e in dashboard] == [
+        {"type": "metrics_update", "businessId": business, "metrics": stored}
+    ]
+    with sessions() as session:
+        job = session.get(Job, row.id)
+        assert job is not None
+        assert (job.status, job.notified, job.deliveries) == ("succeeded", True, 2)

@@ -10,9 +10,9 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
+from domain import announcements
+from domain.jobs import JobView
 from tests.harness import Client, Edge, unique
-from workers import announce
-from workers.services.jobs import JobView
 from workers.tasks.base import human_reason
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +43,7 @@ async def test_a_failed_order_shows_an_error_toast_with_a_human_reason(
     failed = job(
         user, "order", "failed", error=human_reason(OperationalError("x", {}, Exception()))
     )
-    announce.outcome(failed)
+    announcements.order_outcome(failed)
     progress, toast = await client.events(2)
     assert progress["data"] == {
         "type": "job_progress",

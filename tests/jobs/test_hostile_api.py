@@ -241,7 +241,7 @@ def test_a_payment_of_a_non_ascii_order_id_gets_a_422_naming_it(
 
 
 def test_a_signed_webhook_naming_a_non_ascii_payment_id_is_received(stack: Stack) -> None:
-    """The payment id in an intent's metadata (workers/services/webhooks.py) is looked up only
+    """The payment id in an intent's metadata (domain/webhooks.py) is looked up only
     when it is plain digits that fit the key."""
     for payment_id in ("\u00b2", "\u2462", "2147483648", "9" * 18, "9" * 5000):
         intent = json.dumps(

@@ -266,8 +266,8 @@ async def test_one_request_id_follows_the_job_and_no_log_line_holds_the_token(
 def test_a_charge_racing_its_own_in_flight_request_is_retried_not_failed(stack: Stack) -> None:
     import stripe
 
+    from domain import payments
     from tests.stack import STRIPE_TEST_KEY
-    from workers.services import payments
 
     client = stripe.StripeClient(
         STRIPE_TEST_KEY, base_addresses={"api": stack.stripe.http_url}, max_network_retries=0

@@ -1,4 +1,4 @@
-"""The plain service functions behind the tasks, on SQLite and PostgreSQL, without Celery."""
+"""The domain functions behind the tasks, on SQLite and PostgreSQL, without Celery."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import build_engine
 from core.models import Job, Order, Payment
-from workers import reliability
-from workers.services import jobs, metrics, orders, payments, webhooks
+from domain import jobs, metrics, orders, payments, reliability, webhooks
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_an_order_is_created_once_however_often_its_job_runs(
 def test_a_job_delivered_too_often_is_failed_for_good(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         job = new_job(session)
-    for _ in range(reliability.MAX_DELIVERIES):
+    for _ in range(jobs.MAX_DELIVERIES):
         with sessions() as session:
             assert jobs.begin(session, job.id).status == "running"
             session.commit()

@@ -1,5 +1,6 @@
-"""What every job task shares: retries of transient errors, and a failed job (announced to
-the user) when a task gives up, instead of a job left "running" forever."""
+"""What every job task shares: its name and time limits from the registry, retries of transient
+errors, and a failed job (announced to the user) when a task gives up, instead of a job left
+"running" forever."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from workers import announce, reliability
-from workers.services import jobs
-from workers.services.payments import TransientPaymentError
+from domain import announcements, jobs, reliability
+from domain.jobs import JobKind
+from domain.payments import TransientPaymentError
+from domain.registry import JOB_TYPES
+from workers.celery_app import app
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,17 @@ class JobTask(Task):  # type: ignore[misc]
             logger.exception("could not record the failure", extra={"job_id": job_id})
 
 
+def time_limits(kind: JobKind) -> dict[str, int]:
+    """Celery's time limit options for the tasks on `kind`'s queue."""
+    limits = JOB_TYPES[kind].limits
+    return {"soft_time_limit": limits.soft, "time_limit": limits.hard}
+
+
+def job_task(kind: JobKind) -> Any:
+    """The decorator that registers `kind`'s task, under the name the API sends it by."""
+    return app.task(name=JOB_TYPES[kind].task, base=JobTask, **time_limits(kind))
+
+
 def human_reason(error: BaseException) -> str:
     """What the user is told when a job gives up (the details go to the log, not the page)."""
     if isinstance(error, SoftTimeLimitExceeded):
@@ -76,20 +90,18 @@ def begin(job_id: str, progress: int | None = None) -> jobs.JobView:
     with session_scope() as session:
         job = jobs.begin(session, job_id)
         if progress is not None and not job.finished:
-            announce.progress(job, progress, after_commit=session)
+            announcements.progress(job, progress, after_commit=session)
     return job
 
 
-def announce_outcome(
-    session: Session, job: jobs.JobView, metrics: dict[str, Any] | None = None
-) -> None:
+def announce_outcome(session: Session, job: jobs.JobView) -> None:
     """Tell the page how `job` ended once `session`, which ended it, commits (nothing if it
     rolls back), unless an earlier delivery already did; then call `remember_notified`.
 
     The notified mark cannot share that transaction: if the publish after the commit failed,
     a retry would find the job notified and never announce it."""
     if not job.notified:
-        announce.outcome(job, metrics, after_commit=session)
+        JOB_TYPES[job.kind].announce(job, after_commit=session)
 
 
 def remember_notified(job: jobs.JobView) -> None:
@@ -99,10 +111,10 @@ def remember_notified(job: jobs.JobView) -> None:
             jobs.mark_notified(session, job.id)
 
 
-def finish(job: jobs.JobView, metrics: dict[str, Any] | None = None) -> None:
+def finish(job: jobs.JobView) -> None:
     """Announce a job finished by an earlier, committed transaction unless an earlier delivery
     already did, then remember it."""
     if job.notified:
         return
-    announce.outcome(job, metrics)
+    JOB_TYPES[job.kind].announce(job)
     remember_notified(job)

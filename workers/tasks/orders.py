@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from core.db import session_scope
-from workers.celery_app import app
-from workers.reliability import TIME_LIMITS
-from workers.services import jobs, orders
-from workers.tasks.base import JobTask, announce_outcome, begin, finish, remember_notified
-
-LIMIT = TIME_LIMITS["orders"]
+from domain import jobs, orders
+from workers.tasks.base import announce_outcome, begin, finish, job_task, remember_notified
 
 
-@app.task(name="orders.create", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
+@job_task("order")
 def create_order(job_id: str) -> None:
     job = begin(job_id, progress=10)
     if not job.finished:

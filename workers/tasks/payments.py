@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from core.db import session_scope
-from workers import announce
-from workers.celery_app import app
-from workers.reliability import TIME_LIMITS
-from workers.services import jobs, payments
-from workers.tasks.base import JobTask, announce_outcome, begin, finish, remember_notified
-
-LIMIT = TIME_LIMITS["payments"]
+from domain import announcements, jobs, payments
+from workers.tasks.base import announce_outcome, begin, finish, job_task, remember_notified
 
 
-@app.task(name="payments.charge", base=JobTask, soft_time_limit=LIMIT.soft, time_limit=LIMIT.hard)
+@job_task("payment")
 def charge_payment(job_id: str) -> None:
     job = begin(job_id, progress=10)
     if not job.finished:
         with session_scope() as session:
             payment = payments.prepare(session, job_id)  # the Idempotency-Key is committed here
-            announce.progress(job, 30, after_commit=session)
+            announcements.progress(job, 30, after_commit=session)
         try:
             outcome = payments.charge(payments.stripe_client(), payment, job_id)
         except payments.PaymentRejected as rejected:

@@ -1,4 +1,4 @@
-// Generated from realtime/events.py by `insight typescript`. Do not edit by hand.
+// Generated from realtime/events.py by `make typescript`. Do not edit by hand.
 
 export type JsonValue =
   | string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

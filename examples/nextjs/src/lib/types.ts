@@ -15,7 +15,7 @@ export interface JobAccepted {
 export type JobKind = "order" | "payment" | "metrics";
 export type JobStatus = "queued" | "running" | "succeeded" | "failed";
 
-/** ui_update from a worker while a job runs (workers/announce.py `progress`). */
+/** ui_update from a worker while a job runs (domain/announcements.py `progress`). */
 export interface JobProgress {
   type: "job_progress";
   jobId: string;
@@ -39,7 +39,7 @@ export interface Metrics {
   computed_at: string;
 }
 
-/** ui_update to every member of a business (workers/announce.py `push_metrics`). */
+/** ui_update to every member of a business (domain/announcements.py `push_metrics`). */
 export interface MetricsUpdate {
   type: "metrics_update";
   businessId: string;

@@ -1,7 +1,7 @@
 import users from "./demo-users.json";
 import type { DemoUser } from "./types";
 
-/** The edge demo's cast (realtime/demo.py): two businesses, two people each. */
+/** The edge demo's cast (demo/routes.py): two businesses, two people each. */
 export const DEMO_USERS: readonly DemoUser[] = users;
 
 export function demoUser(id: string | undefined): DemoUser | null {

@@ -1,4 +1,4 @@
-"""A job's lifecycle, as the worker sees it: begin a delivery, finish, remember publication.
+"""A job's lifecycle: begin a delivery, finish, remember publication.
 
 Every delivery of a task message (first run, retry or redelivery after a crash) starts with
 `begin`, which counts it and tells the task whether there is still work to do, so the task is
@@ -8,13 +8,21 @@ idempotent by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Job
-from workers.reliability import MAX_DELIVERIES
+
+# The kinds of job the API accepts (each is a row of domain/registry.py) and where a job stands.
+JobKind = Literal["order", "payment", "metrics"]
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed")
+
+# Deliveries of one job, retries and redeliveries together, after which it is failed for good:
+# a message that kills its worker every time must not loop forever.
+MAX_DELIVERIES = 12
 
 
 class UnknownJob(LookupError):
@@ -26,10 +34,10 @@ class JobView:
     """What a task needs to know of a job once its session is closed."""
 
     id: str
-    kind: str
+    kind: JobKind
     user_id: str
     business_id: str | None
-    status: str
+    status: JobStatus
     request: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
@@ -38,16 +46,16 @@ class JobView:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return self.status in FINISHED
 
     @classmethod
     def of(cls, job: Job) -> JobView:
         return cls(
             job.id,
-            job.kind,
+            cast(JobKind, job.kind),  # written by the API from JobKind, read back as text
             job.user_id,
             job.business_id,
-            job.status,
+            cast(JobStatus, job.status),
             dict(job.request),
             dict(job.result) if job.result is not None else None,
             job.error,

@@ -4,32 +4,22 @@ The goal: a job runs to completion exactly once in effect, whatever dies along t
 Tasks are idempotent (they find their earlier work by job id), so the broker is allowed to
 deliver a message again; these settings make sure it does so whenever a run did not finish,
 and never faster than a run may legitimately take.
+
+Shared by the workers and the API's producer, so that both speak to the broker alike. The time
+limits are each job kind's (registry.py) and the cap on deliveries is the job lifecycle's
+(jobs.py); `check` holds them to these settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class TimeLimit:
-    soft: int  # SoftTimeLimitExceeded is raised in the task: it can still record a failure
-    hard: int  # the pool process is killed; the message is redelivered (see reject_on_worker_lost)
-
-
-TIME_LIMITS: dict[str, TimeLimit] = {
-    "orders": TimeLimit(soft=30, hard=45),
-    "payments": TimeLimit(soft=60, hard=90),  # Stripe calls time out at 20 s, retried with backoff
-    "metrics": TimeLimit(soft=60, hard=90),
-}
+from domain.jobs import MAX_DELIVERIES
+from domain.registry import JOB_TYPES, QUEUES
 
 # Retries of transient errors: exponential backoff with full jitter, capped.
 RETRY_BACKOFF_MAX = 120
 MAX_RETRIES = 6
-# Deliveries of one job, retries and redeliveries together, after which it is failed for good:
-# a message that kills its worker every time must not loop forever.
-MAX_DELIVERIES = 12
 
 # With the Redis broker an unacknowledged message returns to the queue only after this long.
 # It must exceed the longest a delivery may legitimately be held unacknowledged: a run up to
@@ -56,12 +46,8 @@ def celery_settings(broker_url: str, result_backend: str | None = None) -> dict[
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_default_queue": "orders",
-        "task_routes": {
-            "orders.*": {"queue": "orders"},
-            "payments.*": {"queue": "payments"},
-            "metrics.*": {"queue": "metrics"},
-        },
+        "task_default_queue": JOB_TYPES["order"].queue,
+        "task_routes": {f"{queue}.*": {"queue": queue} for queue in QUEUES},
         # Broker connection loss: keep retrying (also at start-up), and cancel running
         # late-ack tasks, whose messages the broker will redeliver anyway.
         "broker_connection_retry_on_startup": True,
@@ -90,15 +76,15 @@ def check(conf: Any) -> None:
     if list(conf.accept_content) != ["json"] or conf.task_serializer != "json":
         problems.append("only JSON may be accepted and produced")
     visibility = (conf.broker_transport_options or {}).get("visibility_timeout", 3600)
-    longest = max(max(limit.hard for limit in TIME_LIMITS.values()), RETRY_BACKOFF_MAX)
+    longest = max(max(job.limits.hard for job in JOB_TYPES.values()), RETRY_BACKOFF_MAX)
     if visibility <= longest:
         problems.append(
             f"visibility_timeout ({visibility} s) must exceed the longest hard time limit or "
             f"retry countdown ({longest} s), or a running job is handed to a second worker"
         )
-    for queue, limit in TIME_LIMITS.items():
-        if not 0 < limit.soft < limit.hard:
-            problems.append(f"{queue}: the soft time limit must be below the hard one")
+    for job in JOB_TYPES.values():
+        if not 0 < job.limits.soft < job.limits.hard:
+            problems.append(f"{job.queue}: the soft time limit must be below the hard one")
     if MAX_DELIVERIES <= MAX_RETRIES:
         problems.append("MAX_DELIVERIES must leave room for every retry")
     if problems:

@@ -1,11 +1,12 @@
-"""The edge's side of the WebSocket protocol beyond the frames: close codes, channels, and
-how a client may present its token (the frames themselves are `realtime.frames`)."""
+"""What a client says when it opens a socket: the channel it asks for, the subprotocols it
+offers, and its token (in the query, in a subprotocol, or in the first frame), checked here
+before anything trusts it. The frames that follow are `realtime.frames`; the codes a refusal
+closes with, `realtime.close_codes`."""
 
 from __future__ import annotations
 
 import json
 import re
-from enum import IntEnum
 
 DEFAULT_CHANNEL = "ui_events"
 CHANNELS = frozenset({DEFAULT_CHANNEL})
@@ -14,18 +15,6 @@ CHANNELS = frozenset({DEFAULT_CHANNEL})
 # ["insight", "insight.bearer.<JWT>"] keeps the token out of URLs; the edge selects "insight".
 SUBPROTOCOL = "insight"
 BEARER_SUBPROTOCOL_PREFIX = "insight.bearer."
-
-
-class CloseCode(IntEnum):
-    """Why the edge closed a socket; each tells the client what to do next."""
-
-    SERVER_RESTARTING = 1012  # reconnect now, with `since`
-    TRY_AGAIN_LATER = 1013  # overloaded or too slow to keep up: reconnect later, with `since`
-    MESSAGE_TOO_BIG = 1009  # the client sent a frame over the size limit
-    MALFORMED = 4400  # a bad query parameter or first frame: fix the client
-    UNAUTHORIZED = 4401  # missing, invalid or expired token: get a new token
-    FORBIDDEN = 4403  # channel or origin not allowed
-    TOO_MANY_CONNECTIONS = 4429  # the user has WS_MAX_CONNECTIONS_PER_USER open: back off
 
 
 # A JWT in compact form is base64url segments joined by dots (RFC 7515, 7.1; RFC 7519, 3).

@@ -1,21 +1,17 @@
-"""The edge's WebSocket protocol: uvicorn's sans-I/O one, plus a way to write an encoded
-frame straight to a socket.
+"""Every use of uvicorn's internals: the two protocol classes `insight edge` serves with, and
+the declaration of what they rely on in uvicorn's own classes (`check_uvicorn`).
 
-Through ASGI, each event delivered to a socket costs a wakeup of that connection's writer
-task, a message dict, Starlette's and uvicorn's state checks, and a frame object built and
-serialised by websockets for that one socket. Yet a server's text frame is not masked, so it
-is the same bytes for every receiver: the hub encodes it once per event (`text_frame`) and,
-while a connection has nothing queued and its transport takes data, writes those bytes to
-the socket from the fan-out itself (`FrameWriter.write_frame`). Anything else (a backlog, a
-replay, a paused transport, a closing socket) goes through the connection's writer task, which
-waits for the transport to drain (`wait_writable`) and then writes its backlog in one call.
+uvicorn offers no public way to change how a socket is read or written, so these subclass its
+protocols and read and replace their attributes. Nothing else in Insight imports this module
+but `realtime.serving` (which hands the classes to `uvicorn.run`, uvicorn's public interface)
+and the tests; the rest of the edge knows only the `FrameWriter` in the WebSocket's scope
+(`realtime.frame_writer`), and works without it, as under plain `uvicorn realtime.main:app`.
 
-The edge's ASGI app finds the writer in the WebSocket's scope under `WIRE_EXTENSION`; served
-any other way (another ASGI server), it is absent and frames go through ASGI sends.
-
-The protocol also holds less per socket than uvicorn's: an edge keeps tens of thousands open
-for hours, and an asyncio.Queue (three deques and an Event), an asyncio.Event (a deque) and
-the handshake's request and response headers were a quarter of each idle connection's memory.
+`EdgeWebSocketProtocol` is uvicorn's sans-I/O WebSocket protocol (`websockets-sansio`) that
+also offers itself as the socket's `FrameWriter`. It holds less per socket than uvicorn's:
+an edge keeps tens of thousands open for hours, so the ASGI receive queue and the writable
+event become `realtime.wakeups`' Inbox and Flag, and the handshake's request and response
+are dropped once the socket is open (what that saves: bench/results/design-figures.md).
 
 Hostile handshakes (DESIGN.md: "Hostile input never hangs, crashes or leaks"). uvicorn, as of
 0.54, leaves two holes that let a client hold a socket and its file descriptor for ever:
@@ -35,24 +31,38 @@ frame, instead of uvicorn's 1007 with an error and its traceback logged for ever
 connection failed for a protocol error (1009 for a message over WS_MAX_MESSAGE_BYTES) is
 half-closed and drained rather than closed at once, so that the peer reads its close code
 (see `EdgeWebSocketProtocol.handle_parser_exception`).
+
+An upgrade of uvicorn may rename or drop what these classes rely on, and a subclass would
+then fail quietly (an override no longer called, an attribute set that nobody reads).
+`UVICORN_RELIANCE` names all of it; `check_uvicorn` (run by `serve` at start-up, and by
+tests/test_uvicorn_contract.py) says exactly what changed, and the range that was tested.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
+import inspect
+import re
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 
+import uvicorn
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from realtime.protocol import CloseCode
+from realtime.close_codes import CloseCode
+from realtime.frame_writer import FRAME_WRITER_EXTENSION
+from realtime.wakeups import Flag, Inbox
 
-WIRE_EXTENSION = "insight.wire"
+# The versions these classes were tested against, as pyproject.toml requires them (a test
+# keeps the two equal); tests/test_uvicorn_contract.py says how to test another.
+UVICORN_REQUIREMENT = "uvicorn[standard]>=0.52.1,<0.55"
+WEBSOCKETS_REQUIREMENT = "websockets>=17.0,<18"
 
 # The most a request head (request line and headers) may take, all lines together. Each line
 # of a WebSocket handshake is also held to websockets' MAX_LINE_LENGTH (8 KiB); browsers send
@@ -61,106 +71,6 @@ MAX_HEAD_BYTES = 64 * 1024
 # After failing a connection (a protocol error), how long to wait for the peer to close its
 # half of the TCP connection before closing ours anyway.
 CLOSE_LINGER_SECONDS = 2.0
-
-_TEXT_FIN = 0x81  # FIN bit and the text opcode; the mask bit stays 0 (RFC 6455, 5.1)
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One complete, unmasked WebSocket text frame carrying `payload` (UTF-8 JSON)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_TEXT_FIN, size)) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", _TEXT_FIN, 126, size) + payload
-    return struct.pack("!BBQ", _TEXT_FIN, 127, size) + payload
-
-
-class FrameWriter(Protocol):
-    def write_frame(self, frame: bytes) -> bool:
-        """Write encoded frames now if the socket is open and its transport is not paused;
-        False (nothing written) otherwise."""
-        ...
-
-    async def wait_writable(self) -> None:
-        """Return once the transport takes data again (at once if it does now)."""
-        ...
-
-
-class Signal:
-    """Wakes every coroutine waiting on it; holds a list of futures only while some wait.
-
-    The lightest wakeup for state that lives as long as a socket: an asyncio.Event allocates
-    a deque up front, this nothing until someone waits."""
-
-    __slots__ = ("_waiters",)
-
-    def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    async def wait(self) -> None:
-        future = asyncio.get_running_loop().create_future()
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = []
-        waiters.append(future)
-        try:
-            await future
-        finally:
-            if future.cancelled() and self._waiters is waiters:
-                waiters.remove(future)
-
-    def fire(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for future in waiters or ():
-            if not future.done():
-                future.set_result(None)
-
-
-class Inbox:
-    """The part of asyncio.Queue that uvicorn's protocol uses (put_nowait, get, empty),
-    without the deques and the Event a Queue allocates up front."""
-
-    __slots__ = ("_arrived", "_items")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._arrived = Signal()
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        self._arrived.fire()
-
-    async def get(self) -> Any:
-        while not self._items:
-            await self._arrived.wait()
-        return self._items.pop(0)
-
-    def empty(self) -> bool:
-        return not self._items
-
-
-class Flag:
-    """asyncio.Event's is_set, set, clear and wait, without the deque an Event allocates."""
-
-    __slots__ = ("_changed", "_set")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._changed = Signal()
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        self._changed.fire()
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> None:
-        while not self._set:
-            await self._changed.wait()
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -255,7 +165,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.response.status_code == 101:
             # The ASGI task is created but has not run yet, so it sees the extension.
             extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
-            extensions[WIRE_EXTENSION] = self
+            extensions[FRAME_WRITER_EXTENSION] = self
         # websockets' parser keeps the request alive for as long as the socket is open (it
         # is a local of the parsing generator); the scope has its own copy of the headers.
         event.headers.clear()
@@ -403,3 +313,122 @@ def edge_http_protocol(head_timeout: float) -> type[EdgeHttpProtocol]:
 
     ConfiguredEdgeHttpProtocol.head_timeout = head_timeout
     return ConfiguredEdgeHttpProtocol
+
+
+# -- what the classes above rely on in uvicorn's ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reliance:
+    """What this module relies on in one of uvicorn's classes, beyond its public interface."""
+
+    owner: type
+    # Set by the class (`self.<name> = ...`, in __init__ or a handler), read or replaced here.
+    attributes: tuple[str, ...] = ()
+    # Overridden or called here: each one's parameter names, `self` first.
+    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A method of the class -> the methods (overridden here) it must go on calling.
+    calls: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # An attribute replaced here -> every method the class may call on it (what the
+    # replacement implements).
+    uses: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+UVICORN_RELIANCE = (
+    Reliance(
+        WebSocketsSansIOProtocol,
+        attributes=(
+            "queue", "writable", "conn", "loop", "transport", "scope", "request", "response",
+            "handshake_initiated", "handshake_complete", "close_sent", "close_timer",
+            "close_timeout", "disconnected", "read_paused", "frames", "curr_msg_data_type",
+        ),
+        methods={
+            "__init__": ("self", "config", "server_state", "app_state", "_loop"),
+            "data_received": ("self", "data"),
+            "send_receive_event_to_app": ("self",),
+            "handle_parser_exception": ("self",),
+            "handle_connect": ("self", "event"),
+            "send": ("self", "message"),
+        },
+        calls={
+            "data_received": ("handle_parser_exception", "handle_events"),
+            "handle_events": ("handle_connect",),
+            "handle_text": ("send_receive_event_to_app",),
+            "handle_cont": ("send_receive_event_to_app",),
+        },
+        uses={
+            "queue": frozenset({"put_nowait", "get", "empty"}),
+            "writable": frozenset({"is_set", "set", "clear", "wait"}),
+        },
+    ),
+    Reliance(
+        HttpToolsProtocol,
+        attributes=("server_state", "loop", "logger", "transport"),
+        methods={
+            "__init__": ("self", "config", "server_state", "app_state", "_loop"),
+            "connection_made": ("self", "transport"),
+            "connection_lost": ("self", "exc"),
+            "data_received": ("self", "data"),
+            "send_400_response": ("self", "msg"),
+            "on_message_begin": ("self",),
+            "on_url": ("self", "url"),
+            "on_header": ("self", "name", "value"),
+            "on_headers_complete": ("self",),
+        },
+        calls={"data_received": ("send_400_response",)},
+    ),
+    Reliance(ServerState, attributes=("default_headers",)),
+)  # fmt: skip
+
+
+class UvicornContractError(RuntimeError):
+    """The installed uvicorn lacks or changed something `UVICORN_RELIANCE` names."""
+
+
+def check_uvicorn(reliances: tuple[Reliance, ...] = UVICORN_RELIANCE) -> None:
+    """Fail at start-up, naming each change, rather than serve with an override that uvicorn
+    no longer calls or an attribute it no longer reads."""
+    if breaks := [change for reliance in reliances for change in _changes(reliance)]:
+        raise UvicornContractError(
+            f"uvicorn {uvicorn.__version__} is not the uvicorn realtime/uvicorn_protocols.py "
+            f"was written for (tested: {UVICORN_REQUIREMENT}, {WEBSOCKETS_REQUIREMENT}): "
+            + "; ".join(breaks)
+        )
+
+
+def _changes(reliance: Reliance) -> list[str]:
+    owner = reliance.owner.__name__
+    try:
+        source = inspect.getsource(reliance.owner)
+    except (OSError, TypeError):
+        return [f"the source of {owner} cannot be read, so it cannot be checked"]
+    changes = [
+        f"{owner} does not set self.{name}"
+        for name in reliance.attributes
+        if not re.search(rf"\bself\.{name}\s*(:[^=\n]+)?=(?!=)", source)
+    ]
+    for name, expected in reliance.methods.items():
+        method = getattr(reliance.owner, name, None)
+        if method is None:
+            changes.append(f"{owner}.{name} is missing")
+        elif (found := tuple(inspect.signature(method).parameters)) != expected:
+            changes.append(
+                f"{owner}.{name} takes ({', '.join(found)}), not ({', '.join(expected)})"
+            )
+    for name, callees in reliance.calls.items():
+        if (method := getattr(reliance.owner, name, None)) is None:
+            changes.append(f"{owner}.{name} is missing")
+            continue
+        body = inspect.getsource(method)
+        changes += [
+            f"{owner}.{name} does not call self.{callee}()"
+            for callee in callees
+            if f"self.{callee}(" not in body
+        ]
+    for name, allowed in reliance.uses.items():
+        called = set(re.findall(rf"\bself\.{name}\.(\w+)", source))
+        changes += [
+            f"{owner} calls self.{name}.{extra}(), which its replacement here lacks"
+            for extra in sorted(called - allowed)
+        ]
+    return changes

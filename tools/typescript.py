@@ -2,7 +2,8 @@
 
 The TypeScript types of the frames are derived from `event_json_schema()`, so they cannot
 drift from what the publisher validates; a test fails when the committed file is stale.
-Regenerate with `insight typescript > realtime/static/insight.d.ts`.
+Regenerate with `make typescript` (`python -m tools.typescript > realtime/static/insight.d.ts`,
+and the copy in examples/nextjs/src/hooks/).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from realtime.events import CONTEXT_KEYS, Gap, Ready, event_json_schema
 
-DECLARATIONS = Path(__file__).resolve().parent / "static" / "insight.d.ts"
+DECLARATIONS = Path(__file__).resolve().parent.parent / "realtime" / "static" / "insight.d.ts"
 
 _CLIENT_API = """
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
@@ -100,7 +101,7 @@ def render() -> str:
     definitions = schema["$defs"]
     events = [str(ref).rsplit("/", 1)[-1] for ref in schema["discriminator"]["mapping"].values()]
     parts = [
-        "// Generated from realtime/events.py by `insight typescript`. Do not edit by hand.",
+        "// Generated from realtime/events.py by `make typescript`. Do not edit by hand.",
         "export type JsonValue =\n  | string | number | boolean | null | JsonValue[]"
         " | { [key: string]: JsonValue };",
     ]
@@ -118,3 +119,7 @@ def render() -> str:
     parts.append(_interface("ReadyFrame", Ready.model_json_schema(mode="serialization")))
     parts.append(_interface("GapFrame", Gap.model_json_schema(mode="serialization")))
     return "\n\n".join(parts) + "\n" + _CLIENT_API
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,5 +1,5 @@
 // The demo's main page: submit jobs through the real job API and watch their events arrive.
-import { api, chooseUser, connect, currentUser, loadConfig, showToast } from "/static/demo-common.js";
+import { api, chooseUser, connect, currentUser, loadConfig, showToast } from "/demo/static/demo-common.js";
 
 const ORDER = {
   items: [
@@ -151,6 +151,3 @@ connect(user, {
   },
 });
 renderUsers();
-if (!config.tokens) {
-  showToast({ title: "Demo tokens are off", description: "Set ENVIRONMENT=development or DEMO_ENABLED=true.", variant: "warning" });
-}

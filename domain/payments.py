@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
-from core.models import PAYMENT_STATUSES, Order, Payment
+from core.models import Job, Order, Payment
+
+# A payment's state only moves forward along this order, whatever order events arrive in.
+PAYMENT_STATUSES = ("pending", "processing", "failed", "succeeded")
+# Where the page goes after a successful payment whose request named no success_url.
+DEFAULT_SUCCESS_URL = "/orders?status=success"
 
 
 class TransientPaymentError(Exception):
@@ -25,6 +30,10 @@ class TransientPaymentError(Exception):
 
 class PaymentRejected(Exception):
     """Stripe refused the request for a reason retrying cannot fix."""
+
+
+class PaymentConflict(Exception):
+    """The order cannot take another payment now: it is paid, or a payment of it is running."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,40 @@ def stripe_client() -> stripe.StripeClient:
         max_network_retries=0,
         http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
     )
+
+
+def open_payment(
+    session: Session, job: Job, order: Order, payment_method: str, success_url: str | None
+) -> Payment:
+    """The pending payment that `job` will charge, added to the session; raises
+    PaymentConflict while `order` is paid or already has a payment in flight."""
+    if order.status == "paid":
+        raise PaymentConflict(f"order {order.id} is already paid")
+    in_flight = session.scalars(
+        select(Payment.id).where(
+            Payment.order_id == order.id, Payment.status.in_(("pending", "processing"))
+        )
+    ).first()
+    if in_flight is not None:
+        raise PaymentConflict(f"a payment of order {order.id} is already in progress")
+    payment = Payment(
+        job_id=job.id,
+        order_id=order.id,
+        user_id=job.user_id,
+        business_id=order.business_id,
+        amount=order.total_amount,
+        currency=order.currency,
+        payment_method=payment_method,
+        success_url=success_url or DEFAULT_SUCCESS_URL,
+        status="pending",
+    )
+    session.add(payment)
+    return payment
+
+
+def discard(session: Session, job_id: str) -> None:
+    """The payment of a job whose message never reached its queue goes with the job."""
+    session.execute(delete(Payment).where(Payment.job_id == job_id))
 
 
 def _payment(session: Session, job_id: str) -> Payment:

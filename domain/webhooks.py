@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.models import Payment, ProcessedWebhookEvent
-from workers.services.payments import advance, mark_paid
+from domain.payments import advance, mark_paid
 
 
 @dataclass(frozen=True)

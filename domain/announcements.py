@@ -1,0 +1,157 @@
+"""What the user's page is told about a job, derived from the job's committed state.
+
+Each function publishes only after the fact it announces is committed: given
+`after_commit=session`, the session that writes the fact, its events wait for that session's
+COMMIT and are dropped if it rolls back (`UIManager.after_commit`); without it, the fact must
+already be committed. Each can run again on a redelivery with the same result, which is what
+lets a task re-announce a finished job whose announcement may not have gone out (see
+`JobView.notified`), including after a commit whose publish failed (Redis down: the error is
+raised out of the commit, and the task's retry announces again).
+
+Every event about a job is published with an idempotency key made of the job's id and the
+event's part in it (`job:<id>:toast`): the job id is the same on every retry and redelivery
+of its task, so an announcement that did go out before a crash is not shown twice when the
+task runs again, while one that did not go out is published then.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from domain.jobs import JobView
+from domain.payments import DEFAULT_SUCCESS_URL
+from domain.webhooks import PaymentChange
+from realtime import AsyncUIManager, UIManager
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from realtime.after_commit import AfterCommitUIManager
+    from realtime.events import ToastVariant
+
+    Target = UIManager | AfterCommitUIManager
+
+
+def _ui(job: JobView, after_commit: Session | None = None) -> Target:
+    context = {"jobId": job.id}
+    if job.correlation_id:
+        context["requestId"] = job.correlation_id
+    ui = UIManager.for_user(job.user_id).with_context(**context)
+    return ui if after_commit is None else ui.after_commit(after_commit)
+
+
+def _key(job: JobView, part: str) -> str:
+    """The idempotency key of the event that plays `part` in `job`."""
+    return f"job:{job.id}:{part}"
+
+
+def progress(
+    job: JobView, percent: int, status: str = "running", *, after_commit: Session | None = None
+) -> None:
+    """A ui_update the page can draw as a progress bar."""
+    _ui(job, after_commit).update_ui(
+        {
+            "type": "job_progress",
+            "jobId": job.id,
+            "kind": job.kind,
+            "percent": percent,
+            "status": status,
+        },
+        coalesce_key=f"job:{job.id}",
+        idempotency_key=_key(job, f"progress:{percent}:{status}"),
+    )
+
+
+def _toast(ui: Target, job: JobView, title: str, description: str, variant: ToastVariant) -> None:
+    """A job's one toast, whichever way it ended."""
+    ui.show_toast(title, description, variant, idempotency_key=_key(job, "toast"))
+
+
+def _closing(job: JobView, after_commit: Session | None) -> Target:
+    """A finished job first fills its progress bar; its other events go to the returned ui."""
+    progress(job, 100, job.status, after_commit=after_commit)
+    return _ui(job, after_commit)
+
+
+def order_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
+    """An order job's end: a toast naming the new order, or saying why there is none."""
+    ui = _closing(job, after_commit)
+    result = job.result or {}
+    if job.status == "succeeded":
+        _toast(ui, job, "Order created", f"Order #{result['order_id']} created", "success")
+    else:
+        _toast(ui, job, "Order failed", f"The order could not be created: {job.error}", "error")
+
+
+def payment_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
+    """A payment job's end: a toast and the redirect to the success page, or a toast and the
+    modal that explains the decline."""
+    ui = _closing(job, after_commit)
+    result = job.result or {}
+    if job.status == "succeeded":
+        _toast(ui, job, "Payment received", f"Order #{result['order_id']} is paid", "success")
+        ui.redirect(
+            result.get("success_url") or DEFAULT_SUCCESS_URL,
+            idempotency_key=_key(job, "redirect"),
+        )
+    else:
+        _toast(ui, job, "Payment failed", job.error or "The payment failed", "error")
+        ui.show_modal(
+            "payment_failed",
+            {
+                "jobId": job.id,
+                "orderId": result.get("order_id"),
+                "reason": job.error,
+                "declineCode": result.get("decline_code"),
+            },
+            idempotency_key=_key(job, "modal"),
+        )
+
+
+def metrics_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
+    """A metrics job's end: the figures it stored to the business's dashboards, or a toast
+    saying they could not be computed."""
+    ui = _closing(job, after_commit)
+    figures = (job.result or {}).get("metrics")
+    if job.status == "succeeded" and figures is not None and job.business_id:
+        push_metrics(job.business_id, figures, job, after_commit=after_commit)
+    elif job.status == "failed":
+        _toast(ui, job, "Metrics failed", job.error or "Could not compute metrics", "error")
+
+
+def push_metrics(
+    business_id: str,
+    metrics: dict[str, Any],
+    job: JobView | None = None,
+    *,
+    after_commit: Session | None = None,
+) -> None:
+    """The dashboard's ui_update, to every member of the business."""
+    ui = UIManager.for_business(business_id)
+    if job is not None:
+        ui = ui.with_context(jobId=job.id)
+    target: Target = ui if after_commit is None else ui.after_commit(after_commit)
+    target.update_ui(
+        {"type": "metrics_update", "businessId": business_id, "metrics": metrics},
+        coalesce_key=f"metrics:{business_id}",
+        idempotency_key=_key(job, "metrics") if job is not None else None,
+    )
+
+
+async def payment_update(change: PaymentChange) -> None:
+    """A Stripe event moved a payment (committed): its owner's page shows the new state.
+
+    Async, for the webhook route, whose AsyncUIManager publishes without a thread."""
+    await (
+        AsyncUIManager.for_user(change.user_id)
+        .with_context(jobId=change.job_id)
+        .update_ui(
+            {
+                "type": "payment_update",
+                "paymentId": str(change.payment_id),
+                "orderId": str(change.order_id),
+                "jobId": change.job_id,
+                "status": change.status,
+            },
+        )
+    )

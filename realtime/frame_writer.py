@@ -1,0 +1,46 @@
+"""Writing an event's encoded frame straight to a socket, when the server offers a way to.
+
+Through ASGI, each event delivered to a socket costs a wakeup of that connection's writer
+task, a message dict, Starlette's and the server's state checks, and a frame object built and
+serialised by websockets for that one socket. Yet a server's text frame is not masked, so it
+is the same bytes for every receiver: the hub encodes it once per event (`text_frame`) and,
+while a connection has nothing queued and its transport takes data, writes those bytes to
+the socket from the fan-out itself (`FrameWriter.write_frame`). Anything else (a backlog, a
+replay, a paused transport, a closing socket) goes through the connection's writer task, which
+waits for the transport to drain (`wait_writable`) and then writes its backlog in one call.
+
+The edge's ASGI app finds the writer in the WebSocket's scope under `FRAME_WRITER_EXTENSION`,
+put there by `insight edge`'s protocol (`realtime.uvicorn_protocols`); served any other way
+(plain `uvicorn realtime.main:app`, another ASGI server), it is absent and frames go through
+ASGI sends.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+FRAME_WRITER_EXTENSION = "insight.frame_writer"
+
+_TEXT_FIN = 0x81  # FIN bit and the text opcode; the mask bit stays 0 (RFC 6455, 5.1)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One complete, unmasked WebSocket text frame carrying `payload` (UTF-8 JSON)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_TEXT_FIN, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", _TEXT_FIN, 126, size) + payload
+    return struct.pack("!BBQ", _TEXT_FIN, 127, size) + payload
+
+
+class FrameWriter(Protocol):
+    def write_frame(self, frame: bytes) -> bool:
+        """Write encoded frames now if the socket is open and its transport is not paused;
+        False (nothing written) otherwise."""
+        ...
+
+    async def wait_writable(self) -> None:
+        """Return once the transport takes data again (at once if it does now)."""
+        ...

@@ -1,0 +1,131 @@
+"""The installed uvicorn still has everything `realtime.uvicorn_protocols` relies on in its
+classes, checked twice: by `check_uvicorn` (what `serve` runs at start-up, from uvicorn's
+source), and by building uvicorn's own protocols on a real socket and looking at them.
+
+To try another uvicorn (or websockets): a throwaway venv with the project installed and that
+version on top, then this file, tests/test_hostile_ws.py, tests/test_wire.py and
+tests/test_delivery.py run with its python; widen UVICORN_REQUIREMENT (pyproject.toml and
+`realtime.uvicorn_protocols`) only to what passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import socket
+import tomllib
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+from realtime.uvicorn_protocols import (
+    UVICORN_RELIANCE,
+    UVICORN_REQUIREMENT,
+    WEBSOCKETS_REQUIREMENT,
+    Reliance,
+    UvicornContractError,
+    check_uvicorn,
+)
+from tests.harness import ROOT
+
+pytestmark = pytest.mark.anyio
+
+
+def test_the_installed_uvicorn_has_everything_the_edge_protocols_rely_on() -> None:
+    check_uvicorn()
+
+
+def test_pyproject_requires_exactly_the_tested_versions() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert UVICORN_REQUIREMENT in project["dependencies"]
+    assert WEBSOCKETS_REQUIREMENT in project["dependencies"]
+
+
+def _reliance_on(owner: type) -> Reliance:
+    return next(reliance for reliance in UVICORN_RELIANCE if reliance.owner is owner)
+
+
+def test_a_change_in_uvicorn_is_named_exactly_with_the_tested_range() -> None:
+    """As if uvicorn had renamed an attribute, changed a signature, stopped calling an
+    override and called a new method on the replaced queue: each one is named."""
+    real = _reliance_on(WebSocketsSansIOProtocol)
+    upgraded = dataclasses.replace(
+        real,
+        attributes=(*real.attributes, "close_handle"),
+        methods={**real.methods, "handle_connect": ("self", "request")},
+        calls={**real.calls, "handle_events": ("handle_upgrade",)},
+        uses={**real.uses, "queue": frozenset({"put_nowait", "get"})},
+    )
+    with pytest.raises(UvicornContractError) as raised:
+        check_uvicorn((upgraded, *UVICORN_RELIANCE[1:]))
+    message = str(raised.value)
+    assert "WebSocketsSansIOProtocol does not set self.close_handle" in message
+    assert (
+        "WebSocketsSansIOProtocol.handle_connect takes (self, event), not (self, request)"
+        in message
+    )
+    assert "WebSocketsSansIOProtocol.handle_events does not call self.handle_upgrade()" in message
+    assert (
+        "WebSocketsSansIOProtocol calls self.queue.empty(), which its replacement here lacks"
+        in message
+    )
+    assert UVICORN_REQUIREMENT in message
+    assert WEBSOCKETS_REQUIREMENT in message
+    assert message.count(";") == 3  # nothing else: the real classes match
+
+
+async def _accept_and_wait(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await receive()  # websocket.disconnect
+
+
+def _upgrade_request() -> bytes:
+    key = base64.b64encode(os.urandom(16))
+    return (
+        b"GET /socket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
+def _missing(instance: object, reliance: Reliance) -> list[str]:
+    return [name for name in reliance.attributes if not hasattr(instance, name)]
+
+
+async def test_uvicorns_own_protocols_built_on_a_real_socket_have_every_named_attribute() -> None:
+    """uvicorn's classes, not the edge's: the WebSocket one after a real handshake (it sets
+    the scope, request and response there), the HTTP one once connected."""
+    config = Config(app=_accept_and_wait, ws="websockets-sansio", http="httptools", lifespan="off")
+    config.load()
+    server_state = ServerState()
+    loop = asyncio.get_running_loop()
+    assert _missing(server_state, _reliance_on(ServerState)) == []
+
+    ws = WebSocketsSansIOProtocol(config, server_state, {}, loop)
+    ours, theirs = socket.socketpair()
+    transport, _ = await loop.connect_accepted_socket(lambda: ws, ours)
+    try:
+        ws.data_received(_upgrade_request())
+        assert _missing(ws, _reliance_on(WebSocketsSansIOProtocol)) == []
+    finally:
+        theirs.close()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*ws.tasks)  # the app sees the disconnect and returns
+        transport.close()
+
+    http = HttpToolsProtocol(config, server_state, {}, loop)
+    ours, theirs = socket.socketpair()
+    transport, _ = await loop.connect_accepted_socket(lambda: http, ours)
+    try:
+        assert _missing(http, _reliance_on(HttpToolsProtocol)) == []
+    finally:
+        transport.close()
+        theirs.close()
