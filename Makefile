@@ -33,8 +33,10 @@ format: install
 	$(BIN)/ruff format .
 
 typescript: install   ## regenerate insight.d.ts from realtime/events.py (and the Next.js example's copy)
-	$(BIN)/python -m tools.typescript > realtime/static/insight.d.ts
-	cp realtime/static/insight.d.ts examples/nextjs/src/hooks/insight.d.ts
+	mkdir -p var
+	$(BIN)/python -m tools.typescript > var/insight.d.ts.new
+	cp var/insight.d.ts.new examples/nextjs/src/hooks/insight.d.ts
+	mv var/insight.d.ts.new realtime/static/insight.d.ts
 
 lock: install         ## re-pin constraints.txt to what is installed now
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from domain.jobs import JobView
+from domain.jobs import JobStatus, JobView
 from domain.payments import DEFAULT_SUCCESS_URL
 from domain.webhooks import PaymentChange
 from realtime import AsyncUIManager, UIManager
@@ -46,7 +46,11 @@ def _key(job: JobView, part: str) -> str:
 
 
 def progress(
-    job: JobView, percent: int, status: str = "running", *, after_commit: Session | None = None
+    job: JobView,
+    percent: int,
+    status: JobStatus = "running",
+    *,
+    after_commit: Session | None = None,
 ) -> None:
     """A ui_update the page can draw as a progress bar."""
     _ui(job, after_commit).update_ui(

@@ -75,7 +75,7 @@ def begin(session: Session, job_id: str) -> JobView:
     """Count this delivery; mark the job running, or failed if it was delivered too often."""
     job = _locked(session, job_id)
     job.deliveries += 1
-    if job.status in ("queued", "running"):
+    if job.status not in FINISHED:
         if job.deliveries > MAX_DELIVERIES:
             job.status = "failed"
             job.error = f"gave up after {MAX_DELIVERIES} attempts"

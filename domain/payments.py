@@ -20,6 +20,7 @@ from core.models import Job, Order, Payment
 
 # A payment's state only moves forward along this order, whatever order events arrive in.
 PAYMENT_STATUSES = ("pending", "processing", "failed", "succeeded")
+IN_FLIGHT = ("pending", "processing")  # a payment Stripe may still be charging
 # Where the page goes after a successful payment whose request named no success_url.
 DEFAULT_SUCCESS_URL = "/orders?status=success"
 
@@ -80,9 +81,7 @@ def open_payment(
     if order.status == "paid":
         raise PaymentConflict(f"order {order.id} is already paid")
     in_flight = session.scalars(
-        select(Payment.id).where(
-            Payment.order_id == order.id, Payment.status.in_(("pending", "processing"))
-        )
+        select(Payment.id).where(Payment.order_id == order.id, Payment.status.in_(IN_FLIGHT))
     ).first()
     if in_flight is not None:
         raise PaymentConflict(f"a payment of order {order.id} is already in progress")

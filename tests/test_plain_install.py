@@ -180,18 +180,23 @@ def imported_modules(path: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_the_installed_package_is_not_the_checkout(plain_install: PlainInstall) -> None:
-    """Guards the test below: its processes import the installed copy, not the source tree."""
+    """Guards the test below: its processes import the installed copy, not the source tree,
+    with the files each package serves (the client's and the demo's static files)."""
     probe = (
-        "import json, api, cli, core, domain, realtime, stripe_local, workers;"
-        "print(json.dumps([m.__file__ for m in"
-        " (api, cli, core, domain, realtime, stripe_local, workers)]))"
+        "import importlib, json, sys;"
+        "print(json.dumps([importlib.import_module(m).__file__ for m in sys.argv[1:]]))"
     )
-    result = plain_install.run("python", "-c", probe, env=clean_env("", plain_install), timeout=30)
+    result = plain_install.run(
+        "python", "-c", probe, *RUNTIME_PACKAGES, env=clean_env("", plain_install), timeout=30
+    )
     assert result.returncode == 0, result.stderr
     site_packages = plain_install.bin.parent / "lib"
-    for module_file in json.loads(result.stdout):
+    installed = dict(zip(RUNTIME_PACKAGES, json.loads(result.stdout), strict=True))
+    for module_file in installed.values():
         assert Path(module_file).is_relative_to(site_packages), module_file
         assert not Path(module_file).is_relative_to(ROOT), module_file
+    for package, served in (("realtime", "insight.js"), ("demo", "demo.html")):
+        assert (Path(installed[package]).parent / "static" / served).is_file(), package
 
 
 @pytest.mark.slow

@@ -24,12 +24,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
+from realtime.frame_writer import FRAME_WRITER_EXTENSION, text_frame
 from realtime.uvicorn_protocols import (
     UVICORN_RELIANCE,
     UVICORN_REQUIREMENT,
     WEBSOCKETS_REQUIREMENT,
+    EdgeWebSocketProtocol,
     Reliance,
     UvicornContractError,
+    _changes,
     check_uvicorn,
 )
 from tests.harness import ROOT
@@ -129,3 +132,73 @@ async def test_uvicorns_own_protocols_built_on_a_real_socket_have_every_named_at
     finally:
         transport.close()
         theirs.close()
+
+
+class _LooksLikeUvicornButIsNot(asyncio.Protocol):
+    """What the check must not mistake for the real thing."""
+
+    queue: Any
+    frames: list[bytes]
+    curr_msg_data_type: str | None
+
+    def __init__(self) -> None:
+        # self.close_timer = None  (a comment naming an attribute sets nothing)
+        self.described = "self.read_paused = True"  # nor does a string
+        self.frames, self.curr_msg_data_type = [], None  # an unpacking does set both
+
+    def handle_events(self) -> None:
+        self.queue.put_nowait(None)
+        self.queue.frob()  # a method the replacement queue lacks
+
+
+def test_a_comment_a_string_or_an_inherited_method_does_not_satisfy_the_contract() -> None:
+    changes = _changes(
+        Reliance(
+            _LooksLikeUvicornButIsNot,
+            attributes=("close_timer", "read_paused", "frames", "curr_msg_data_type"),
+            methods={"data_received": ("self", "data")},  # only asyncio.Protocol's
+            calls={"handle_events": ("handle_connect",)},
+            uses={"queue": frozenset({"put_nowait", "get", "empty"})},
+        )
+    )
+    assert changes == [
+        "_LooksLikeUvicornButIsNot does not set self.close_timer",
+        "_LooksLikeUvicornButIsNot does not set self.read_paused",
+        "_LooksLikeUvicornButIsNot.data_received is missing",
+        "_LooksLikeUvicornButIsNot.handle_events does not call self.handle_connect()",
+        "_LooksLikeUvicornButIsNot calls self.queue.frob(), which its replacement here lacks",
+    ]
+
+
+async def test_the_edge_protocol_offers_itself_as_the_sockets_frame_writer() -> None:
+    """What makes `insight edge` the direct-write path (and plain uvicorn the ASGI one): after
+    the handshake, the app finds the protocol in the scope, and its frames reach the peer."""
+    offered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        offered.set_result(scope["extensions"].get(FRAME_WRITER_EXTENSION))
+        await receive()  # websocket.disconnect
+
+    config = Config(app=app, ws=EdgeWebSocketProtocol, lifespan="off")
+    config.load()
+    loop = asyncio.get_running_loop()
+    protocol = EdgeWebSocketProtocol(config, ServerState(), {}, loop)
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+    try:
+        protocol.data_received(_upgrade_request())
+        async with asyncio.timeout(5):
+            writer = await offered
+            assert writer is protocol
+            handshake = await loop.sock_recv(theirs, 4096)
+            assert handshake.startswith(b"HTTP/1.1 101")
+            assert protocol.write_frame(text_frame(b'{"type":"ui_refresh"}'))
+            assert await loop.sock_recv(theirs, 4096) == text_frame(b'{"type":"ui_refresh"}')
+    finally:
+        theirs.close()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*protocol.tasks)
+        transport.close()

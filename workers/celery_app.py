@@ -1,4 +1,6 @@
-"""The one Celery app: queues orders, payments and metrics, routed by task name.
+"""The workers' Celery app: its tasks, its beat schedule, and what every task run logs and
+measures. (The API sends by task name through a producer of its own, `api.submission`, with
+the same settings: `domain.reliability`.)
 
 celery -A workers worker -Q orders      # one worker per queue in production
 celery -A workers beat                  # the periodic metrics push
@@ -33,8 +35,8 @@ METRICS_EVERY_SECONDS = 60.0
 
 
 def create_celery() -> Celery:
-    # Task modules are imported by the worker at start-up (`include`), not here: the API only
-    # sends tasks by name and never needs them.
+    # Task modules are imported by the worker at start-up (`include`), not when this module
+    # is: the tasks import this app to register with it.
     app = Celery("insight", include=["workers.tasks"])
     settings = get_settings()
     app.conf.update(reliability.celery_settings(settings.broker_url, settings.result_backend))

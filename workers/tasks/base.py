@@ -5,6 +5,7 @@ errors, and a failed job (announced to the user) when a task gives up, instead o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -63,9 +64,12 @@ def time_limits(kind: JobKind) -> dict[str, int]:
     return {"soft_time_limit": limits.soft, "time_limit": limits.hard}
 
 
-def job_task(kind: JobKind) -> Any:
+def job_task(kind: JobKind) -> Callable[[Callable[[str], None]], JobTask]:
     """The decorator that registers `kind`'s task, under the name the API sends it by."""
-    return app.task(name=JOB_TYPES[kind].task, base=JobTask, **time_limits(kind))
+    register: Callable[[Callable[[str], None]], JobTask] = app.task(
+        name=JOB_TYPES[kind].task, base=JobTask, **time_limits(kind)
+    )
+    return register
 
 
 def human_reason(error: BaseException) -> str:
