@@ -21,7 +21,7 @@ from domain.jobs import JobKind, JobStatus
 from realtime.eventlog import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
 from realtime.publisher import AnyEvent
-from realtime.recipients import _ID_PATTERN as RECIPIENT_ID
+from realtime.recipients import ID_PATTERN as RECIPIENT_ID
 from realtime.recipients import Recipient
 
 # Stripe's largest amount for most currencies: 8 digits in minor units.

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     # The durable per-recipient event log (Redis Streams).
     events_max_len: int = Field(1000, ge=10)
     events_max_age_seconds: int = Field(3600, ge=60)
-    # A publish returns only once this many replicas hold the event (Redis WAIT), within
-    # EVENTS_MIN_REPLICAS_TIMEOUT_MS, else it raises: see realtime/eventlog.py, "Durability".
+    # A publish (and a revocation) returns only once this many replicas hold it (Redis WAIT),
+    # within EVENTS_MIN_REPLICAS_TIMEOUT_MS, else it raises: see realtime/eventlog.py,
+    # "Durability".
     events_min_replicas: int = Field(0, ge=0, le=16)
     events_min_replicas_timeout_ms: int = Field(1000, ge=10, le=60_000)
 

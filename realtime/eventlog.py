@@ -20,7 +20,9 @@ Durability: with `EVENTS_MIN_REPLICAS=N`, an append is followed on the same conn
 `WAIT N`, so it returns only once N replicas hold the event (and raises `NotReplicated`
 otherwise: the event may be lost in a failover; a retry with the same idempotency key is
 safe). Without it, an append returns once the master has it, and a failover that loses it
-is reported to the clients that had seen it as `insight_gap`.
+is reported to the clients that had seen it as `insight_gap`. Other writes to a recipient's
+slot that must survive a failover (a revocation, `realtime.presence`) go through the same
+`run_durably`.
 
 Idempotency: an append with an idempotency key remembers the id it returned under that key
 (in the recipient's slot, for the log's retention); a repeat returns that id and publishes
@@ -35,10 +37,11 @@ import contextlib
 import re
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 import redis.asyncio
+from redis.commands.core import AsyncScript, Script
 
 from realtime.frames import ANNOUNCEMENT_LUA, MAX_SEQ, Key, Position, entry_key
 from realtime.recipients import Recipient
@@ -285,21 +288,27 @@ class EventLog:
         keys, args = _append_call(
             recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
         )
+        if not self.durability.min_replicas and isinstance(self.client, redis.RedisCluster):
+            return self._append_on_cluster(keys, args)
+        return _text(self.run_durably(self._append, keys, args))
+
+    def run_durably(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
+        """`script`'s reply, once the write it made over one recipient's `keys` is held by
+        the replicas `durability` asks for (none: once the master has it); raises
+        NotReplicated if fewer confirm in time."""
         if not self.durability.min_replicas:
-            if isinstance(self.client, redis.RedisCluster):
-                return self._append_on_cluster(keys, args)
-            return _text(self._append(keys=keys, args=args))
+            return script(keys=keys, args=args)
         for _ in range(3):
             pipe = self._master_of(keys[0]).pipeline(transaction=False)
-            self._append(keys=keys, args=args, client=pipe)
+            script(keys=keys, args=args, client=pipe)
             pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
             try:
-                event_id, replicas = pipe.execute()
+                reply, replicas = pipe.execute()
             except _REDIRECTS:
                 assert isinstance(self.client, redis.RedisCluster)
                 self.client.nodes_manager.initialize()  # the slot moved: ask again
                 continue
-            return _replicated(event_id, replicas, self.durability)
+            return _replicated(reply, replicas, self.durability)
         raise redis.exceptions.ClusterError("the recipient's slot kept moving")
 
     def _append_on_cluster(self, keys: list[str], args: list[str | int]) -> str:
@@ -323,13 +332,13 @@ class EventLog:
         return self.client
 
 
-def _replicated(event_id: object, replicas: object, durability: Durability) -> str:
+def _replicated(reply: Any, replicas: object, durability: Durability) -> Any:
     if not isinstance(replicas, int) or replicas < durability.min_replicas:
         raise NotReplicated(
-            f"{replicas} of {durability.min_replicas} replicas confirmed the event in "
+            f"{replicas} of {durability.min_replicas} replicas confirmed the write in "
             f"{durability.timeout_ms} ms"
         )
-    return _text(event_id)
+    return reply
 
 
 class AsyncEventLog:
@@ -366,19 +375,23 @@ class AsyncEventLog:
         keys, args = _append_call(
             recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
         )
+        return _text(await self.run_durably(self._append, keys, args))
+
+    async def run_durably(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """`EventLog.run_durably` for asyncio."""
         if not self.durability.min_replicas:
-            return _text(await self._append(keys=keys, args=args))
+            return await script(keys=keys, args=args)
         for _ in range(3):
             pipe = self._master_of(keys[0]).pipeline(transaction=False)
-            await self._append(keys=keys, args=args, client=pipe)
+            await script(keys=keys, args=args, client=pipe)
             pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
             try:
-                event_id, replicas = await pipe.execute()
+                reply, replicas = await pipe.execute()
             except _REDIRECTS:
                 assert isinstance(self.client, redis.asyncio.RedisCluster)
                 await self.client.nodes_manager.initialize()
                 continue
-            return _replicated(event_id, replicas, self.durability)
+            return _replicated(reply, replicas, self.durability)
         raise redis.exceptions.ClusterError("the recipient's slot kept moving")
 
     def _master_of(self, key: str) -> redis.asyncio.Redis:

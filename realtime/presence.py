@@ -63,7 +63,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio
@@ -73,6 +73,9 @@ from redis.exceptions import NoScriptError
 from core.security import Identity, issued_before
 from realtime.frames import REVOKE_ANNOUNCEMENT
 from realtime.recipients import Recipient
+
+if TYPE_CHECKING:
+    from realtime.eventlog import AsyncEventLog, EventLog
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +244,7 @@ class _Lua:
             return await client.eval(self.text, len(keys), *keys, *args)
 
 
-ENTER, PUT, READ, REVOKE = _Lua(_ENTER), _Lua(_PUT), _Lua(_READ), _Lua(_REVOKE)
+ENTER, PUT, READ = _Lua(_ENTER), _Lua(_PUT), _Lua(_READ)
 
 
 def _presence_key(recipient: Recipient) -> str:
@@ -292,15 +295,20 @@ def _revoke_call(user: Recipient, keep_seconds: int) -> tuple[list[str], list[st
     return [user.revoked_key], [user.live_channel, keep_seconds, REVOKE_ANNOUNCEMENT]
 
 
-def revoke(client: SyncClient, user: Recipient, keep_seconds: int) -> int:
+def revoke(log: EventLog, user: Recipient, keep_seconds: int) -> int:
     """Refuse the user's tokens issued up to now and close the user's sockets on every edge;
-    returns the mark (Unix seconds, Redis clock: tokens with `iat` up to it are refused)."""
-    return int(REVOKE.run(client, *_revoke_call(user, keep_seconds)))
+    returns the mark (Unix seconds, Redis clock: tokens with `iat` up to it are refused).
+
+    Written as durably as the log's events (EVENTS_MIN_REPLICAS: `EventLog.run_durably`),
+    so that a failover cannot lose a revocation the caller was told had been made."""
+    script = log.client.register_script(_REVOKE)
+    return int(log.run_durably(script, *_revoke_call(user, keep_seconds)))
 
 
-async def revoke_async(client: AsyncClient, user: Recipient, keep_seconds: int) -> int:
+async def revoke_async(log: AsyncEventLog, user: Recipient, keep_seconds: int) -> int:
     """`revoke` for asyncio code."""
-    return int(await REVOKE.run_async(client, *_revoke_call(user, keep_seconds)))
+    script = log.client.register_script(_REVOKE)
+    return int(await log.run_durably(script, *_revoke_call(user, keep_seconds)))
 
 
 def _revoked_key(user_id: str) -> str | None:

@@ -244,8 +244,8 @@ class UIManager(_Manager[str]):
         """Close every socket of the user on every edge (4401 `revoked`, within a second)
         and refuse the user's tokens issued up to now, at the edges and the API; returns
         the mark: tokens whose `iat` is at most this (Unix seconds, the Redis clock)."""
-        client = (self._log or default_event_log()).client
-        return presence.revoke(client, self.recipient, get_settings().jwt_max_ttl_seconds)
+        log = self._log or default_event_log()
+        return presence.revoke(log, self.recipient, get_settings().jwt_max_ttl_seconds)
 
     def deliver(
         self,
@@ -317,7 +317,7 @@ class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
         """`UIManager.disconnect`: close the user's sockets everywhere, refuse older tokens."""
         log = self._log or await default_async_event_log()
         keep = get_settings().jwt_max_ttl_seconds
-        return await presence.revoke_async(log.client, self.recipient, keep)
+        return await presence.revoke_async(log, self.recipient, keep)
 
     async def deliver(
         self,

@@ -19,7 +19,8 @@ KEY_PREFIX = "insight"
 RecipientKind = Literal["user", "business", "all"]
 _LETTERS: dict[RecipientKind, str] = {"user": "u", "business": "b", "all": "a"}
 
-_ID_PATTERN = re.compile(r"^[^\s:{}]{1,200}$")
+# A user or business id: what a token's `sub` or `business_id` may be, and an API path may name.
+ID_PATTERN = re.compile(r"^[^\s:{}]{1,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class Recipient:
         if self.kind == "all":
             if self.ident:
                 raise ValueError("the broadcast recipient has no id")
-        elif not _ID_PATTERN.fullmatch(self.ident):  # `$` alone would allow a final newline
+        elif not ID_PATTERN.fullmatch(self.ident):  # `$` alone would allow a final newline
             raise ValueError(
                 f"{self.kind} id must be 1-200 characters without whitespace, ':', '{{' or '}}', "
                 f"got {self.ident!r}"

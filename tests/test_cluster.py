@@ -362,12 +362,13 @@ async def test_a_busy_recipients_slot_migrates_while_events_flow_and_nothing_is_
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_event(
+async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_write(
     redis_cluster: LocalCluster, replicas: int
 ) -> None:
-    """EVENTS_MIN_REPLICAS=1: every master has one replica, so publishing works, sync and
-    async; =2: no master has two, so publishing says so rather than pretend."""
+    """EVENTS_MIN_REPLICAS=1: every master has one replica, so publishing and revoking work,
+    sync and async; =2: no master has two, so both say so rather than pretend."""
     from realtime.eventlog import AsyncEventLog, Durability, NotReplicated
+    from realtime.presence import revocation_mark
     from realtime.topology import async_client
 
     durability = Durability(min_replicas=replicas, timeout_ms=200)
@@ -377,14 +378,24 @@ async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_event
         await async_client(redis_cluster.url), RETENTION, durability=durability
     )
     for user in users:
+        sync_ui = UIManager(Recipient.user(user), sync_log)
+        async_ui = AsyncUIManager(Recipient.user(user), async_log)
         if replicas == 1:
-            assert UIManager(Recipient.user(user), sync_log).refresh().startswith("u")
-            assert (await AsyncUIManager(Recipient.user(user), async_log).refresh())[0] == "u"
+            assert sync_ui.refresh().startswith("u")
+            assert (await async_ui.refresh())[0] == "u"
+            assert revocation_mark(sync_log.client, user) is None
+            mark = sync_ui.disconnect()
+            assert revocation_mark(sync_log.client, user) == mark
+            assert await async_ui.disconnect() >= mark
         else:
             with pytest.raises(NotReplicated):
-                UIManager(Recipient.user(user), sync_log).refresh()
+                sync_ui.refresh()
             with pytest.raises(NotReplicated):
-                await AsyncUIManager(Recipient.user(user), async_log).refresh()
+                await async_ui.refresh()
+            with pytest.raises(NotReplicated):
+                sync_ui.disconnect()
+            with pytest.raises(NotReplicated):
+                await async_ui.disconnect()
     await async_log.client.aclose()
 
 

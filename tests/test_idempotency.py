@@ -4,9 +4,13 @@ caller repeats it with its idempotency key or redis-py re-sends a script whose r
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -14,7 +18,7 @@ import redis
 
 from cli.local_redis import LocalRedis, free_port
 from realtime import Recipient, UIManager
-from realtime.eventlog import _APPEND, EventLog, Retention
+from realtime.eventlog import _APPEND, Durability, EventLog, NotReplicated, Retention
 from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +123,54 @@ def test_an_idempotency_key_is_one_printable_line() -> None:
     for bad in ("", "two words", "x" * 201, "tab\there", "é"):
         with pytest.raises(ValueError, match="idempotency_key"):
             ui.refresh(idempotency_key=bad)
+
+
+@pytest.fixture
+def master_with_a_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis]]:
+    """A Redis and one replica of it, linked and in sync."""
+    master = LocalRedis(free_port(), tmp_path / "master").start()
+    replica = LocalRedis(free_port(), tmp_path / "replica").start()
+    try:
+        with redis.Redis.from_url(replica.url) as client:
+            client.replicaof("127.0.0.1", master.port)
+            deadline = time.monotonic() + 10
+            while client.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica never linked"
+                time.sleep(0.02)
+        yield master, replica
+    finally:
+        replica.stop()
+        master.stop()
+
+
+def test_a_retry_after_not_replicated_waits_for_the_replicas_again(
+    master_with_a_replica: tuple[LocalRedis, LocalRedis],
+) -> None:
+    """EVENTS_MIN_REPLICAS=1 and the replica stops acknowledging: the publish raises
+    NotReplicated. Its retry, with the same key, from another process (a fresh connection
+    that writes nothing: the key is known) must not report success until the replica holds
+    the event; once it does, the retry returns the id of the entry the first call wrote."""
+    master, replica = master_with_a_replica
+    durability = Durability(min_replicas=1, timeout_ms=200)
+    user = Recipient.user(unique("u"))
+    first = UIManager(
+        user, EventLog(redis.Redis.from_url(master.url), Retention(1000, 3600), durability)
+    )
+    assert first.refresh(idempotency_key="before")  # the replica acknowledges: fine
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)  # linked, but acknowledging nothing
+    try:
+        with pytest.raises(NotReplicated):
+            first.refresh(idempotency_key="during")
+        retry = UIManager(
+            user, EventLog(redis.Redis.from_url(master.url), Retention(1000, 3600), durability)
+        )
+        with pytest.raises(NotReplicated):
+            retry.refresh(idempotency_key="during")
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    event_id = retry.refresh(idempotency_key="during")
+    with redis.Redis.from_url(master.url) as client:
+        assert client.xlen(user.stream_key) == 2  # "before" and "during", once each
+        [(entry, _)] = client.xrevrange(user.stream_key, count=1)
+    assert event_id.split(".", 1)[1] == entry.decode()  # the entry the failed call wrote

@@ -68,9 +68,9 @@ async def next_second_after(mark: int) -> None:
     await asyncio.sleep(max(0.0, mark + 1 - time.time()) + 0.01)
 
 
-def start_api(redis_url: str, directory: Path, database_url: str) -> ServerProcess:
+def start_api(redis_url: str, directory: Path, database_url: str, **env: str) -> ServerProcess:
     """The job API with a server key (PUBLISH_API_KEYS)."""
-    env = base_env(redis_url, DATABASE_URL=database_url, PUBLISH_API_KEYS=SERVER_KEY)
+    env = base_env(redis_url, DATABASE_URL=database_url, PUBLISH_API_KEYS=SERVER_KEY, **env)
     port = free_port()
     return ServerProcess("api.main:app", port, env, directory / f"api-{port}.log").start()
 
@@ -292,6 +292,28 @@ async def test_presence_over_http(
     assert call(api, "GET", f"/presence/users/{nobody}", SERVER_KEY).json() == {
         "user_id": nobody, "online": False, "connections": 0,
     }  # fmt: skip
+
+
+def test_a_disconnect_no_replica_confirms_is_a_503_not_a_success(
+    redis_server: LocalRedis, artifacts: Path
+) -> None:
+    """EVENTS_MIN_REPLICAS=1 against a Redis without replicas: the revocation cannot be made
+    durable, so the caller is told to try again rather than told it is done."""
+    with fresh_database("sqlite", artifacts) as url:
+        api = start_api(
+            redis_server.url, artifacts, url,
+            EVENTS_MIN_REPLICAS="1", EVENTS_MIN_REPLICAS_TIMEOUT_MS="50",
+        )  # fmt: skip
+        try:
+            response = call(api, "POST", f"/users/{unique('u')}/disconnect", SERVER_KEY)
+        finally:
+            api.stop()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {
+        "detail": "disconnect: 0 of 1 replicas confirmed the write in 50 ms "
+        "(EVENTS_MIN_REPLICAS); try again"
+    }
 
 
 # -- on a real Redis Cluster -------------------------------------------------------------

@@ -19,9 +19,10 @@ from starlette.convertors import Convertor, register_url_convertor
 from api.deps import server_key
 from api.schemas import Problem, refusals
 from realtime import AsyncUIManager, Recipient
+from realtime.eventlog import NotReplicated
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
-from realtime.recipients import _ID_PATTERN
+from realtime.recipients import ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def recipient_id(what: str) -> Any:
     return Path(
         min_length=1,
         max_length=200,
-        pattern=_ID_PATTERN.pattern,
+        pattern=ID_PATTERN.pattern,
         description=f"A {what} id",
         examples=["42" if what == "user" else "b1"],
     )
@@ -74,7 +75,8 @@ def server_responses(answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     documented[403] |= {"description": "A user's JWT, which is never a server credential"}
     documented[503] = {
         "model": Problem,
-        "description": "Redis did not answer; retry after Retry-After seconds",
+        "description": "Redis did not answer, or fewer replicas than EVENTS_MIN_REPLICAS "
+        "confirmed the write; retry after Retry-After seconds",
         "headers": {"Retry-After": {"schema": {"type": "string"}, "required": True}},
     }
     return documented
@@ -84,6 +86,13 @@ async def answered(call: Callable[[], Awaitable[T]], what: str) -> T:
     """`call()`, with Redis not answering turned into a 503 (never a 500)."""
     try:
         return await call()
+    except NotReplicated as error:  # written, but not yet as durably as EVENTS_MIN_REPLICAS asks
+        logger.warning("%s: not replicated: %s", what, error)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{what}: {error} (EVENTS_MIN_REPLICAS); try again",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
     except (redis.RedisError, OSError) as error:
         logger.warning("%s: Redis did not answer: %r", what, error)
         raise HTTPException(

@@ -42,7 +42,7 @@ from api.schemas import (
     refusals,
     ttl_of,
 )
-from realtime.eventlog import Retention
+from realtime.eventlog import NotReplicated, Retention
 from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
 from realtime.publisher import AnyEvent, AsyncUIManager, retention_of
 
@@ -228,6 +228,16 @@ async def _publish(
                 idempotency_key=key,
             )
             ids.append(event_id)
+    except NotReplicated as error:  # the last one is written, not yet as durably as asked
+        logger.warning(
+            "publish: not replicated after %d of %d events: %s", len(ids), len(items), error
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{error} (EVENTS_MIN_REPLICAS); {len(ids)} of {len(items)} events were published: "
+            "retry with the same Idempotency-Key",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
     except (redis.RedisError, OSError) as error:
         logger.warning(
             "publish: Redis did not answer after %d of %d events: %r", len(ids), len(items), error

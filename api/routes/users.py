@@ -41,6 +41,6 @@ async def disconnect(user_id: UserId, settings: SettingsDep) -> Disconnected:
 
     async def revoke() -> int:
         log = await default_async_event_log()
-        return await revoke_async(log.client, Recipient.user(user_id), settings.jwt_max_ttl_seconds)
+        return await revoke_async(log, Recipient.user(user_id), settings.jwt_max_ttl_seconds)
 
     return Disconnected(user_id=user_id, revoked_at=await answered(revoke, "disconnect"))
