@@ -21,6 +21,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from realtime.eventlog import NotReplicated
+
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
@@ -128,3 +130,17 @@ class JsonCORSMiddleware(CORSMiddleware):
         }
         detail = bytes(response.body).decode("utf-8", "replace")
         return JSONResponse({"detail": detail}, response.status_code, headers)
+
+
+# -- 503: the events Redis could not do it ----------------------------------------------
+
+RETRY_AFTER_SECONDS = 1  # the Retry-After of every 503 for the events Redis
+
+
+def unavailable(error: Exception) -> str:
+    """Why the events Redis could not do what was asked, for a 503's detail: never the
+    error's own text, but for NotReplicated, how many replicas confirmed the write (it was
+    made, and is not yet as durable as EVENTS_MIN_REPLICAS asks)."""
+    if isinstance(error, NotReplicated):
+        return f"{error} (EVENTS_MIN_REPLICAS)"
+    return "the events Redis did not answer"

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.deps import server_key
+from api.refusals import RETRY_AFTER_SECONDS, unavailable
 from api.schemas import Problem, refusals
 from realtime import AsyncUIManager, Recipient
-from realtime.eventlog import NotReplicated
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
 from realtime.recipients import ID_PATTERN
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["presence"], dependencies=[Depends(server_key)])
 
-RETRY_AFTER_SECONDS = 1
 T = TypeVar("T")
 
 
@@ -86,18 +85,11 @@ async def answered(call: Callable[[], Awaitable[T]], what: str) -> T:
     """`call()`, with Redis not answering turned into a 503 (never a 500)."""
     try:
         return await call()
-    except NotReplicated as error:  # written, but not yet as durably as EVENTS_MIN_REPLICAS asks
-        logger.warning("%s: not replicated: %s", what, error)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{what}: {error} (EVENTS_MIN_REPLICAS); try again",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from None
     except (redis.RedisError, OSError) as error:
         logger.warning("%s: Redis did not answer: %r", what, error)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{what}: the events Redis did not answer",
+            f"{what}: {unavailable(error)}",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
 

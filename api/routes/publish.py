@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SettingsDep, server_key
-from api.refusals import BodyLimit
+from api.refusals import RETRY_AFTER_SECONDS, BodyLimit, unavailable
 from api.schemas import (
     EXAMPLE_EVENT_ID,
     PUBLISH_BATCH_MAX_BODY_BYTES,
@@ -42,7 +42,7 @@ from api.schemas import (
     refusals,
     ttl_of,
 )
-from realtime.eventlog import NotReplicated, Retention
+from realtime.eventlog import Retention
 from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
 from realtime.publisher import AnyEvent, AsyncUIManager, retention_of
 
@@ -58,7 +58,6 @@ BODY_LIMITS: Mapping[str, int] = {
 # The log takes idempotency keys of up to 200 characters (realtime/eventlog.py); a batch adds
 # `:<item index>` (at most 4 more) to the header's.
 MAX_IDEMPOTENCY_KEY = 190
-RETRY_AFTER_SECONDS = 1
 
 IdempotencyKey = Annotated[
     str | None,
@@ -228,24 +227,14 @@ async def _publish(
                 idempotency_key=key,
             )
             ids.append(event_id)
-    except NotReplicated as error:  # the last one is written, not yet as durably as asked
-        logger.warning(
-            "publish: not replicated after %d of %d events: %s", len(ids), len(items), error
-        )
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{error} (EVENTS_MIN_REPLICAS); {len(ids)} of {len(items)} events were published: "
-            "retry with the same Idempotency-Key",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from None
     except (redis.RedisError, OSError) as error:
         logger.warning(
             "publish: Redis did not answer after %d of %d events: %r", len(ids), len(items), error
         )
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the event log (Redis) did not answer; {len(ids)} of {len(items)} events were "
-            "published: retry with the same Idempotency-Key",
+            f"{unavailable(error)}; {len(ids)} of {len(items)} events were published: retry "
+            "with the same Idempotency-Key",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
     except ValueError as error:
