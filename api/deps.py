@@ -30,7 +30,9 @@ _server_key = HTTPBearer(
 )
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    """Async though it awaits nothing: FastAPI runs a plain `def` dependency in its
+    threadpool, a thread hop per request for a read of app state."""
     settings: Settings = request.app.state.settings
     return settings
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.refusals import JsonCORSMiddleware, invalid_request
 from api.routes import health, jobs, metrics, orders, payments, presence, publish, users, webhooks
 from api.schemas import MAX_BODY_BYTES
-from api.telemetry import measure, metrics_endpoint
+from api.telemetry import Measure, metrics_endpoint
 from core import json_logs as log_context
 from core.config import get_settings
 from core.json_logs import configure_logging
@@ -32,6 +34,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     yield
     await app.state.redis.aclose()
+
+
+class RequestId:
+    """One id per request (X-Request-ID if the caller sent a sane one), for its log lines and
+    its jobs, and answered back in X-Request-ID. Plain ASGI (see `api.telemetry.Measure`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id  # request.state.request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        token = log_context.request_id.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log_context.request_id.reset(token)
 
 
 def create_app() -> FastAPI:
@@ -62,22 +91,8 @@ def create_app() -> FastAPI:
         max_age=600,
     )
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """One id per request (X-Request-ID if the caller sent a sane one) for logs and jobs."""
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        token = log_context.request_id.set(request.state.request_id)
-        try:
-            response = await call_next(request)
-        finally:
-            log_context.request_id.reset(token)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
-    app.middleware("http")(measure)
+    app.add_middleware(RequestId)
+    app.add_middleware(Measure)  # outermost: it times the whole of a request
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_api_route(
         "/metrics",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("insight_api_requests", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -15,17 +16,34 @@ LATENCY = Histogram(
 )
 
 
-async def measure(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
+class Measure:
     """Count and time each request under its route template (never the raw path: ids in
-    paths would make one time series per job)."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = route_template(request.scope)
-    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-    return response
+    paths would make one time series per job).
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs
+    each request through a task group and memory streams of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_status)
+        route = route_template(scope)
+        method = scope["method"]
+        REQUESTS.labels(method, route, str(status)).inc()
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
 def route_template(scope: MutableMapping[str, Any]) -> str:

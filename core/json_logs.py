@@ -97,8 +97,12 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    access = logging.getLogger("uvicorn.access")
+    # `uvicorn --no-access-log` leaves the access logger without handlers and not propagating
+    # (before the app, which calls this, is imported): it stays off, and costs nothing.
+    access_off = not access.handlers and not access.propagate
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
-        logger.propagate = True
+        logger.propagate = not (logger is access and access_off)
         logger.setLevel(logging.NOTSET)  # LOG_LEVEL governs them too
