@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,18 +9,14 @@ import redis.asyncio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware import RequestId
 from api.refusals import JsonCORSMiddleware, invalid_request
 from api.routes import health, jobs, metrics, orders, payments, presence, publish, users, webhooks
 from api.schemas import MAX_BODY_BYTES
 from api.telemetry import Measure, metrics_endpoint
-from core import json_logs as log_context
 from core.config import get_settings
 from core.json_logs import configure_logging
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 @asynccontextmanager
@@ -34,33 +28,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     yield
     await app.state.redis.aclose()
-
-
-class RequestId:
-    """One id per request (X-Request-ID if the caller sent a sane one), for its log lines and
-    its jobs, and answered back in X-Request-ID. Plain ASGI (see `api.telemetry.Measure`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id  # request.state.request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
-            await send(message)
-
-        token = log_context.request_id.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            log_context.request_id.reset(token)
 
 
 def create_app() -> FastAPI:

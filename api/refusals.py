@@ -21,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware import HttpMiddleware
 from realtime.eventlog import NotReplicated
 
 
@@ -33,18 +34,15 @@ class BodyTooLarge(HTTPException):
         )
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse a request body over `max_bytes` with a JSON 413: at once, unread, when its
     Content-Length says so; else as soon as the chunks received pass the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             await _problem(BodyTooLarge(self.max_bytes))(scope, receive, send)

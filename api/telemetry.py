@@ -8,7 +8,9 @@ from typing import Any
 
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from api.middleware import HttpMiddleware
 
 REQUESTS = Counter("insight_api_requests", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -16,20 +18,11 @@ LATENCY = Histogram(
 )
 
 
-class Measure:
+class Measure(HttpMiddleware):
     """Count and time each request under its route template (never the raw path: ids in
-    paths would make one time series per job).
+    paths would make one time series per job)."""
 
-    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs
-    each request through a task group and memory streams of its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
