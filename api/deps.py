@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -15,11 +14,12 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.refusals import RETRY_AFTER_SECONDS
 from core.config import Settings
 from core.db import new_session
-from core.models import Order
-from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
-from realtime.presence import revocation_mark
+from core.models import Order, row_id
+from core.security import Identity, InvalidToken, verify_token, verify_token_async
+from realtime.presence import is_revoked
 from realtime.publisher import default_event_log
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT; `insight token` mints one.")
@@ -66,14 +66,14 @@ def _refuse_revoked(identity: Identity) -> None:
     """A token that its user's revocation refuses (POST /users/{id}/disconnect) is a 401,
     as at the edge; one GET of the user's mark, on the process's events connection."""
     try:
-        mark = revocation_mark(default_event_log().client, identity.user_id)
+        revoked = is_revoked(default_event_log().client, identity)
     except (redis.RedisError, OSError):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "the revocation check (the events Redis) did not answer",
-            {"Retry-After": "1"},
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
-    if mark is not None and issued_before(identity, mark):
+    if revoked:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "token revoked",
@@ -138,16 +138,11 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-# ASCII digits only (str.isdigit() also takes "²" and "③", which int() then refuses), within
-# the INTEGER primary key (32 bits on PostgreSQL, which refuses a larger parameter).
-_ORDER_ID = re.compile(r"[0-9]{1,10}")
-_MAX_ID = 2**31 - 1
-
 
 def find_own_order(session: Session, order_id: str, user_id: str) -> Order:
     """The caller's order by its id in the URL or body; 404 for a malformed id or anyone else's."""
-    known = _ORDER_ID.fullmatch(order_id) is not None and int(order_id) <= _MAX_ID
-    order = session.get(Order, int(order_id)) if known else None
+    key = row_id(order_id)
+    order = session.get(Order, key) if key is not None else None
     if order is None or order.user_id != user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"order {order_id} not found")
     return order

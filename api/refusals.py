@@ -9,6 +9,8 @@ or streamed it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,9 +36,18 @@ class BodyTooLarge(HTTPException):
         )
 
 
+# A streamed body refused for its size: how much more of it is read and dropped before the
+# 413, and for how long at most. Closing a socket with unread data in it makes the kernel
+# reset the connection, which can destroy the 413 before the client reads it; a client that
+# sent only a little past the limit gets its answer, an endless body is cut off anyway.
+DRAIN_BYTES = 256 * 1024
+DRAIN_SECONDS = 1.0
+
+
 class BodyLimit(HttpMiddleware):
     """Refuse a request body over `max_bytes` with a JSON 413: at once, unread, when its
-    Content-Length says so; else as soon as the chunks received pass the limit."""
+    Content-Length says so; else as soon as the chunks received pass the limit (after
+    reading what the client has still sent, within DRAIN_BYTES and DRAIN_SECONDS)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         super().__init__(app)
@@ -57,6 +68,8 @@ class BodyLimit(HttpMiddleware):
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _discard_the_rest(receive)
                     raise BodyTooLarge(self.max_bytes)
             return message
 
@@ -71,6 +84,20 @@ class BodyLimit(HttpMiddleware):
             if started:
                 raise
             await _problem(refusal)(scope, receive, send)
+
+
+async def _discard_the_rest(receive: Receive) -> None:
+    """Read and drop the body's remaining chunks, DRAIN_BYTES and DRAIN_SECONDS at most."""
+    discarded = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while discarded <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                discarded += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def _problem(error: HTTPException) -> Response:

@@ -7,6 +7,7 @@ redelivered task finds its earlier work instead of repeating it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -21,6 +22,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# A row id as text from outside (a URL, a body, Stripe's metadata): ASCII digits only
+# (str.isdigit() also takes "²" and "③", which int() then refuses), within the INTEGER key
+# (32 bits on PostgreSQL, which refuses a larger parameter).
+_ROW_ID = re.compile(r"[0-9]{1,10}")
+MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(text: object) -> int | None:
+    """The integer primary key `text` names, or None if it can name no row."""
+    if not isinstance(text, str) or _ROW_ID.fullmatch(text) is None:
+        return None
+    number = int(text)
+    return number if number <= MAX_ROW_ID else None
 
 
 def utcnow() -> datetime:

@@ -7,7 +7,6 @@ PaymentIntent id or, failing that, by the payment id we put in the intent's meta
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.models import Payment, ProcessedWebhookEvent
+from core.models import Payment, ProcessedWebhookEvent, row_id
 from domain.payments import advance, mark_paid
 
 
@@ -67,8 +66,5 @@ def _payment_for(session: Session, intent: dict[str, Any]) -> Payment | None:
         ).one_or_none()
         if found is not None:
             return found
-    payment_id = (intent.get("metadata") or {}).get("payment_id")
-    # ASCII digits (str.isdigit() also takes "²", which int() refuses) that fit the INTEGER key.
-    if isinstance(payment_id, str) and re.fullmatch(r"[0-9]{1,10}", payment_id):
-        return session.get(Payment, int(payment_id)) if int(payment_id) < 2**31 else None
-    return None
+    key = row_id((intent.get("metadata") or {}).get("payment_id"))
+    return session.get(Payment, key) if key is not None else None

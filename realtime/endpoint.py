@@ -1,4 +1,4 @@
-"""GET /api/v1/insight: authenticate, attach to the hub, and pump frames until one side stops.
+"""GET /api/v1/insight: authenticate, join the hub, and pump frames until one side stops.
 
 Every refusal accepts the upgrade first and then closes with a code from `CloseCode`,
 because a browser cannot read the HTTP status of a refused handshake (it only sees 1006).

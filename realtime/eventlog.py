@@ -128,6 +128,8 @@ return event_id
 # ARGV: since entry, since epoch ('' when unknown), limit, meta ttl_ms, max_age_us
 # Returns {epoch, gap (0/1), entry, body, entry, body, ...}: entries after `since`, in order,
 # expired ones left out.
+_CLOCK_SEQ = f"-{MAX_SEQ}"  # the sequence part of a position read from the clock
+
 _REPLAY = (
     "#!lua\n"
     + _EPOCH_LUA
@@ -149,7 +151,11 @@ if since_epoch ~= '' then
     -- (a failover promoted a replica that never got it) and maybe more. A position read
     -- from the clock (sequence 2^64-1, see start_position) names no entry.
     local micros = parse(since)
-    local from_clock = string.sub(since, -21) == '-18446744073709551615'
+    local from_clock = string.sub(since, -"""
+    + str(len(_CLOCK_SEQ))
+    + """) == '"""
+    + _CLOCK_SEQ
+    + """'
     if gap == 0 and not from_clock and micros >= now - tonumber(ARGV[5])
         and #redis.call('XRANGE', stream, since, since) == 0 then
       gap = 1
@@ -290,7 +296,7 @@ class EventLog:
         )
         if not self.durability.min_replicas and isinstance(self.client, redis.RedisCluster):
             return self._append_on_cluster(keys, args)
-        return _text(self.run_durably(self._append, keys, args))
+        return as_text(self.run_durably(self._append, keys, args))
 
     def run_durably(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
         """`script`'s reply, once the write it made over one recipient's `keys` is held by
@@ -319,9 +325,9 @@ class EventLog:
         idempotency key in the call makes that repeat safe."""
         assert isinstance(self.client, redis.RedisCluster)
         try:
-            return _text(self._append(keys=keys, args=args, client=self._master_of(keys[0])))
+            return as_text(self._append(keys=keys, args=args, client=self._master_of(keys[0])))
         except (*_REDIRECTS, redis.ConnectionError, redis.TimeoutError):
-            return _text(self._append(keys=keys, args=args))
+            return as_text(self._append(keys=keys, args=args))
 
     def _master_of(self, key: str) -> redis.Redis:
         """A client of the master that holds `key` (for WAIT, which counts the replicas
@@ -375,7 +381,7 @@ class AsyncEventLog:
         keys, args = _append_call(
             recipient, body, ttl_seconds, self.retention, coalesce_key, idempotency_key
         )
-        return _text(await self.run_durably(self._append, keys, args))
+        return as_text(await self.run_durably(self._append, keys, args))
 
     async def run_durably(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """`EventLog.run_durably` for asyncio."""
@@ -445,9 +451,9 @@ class AsyncEventLog:
         epoch, gap, *flat = reply
         entries = []
         for index in range(0, len(flat), 2):
-            entry = _text(flat[index])
+            entry = as_text(flat[index])
             entries.append((entry_key(entry), entry, bytes(flat[index + 1])))
-        return Replay(epoch=_text(epoch), gap=bool(gap), entries=entries)
+        return Replay(epoch=as_text(epoch), gap=bool(gap), entries=entries)
 
     async def replay_all(
         self, recipients: tuple[Recipient, ...], since: list[Position]
@@ -456,5 +462,6 @@ class AsyncEventLog:
         return list(await asyncio.gather(*map(self.replay, recipients, since)))
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A Redis reply (bytes, or already text) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -3,9 +3,10 @@
 Through ASGI, each event delivered to a socket costs a wakeup of that connection's writer
 task, a message dict, Starlette's and the server's state checks, and a frame object built and
 serialised by websockets for that one socket. Yet a server's text frame is not masked, so it
-is the same bytes for every receiver: the hub encodes it once per event (`text_frame`) and,
-while a connection has nothing queued and its transport takes data, writes those bytes to
-the socket from the fan-out itself (`FrameWriter.write_frame`). Anything else (a backlog, a
+needs no per-receiver work beyond its payload: the fan-out frames each connection's payload
+(its cursor spliced in front of the body the publisher encoded once) with `text_frame` and,
+while the connection has nothing queued and its transport takes data, writes those bytes to
+the socket itself (`FrameWriter.write_frame`). Anything else (a backlog, a
 replay, a paused transport, a closing socket) goes through the connection's writer task, which
 waits for the transport to drain (`wait_writable`) and then writes its backlog in one call.
 

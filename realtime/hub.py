@@ -65,14 +65,6 @@ class Hub:
         await asyncio.gather(*self._resyncs, return_exceptions=True)
         await self.feed.close()
 
-    async def attach(self, connection: ClientConnection) -> None:
-        """Route the connection's recipients to it and catch it up from its cursor.
-
-        The caller must `detach` the connection afterwards, whether or not this succeeded.
-        """
-        await self.listen(connection)
-        await self.catch_up(connection, announce=True)
-
     async def listen(self, connection: ClientConnection) -> None:
         """Route the connection's recipients to it, once Redis confirms their channels; live
         events are held until `catch_up`. The caller must `detach` it afterwards."""

@@ -71,6 +71,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from core.security import Identity, issued_before
+from realtime.eventlog import as_text
 from realtime.frames import REVOKE_ANNOUNCEMENT
 from realtime.recipients import Recipient
 
@@ -260,7 +261,7 @@ def _user(recipient: Recipient) -> Recipient:
 
 
 def _members(reply: list[Any]) -> dict[str, int]:
-    return {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+    return {as_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
 
 
 # -- reads and revocation, for any process (UIManager, the job API) ---------------------------
@@ -323,6 +324,12 @@ def revocation_mark(client: SyncClient, user_id: str) -> int | None:
     key = _revoked_key(user_id)
     mark = None if key is None else client.get(key)
     return None if mark is None else int(cast(bytes, mark))
+
+
+def is_revoked(client: SyncClient, identity: Identity) -> bool:
+    """Whether the user's revocation mark refuses this identity's token."""
+    mark = revocation_mark(client, identity.user_id)
+    return mark is not None and issued_before(identity, mark)
 
 
 async def revocation_mark_async(client: AsyncClient, user_id: str) -> int | None:
@@ -563,10 +570,6 @@ def _put_calls(entries: dict[Entry, int], edge: str, seq: int, ttl_ms: int) -> l
         args.extend((index, field, count, mark_index))
         users.append(user_id)
     return [(list(keys), args, users) for keys, args, users in by_slot.values()]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,19 +13,20 @@ import itertools
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from realtime import frames
+from realtime.events import EventType
 from realtime.frames import Position
 
 if TYPE_CHECKING:
     from realtime.hub import Hub
 
-EVENT_TYPES = ("ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal", "other")
+EVENT_TYPES = (*get_args(EventType), "other")
 
 COALESCED = Counter(
     "insight_edge_events_coalesced", "Updates replaced by a newer one with the same key", ["type"]

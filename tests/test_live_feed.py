@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio
 
 from cli.local_redis import LocalRedis
 from realtime.live_feed import LiveFeed
@@ -18,16 +19,19 @@ async def test_a_channel_released_and_held_again_at_once_is_confirmed(
     redis_server: LocalRedis,
 ) -> None:
     """The last connection of a user leaves and a new one arrives in the same instant: the
-    subscription never went away, and the newcomer must still be told it is live."""
+    subscription never went away, and the newcomer must still be told it is live, and be.
+    """
     lost: list[set[bytes]] = []
+    arrived: dict[bytes, asyncio.Event] = {}
     feed = LiveFeed(
         SingleNode(redis_server.url),
-        lambda channel, data: None,
+        lambda channel, data: arrived.setdefault(channel, asyncio.Event()).set(),
         on_lost=lost.append,
         on_restored=lambda channels: None,
         home=redis_server.url,
     )
     feed.start()
+    publisher = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         for n in range(20):
             channel = f"insight:{{user:feed-{n}}}:live".encode()
@@ -39,6 +43,8 @@ async def test_a_channel_released_and_held_again_at_once_is_confirmed(
             if again is not None:
                 await asyncio.wait_for(again, 5)
             assert feed.hold(channel) is None  # live now: a third holder need not wait
+            await publisher.spublish(channel, b"after the re-hold")
+            await asyncio.wait_for(arrived.setdefault(channel, asyncio.Event()).wait(), 5)
             feed.release(channel)
             feed.release(channel)
         busy = [f"insight:{{user:busy-{n}}}:live".encode() for n in range(50)]
@@ -50,4 +56,5 @@ async def test_a_channel_released_and_held_again_at_once_is_confirmed(
         )
         assert not lost
     finally:
+        await publisher.aclose()
         await feed.close()

@@ -9,11 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from api.deps import SettingsDep, server_key
+from api.deps import server_key
 from api.routes.presence import UserId, answered, server_responses
-from realtime import Recipient
-from realtime.presence import revoke_async
-from realtime.publisher import default_async_event_log
+from realtime import AsyncUIManager
 
 router = APIRouter(tags=["users"], dependencies=[Depends(server_key)])
 
@@ -32,15 +30,11 @@ class Disconnected(BaseModel):
     summary="Close every socket of a user and refuse the user's current tokens",
     responses=server_responses({"user_id": "42", "revoked_at": 1796116368}),
 )
-async def disconnect(user_id: UserId, settings: SettingsDep) -> Disconnected:
+async def disconnect(user_id: UserId) -> Disconnected:
     """Every socket of the user on every edge closes with 4401 `revoked` within a second,
     and the user's tokens issued up to now are refused, at the edges (4401 `revoked`) and
     here (401), for JWT_MAX_TTL_SECONDS: the longest any of them can live. Tokens issued in
     the same second as the call are refused too: a client that signs in again is given a
     token the next second."""
-
-    async def revoke() -> int:
-        log = await default_async_event_log()
-        return await revoke_async(log, Recipient.user(user_id), settings.jwt_max_ttl_seconds)
-
+    revoke = AsyncUIManager.for_user(user_id).disconnect
     return Disconnected(user_id=user_id, revoked_at=await answered(revoke, "disconnect"))

@@ -85,20 +85,29 @@ def test_every_operation_answers_as_its_openapi_says(
 ) -> None:
     user = token(unique("fuzz"), "b1")
     job = stack.wait_job(stack.post("/orders", user, COFFEE).json()["job_id"], user)
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(schemathesis_config(user, job["result"]["order_id"], job["job_id"]))
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config)]
-    command += ["--no-color", "run", f"{stack.api.http_url}/openapi.json"]
+    config = schemathesis_config(user, job["result"]["order_id"], job["job_id"])
+    report, counts = run_schemathesis(tmp_path, config, f"{stack.api.http_url}/openapi.json")
+    assert len(set(counts)) == 1, f"not every operation was tested:\n{report}"
 
+
+def run_schemathesis(
+    directory: Path, config: str, *run_arguments: str
+) -> tuple[str, tuple[str, str, str]]:
+    """`schemathesis run` with `config`, which must pass; its report, and the operations it
+    selected, of how many, and tested (as the report prints them)."""
+    path = directory / "schemathesis.toml"
+    path.write_text(config)
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(path)]
+    command += ["--no-color", "run", *run_arguments]
     started = time.monotonic()
     run = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=100, check=False
+        command, cwd=directory, capture_output=True, text=True, timeout=100, check=False
     )
     elapsed = time.monotonic() - started
-
     report = run.stdout + run.stderr
     assert run.returncode == 0, f"schemathesis failed after {elapsed:.1f} s:\n{report}"
     tested = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
     assert tested is not None, report
-    assert len(set(tested.groups())) == 1, f"not every operation was tested:\n{report}"
     print(f"schemathesis: {elapsed:.1f} s\n{report[report.find('Test cases:') :]}")
+    selected, of, done = tested.groups()
+    return report, (selected, of, done)

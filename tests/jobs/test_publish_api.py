@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from tests.harness import (
     unique,
     without_id,
 )
-from tests.jobs.test_openapi_fuzz import base_config
+from tests.jobs.test_openapi_fuzz import base_config, run_schemathesis
 from tests.stack import fresh_database
 
 pytestmark = pytest.mark.anyio
@@ -442,6 +441,31 @@ LIMITS = {"/publish": PUBLISH_MAX_BODY_BYTES, "/publish/batch": PUBLISH_BATCH_MA
 
 
 @pytest.mark.parametrize("path", LIMITS)
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-limit", "one-byte-over"])
+async def test_a_body_of_exactly_the_limit_is_published_and_one_byte_more_is_413(
+    api: ServerProcess, path: str, over: int
+) -> None:
+    """The limit is the largest body taken: streamed in chunks (no Content-Length to judge
+    by), a body of exactly that many bytes (valid JSON padded with spaces) is published, one
+    byte more is refused."""
+    item = {"to": {"user": unique("u")}, "event": TOAST}
+    document = json.dumps(item if path == "/publish" else {"items": [item]}).encode()
+    body = document + b" " * (LIMITS[path] + over - len(document))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    async with httpx.AsyncClient(base_url=f"{api.http_url}/api/v1", timeout=WAIT) as http:
+        response = await http.post(
+            path,
+            content=chunks(),
+            headers={"Authorization": f"Bearer {SERVER_KEY}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == (413 if over else 200), response.text
+
+
+@pytest.mark.parametrize("path", LIMITS)
 async def test_a_body_declared_over_the_limit_gets_a_json_413_at_once(
     api: ServerProcess, path: str
 ) -> None:
@@ -532,19 +556,28 @@ def node() -> str:
     return found
 
 
+async def run_as_a_user_would(
+    argv: list[str], api: ServerProcess, key: str = SERVER_KEY, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`argv` in a child process, pointed at the API as the examples' README says."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        env={**os.environ, "INSIGHT_API_URL": api.http_url, "INSIGHT_PUBLISH_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def test_the_node_example_publishes_a_toast_that_reaches_the_user(
     api: ServerProcess, edge: Edge, token: Callable[..., str], node: str
 ) -> None:
     user = unique("node")
     client = await Client.connect(edge.ws_url, token(user))
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [node, str(EXAMPLE), user, "From Node.js", "Published over HTTP", "success"],
-        env={**os.environ, "INSIGHT_API_URL": api.http_url, "INSIGHT_PUBLISH_KEY": SERVER_KEY},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    run = await run_as_a_user_would(
+        [node, str(EXAMPLE), user, "From Node.js", "Published over HTTP", "success"], api
     )
     assert run.returncode == 0, run.stderr
     event_id = run.stdout.strip()
@@ -557,15 +590,7 @@ async def test_the_node_example_publishes_a_toast_that_reaches_the_user(
         "variant": "success",
     }
 
-    refused = await asyncio.to_thread(
-        subprocess.run,
-        [node, str(EXAMPLE), user],
-        env={**os.environ, "INSIGHT_API_URL": api.http_url, "INSIGHT_PUBLISH_KEY": "x" * 40},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = await run_as_a_user_would([node, str(EXAMPLE), user], api, key="x" * 40)
     assert refused.returncode == 1
     assert "HTTP 401" in refused.stderr
     await client.close()
@@ -581,15 +606,7 @@ async def test_the_documented_curl_line_publishes_a_toast(
     readme = (EXAMPLE.parent / "README.md").read_text()
     [command] = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "curl" in b]
     client = await Client.connect(edge.ws_url, token("42"))
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [bash, "-c", command],
-        env={**os.environ, "INSIGHT_API_URL": api.http_url, "INSIGHT_PUBLISH_KEY": SERVER_KEY},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    run = await run_as_a_user_would([bash, "-c", command], api, timeout=30)
     assert run.returncode == 0, run.stderr
     event_id = json.loads(run.stdout)["id"]
     frame = await client.until(lambda f: f["type"] == "ui_toast" and id_of(f) == event_id)
@@ -617,19 +634,11 @@ def test_schemathesis_with_a_server_key_finds_every_answer_documented(
     """tests/jobs/test_openapi_fuzz.py runs every operation with a user's JWT (the publish
     routes answer 403); this runs them with a server key, so the cases reach the handlers,
     with the same seed, examples and checks."""
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(base_config(SERVER_KEY))
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config)]
-    command += ["--no-color", "run", "--include-path-regex", "^/api/v1/publish"]
-    command += [f"{api.http_url}/openapi.json"]
-    started = time.monotonic()
-    run = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=100, check=False
+    report, (selected, _, tested) = run_schemathesis(
+        tmp_path,
+        base_config(SERVER_KEY),
+        "--include-path-regex",
+        "^/api/v1/publish",
+        f"{api.http_url}/openapi.json",
     )
-    elapsed = time.monotonic() - started
-    report = run.stdout + run.stderr
-    assert run.returncode == 0, f"schemathesis failed after {elapsed:.1f} s:\n{report}"
-    tested = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
-    assert tested is not None, report
-    assert tested.group(1) == tested.group(3) == "2", report
-    print(f"schemathesis (server key): {elapsed:.1f} s\n{report[report.find('Test cases:') :]}")
+    assert selected == tested == "2", report
