@@ -133,7 +133,9 @@ def test_migrate_slot_moves_its_keys_and_a_client_follows_moved(
     assert redis_cluster.master_for_slot(slot) == target
     with redis_cluster.node(source).client() as old, redis_cluster.node(target).client() as new:
         assert old.cluster("COUNTKEYSINSLOT", slot) == 0
-        assert new.cluster("COUNTKEYSINSLOT", slot) == len(keys)
+        # At least ours: the session's cluster is shared, and other tests' keys (presence,
+        # logs) may hash to the same slot; every one of ours is read back below.
+        assert new.cluster("COUNTKEYSINSLOT", slot) >= len(keys)
         with pytest.raises(MovedError) as moved:
             old.get(keys[0])
         assert (moved.value.slot_id, moved.value.port) == (slot, target)
