@@ -20,7 +20,7 @@ import time
 
 from core.security import Identity
 from realtime.connection import ClientConnection
-from realtime.eventlog import Replay, start_position
+from realtime.eventlog import start_position
 from realtime.frame_writer import text_frame
 from realtime.frames import parse_event_id, splice
 from realtime.recipients import recipients_of
@@ -38,6 +38,9 @@ class _Kept:
         self.frames += 1
         return True
 
+    def takes_data(self) -> bool:
+        return True
+
     async def wait_writable(self) -> None:
         return None
 
@@ -49,8 +52,9 @@ def _connections(count: int) -> list[ClientConnection]:
         recipients = recipients_of(identity.user_id, identity.business_id)
         positions = [start_position(r.letter, (1_796_000_000, 0)) for r in recipients]
         connection = ClientConnection(identity, recipients, positions, 256, _Kept())
-        connection.resume_from([Replay("1", False, []) for _ in recipients], announce=False)
-        connection.take(10)
+        for index in range(len(recipients)):
+            connection.adopt_epoch(index, "1")
+        connection.go_live(announce=False)
         connections.append(connection)
     return connections
 

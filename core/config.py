@@ -26,6 +26,10 @@ DEV_STRIPE_API_KEY = "sk_test_insight_local"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_insight_local_dev"
 DEV_PUBLISH_API_KEY = "insight-dev-publish-key-change-me-0123456789"
 
+# How long a readiness probe (/readyz, on every service) waits for Redis or the database: a
+# dependency that stalls makes the probe answer 503 in time, rather than time out itself.
+READY_CHECK_SECONDS = 1.5
+
 Environment = Literal["development", "test", "production"]
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
 
@@ -117,6 +121,9 @@ class Settings(BaseSettings):
 
     # The realtime edge.
     ws_send_buffer: int = Field(256, ge=8)
+    # The most replay (events read from the logs on a resume) held per connection at once;
+    # the rest is read as the socket takes what was queued.
+    ws_replay_max_bytes: int = Field(4 * 1024 * 1024, ge=256 * 1024)
     ws_max_message_bytes: int = Field(4096, ge=256)
     ws_auth_timeout_seconds: float = Field(5.0, gt=0)
     # The longest a client may take to send a request head (a WebSocket handshake or a plain

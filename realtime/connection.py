@@ -13,23 +13,23 @@ Each frame's `id` is the connection's cursor after that frame (see `realtime.fra
 event's body is shared by every receiver and only the cursor in front is the connection's.
 
 While a connection catches up from the logs (on connect, and after the edge lost a Redis
-node), live events are held aside and, once the replay is queued, released unless the
-replay already had them. A live event at or before the connection's position in its log is
-a copy of one it was sent, by the replay (whose reply may overtake the live feed, which
-travels on another Redis connection) or live: it is dropped, so nothing arrives twice.
+node; `realtime.catch_up` reads the pages), live events are held aside and, once the replay
+is queued, released unless the replay already had them. A live event at or before the
+connection's position in its log is a copy of one it was sent, by the replay (whose reply may
+overtake the live feed, which travels on another Redis connection) or live: it is dropped,
+so nothing arrives twice. What is held is bounded too: past `capacity` events the held ones
+are let go, since every one of them is in the logs, and the catch-up reads on for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 
 from core.security import Identity
 from realtime import telemetry
 from realtime.close_codes import CloseCode
-from realtime.eventlog import Replay
 from realtime.frame_writer import FrameWriter, text_frame
-from realtime.frames import Position, gap_frame, ready_frame, splice
+from realtime.frames import Key, Position, gap_frame, ready_frame, splice
 from realtime.recipients import Recipient
 from realtime.wakeups import Signal
 
@@ -45,8 +45,9 @@ class ClientConnection:
     """
 
     __slots__ = (
-        "_changed", "_held", "_live_queued", "_outbox", "_parts", "capacity", "catch_up_lock",
-        "close_code", "gone", "identity", "positions", "recipients", "since", "wire",
+        "_changed", "_held", "_live_queued", "_outbox", "_parts", "_replayed_bytes", "capacity",
+        "catch_up_lock", "close_code", "gone", "held_let_go", "identity", "positions",
+        "recipients", "since", "wire",
     )  # fmt: skip
 
     def __init__(
@@ -72,7 +73,9 @@ class ClientConnection:
         # and do not count against the live capacity.
         self._outbox: list[tuple[str, bytes, bool]] = []
         self._live_queued = 0
+        self._replayed_bytes = 0  # of replayed frames in the outbox: the catch-up's budget
         self._held: list[Held] | None = []  # live events during a catch-up
+        self.held_let_go = 0  # times held events were let go (the logs have them)
         self._changed = Signal()  # wakes the writer
         self.catch_up_lock = asyncio.Lock()  # one replay at a time, each from the positions
 
@@ -89,6 +92,9 @@ class ClientConnection:
         """A live event for recipient `index`: written straight to the socket when nothing
         is queued ahead of it, else queued; dropped if the connection has it already."""
         if self._held is not None:
+            if len(self._held) >= self.capacity:
+                self._held = []  # each is in its log, where the catch-up will read it
+                self.held_let_go += 1
             self._held.append((index, event, event_id, coalesce_key, body))
             return
         if not self._advance(index, event, event_id):
@@ -103,7 +109,7 @@ class ClientConnection:
             self._enqueue_live(payload, coalesce_key)
 
     def hold_live_events(self) -> None:
-        """Start a catch-up: keep live events aside until `resume_from` has run."""
+        """Start a catch-up: keep live events aside until `go_live`."""
         if self._held is None:
             self._held = []
 
@@ -111,26 +117,37 @@ class ClientConnection:
     def catching_up(self) -> bool:
         return self._held is not None
 
-    def resume_from(self, replays: list[Replay], *, announce: bool) -> None:
-        """Queue what the logs replayed (merged in publish order), then the held live events
-        the replay did not have, then (on connect) `insight_ready`."""
-        if any(replay.gap for replay in replays):
-            self._push(gap_frame(self.since or self.cursor))
-        for index, replay in enumerate(replays):
-            position = self.positions[index]
-            if position.epoch != replay.epoch:  # first read, or the log is a new one
-                self._set(index, Position(position.kind, replay.epoch, position.key))
-        merged = heapq.merge(
-            *(
-                [(key, index, entry, body) for key, entry, body in replay.entries]
-                for index, replay in enumerate(replays)
-            )
-        )
-        for key, index, _entry, body in merged:
-            position = self.positions[index]
-            event = Position(position.kind, position.epoch, key)
-            if self._advance(index, event, event.component().encode()):
-                self._push(splice(self._cursor(index), body))
+    # -- fed by the catch-up (realtime.catch_up) ----------------------------------------
+
+    def report_gap(self) -> None:
+        """Queue `insight_gap`: events after the position the client resumes from are gone."""
+        self._push(gap_frame(self.since or self.cursor))
+
+    def adopt_epoch(self, index: int, epoch: str) -> None:
+        """Recipient `index`'s log is incarnation `epoch`: a position read from the clock
+        keeps its place in it; a position in another incarnation starts at its beginning."""
+        position = self.positions[index]
+        if position.epoch == epoch:
+            return
+        key = position.key if position.epoch is None else (0, 0)
+        self._set(index, Position(position.kind, epoch, key))
+
+    def replayed(self, index: int, key: Key, body: bytes) -> None:
+        """Queue an event read from recipient `index`'s log, unless the connection has it."""
+        position = self.positions[index]
+        event = Position(position.kind, position.epoch, key)
+        if self._advance(index, event, event.component().encode()):
+            self._push(splice(self._cursor(index), body))
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Until the replayed frames still queued take at most `limit` bytes (or the
+        connection is closing): a catch-up holds no more of the logs than that."""
+        while self._replayed_bytes > limit and self.close_code is None and not self.gone:
+            await self._changed.wait()
+
+    def go_live(self, *, announce: bool) -> None:
+        """End a catch-up: queue the held live events the replay did not have, then (on
+        connect) `insight_ready`, and let live events through from now on."""
         held, self._held = self._held or [], None
         for index, event, event_id, coalesce_key, body in held:
             if self._advance(index, event, event_id):
@@ -152,6 +169,11 @@ class ClientConnection:
 
     # -- drained by the endpoint's writer ----------------------------------------------
 
+    async def wait_closing(self) -> None:
+        """Until the connection must close or the peer is gone."""
+        while self.close_code is None and not self.gone:
+            await self._changed.wait()
+
     async def wait(self) -> bool:
         """Wait until there are frames to send (True), or the connection must close (see
         close_code) or the peer is gone (False)."""
@@ -159,11 +181,26 @@ class ClientConnection:
             await self._changed.wait()
         return self.close_code is None and not self.gone
 
-    def take(self, limit: int) -> list[bytes]:
-        """Remove and return up to `limit` frames (JSON payloads) from the buffer's head."""
-        head = self._outbox[:limit]
-        del self._outbox[:limit]
-        self._live_queued -= sum(live for _, _, live in head)
+    def take(self, limit: int, max_bytes: int) -> list[bytes]:
+        """Remove and return frames (JSON payloads) from the buffer's head: up to `limit`,
+        and no more than `max_bytes` unless the first alone is bigger."""
+        outbox = self._outbox
+        count, size, live_count, replayed = 0, 0, 0, 0
+        for _, frame, live in outbox[:limit]:
+            if count and size + len(frame) > max_bytes:
+                break
+            count += 1
+            size += len(frame)
+            if live:
+                live_count += 1
+            else:
+                replayed += len(frame)
+        head = outbox[:count]
+        del outbox[:count]
+        self._live_queued -= live_count
+        if replayed:
+            self._replayed_bytes -= replayed
+            self._changed.fire()  # wakes a catch-up waiting for room
         return [frame for _, frame, _ in head]
 
     @property
@@ -214,4 +251,5 @@ class ClientConnection:
 
     def _push(self, payload: bytes) -> None:
         self._outbox.append(("", payload, False))
+        self._replayed_bytes += len(payload)
         self._changed.fire()

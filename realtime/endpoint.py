@@ -27,7 +27,7 @@ from realtime.handshake import (
     CHANNELS,
     DEFAULT_CHANNEL,
     SUBPROTOCOL,
-    token_from_first_frame,
+    auth_message,
     token_from_subprotocols,
     well_formed_token,
 )
@@ -38,8 +38,9 @@ from realtime.recipients import recipients_of
 logger = logging.getLogger(__name__)
 
 SOCKET_PATH = "/api/v1/insight"
-CLOSE_TIMEOUT_SECONDS = 30.0
+CLOSE_TIMEOUT_SECONDS = 5.0  # served without `insight edge`: an ASGI close waits for the peer
 WIRE_BATCH_FRAMES = 256  # frames joined into one socket write when a backlog drains
+WIRE_BATCH_BYTES = 256 * 1024  # and their bytes: a backlog moves to the transport in steps
 
 
 class Refused(Exception):
@@ -82,14 +83,14 @@ async def insight_socket(websocket: WebSocket) -> None:
             # Subscribed before the revocation and cap check: a revocation after the check
             # reaches this connection on its channel.
             await hub.listen(connection)
-            admitted = _admitted(await presence.enter(identity))
-            await hub.catch_up(connection, announce=True)
+            async with asyncio.timeout(settings.ws_subscribe_timeout_seconds):
+                admitted = _admitted(await presence.enter(identity))
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
         except Refused:
             raise  # revoked, or over the cap
         except Exception as error:  # a client that breaks in another way is no less down
-            _log_redis_failure("catching up from the logs failed", error)
+            _log_redis_failure("joining presence failed", error)
             raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable") from error
         logger.info(
             "websocket connected",
@@ -148,16 +149,18 @@ async def _starting_point(
     if since is None or len(since) == len(KINDS):
         return since, None, False
     try:
-        return since, await hub.log.server_time(), False
+        # Bounded: a Redis that stalls (SIGSTOP, a long script) must not hold the handshake.
+        async with asyncio.timeout(websocket.app.state.settings.ws_subscribe_timeout_seconds):
+            return since, await hub.log.server_time(), False
     except Exception as error:  # never a 500 for the handshake: 1013 once it is accepted
         _log_redis_failure("reading the redis clock failed", error)
         return since, None, True
 
 
-def _log_redis_failure(message: str, error: Exception) -> None:
-    """A Redis error is the expected failure; anything else is redis-py breaking under load
-    (seen on a cluster client amid a connect storm), logged with its traceback."""
-    unexpected = not isinstance(error, redis.RedisError)
+def _log_redis_failure(message: str, error: BaseException) -> None:
+    """A Redis error or a timeout is the expected failure; anything else is redis-py breaking
+    under load (seen on a cluster client amid a connect storm), logged with its traceback."""
+    unexpected = not isinstance(error, redis.RedisError | TimeoutError)
     logger.warning(message, extra={"error": repr(error)}, exc_info=unexpected)
 
 
@@ -202,9 +205,12 @@ async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[
         text = message.get("text")
         if text is None or len(text) > settings.ws_max_message_bytes:
             raise Refused(CloseCode.MALFORMED, "first frame must be an auth message")
-        token = token_from_first_frame(text)
-        if token is None:
+        auth = auth_message(text)
+        if auth is None:
             raise Refused(CloseCode.MALFORMED, "first frame must be an auth message")
+        if auth.token is None:
+            raise Refused(CloseCode.UNAUTHORIZED, "invalid token")
+        token = auth.token
     try:
         return await verify_token_async(token, settings)
     except InvalidToken as error:
@@ -260,6 +266,9 @@ async def _pump(
     """
     expiry = _Expiry(connection)
     reader = asyncio.create_task(_read(websocket, connection, settings, expiry, hub, presence))
+    # The replay of what the client missed runs beside the writer, which drains it to the
+    # socket as it is queued: a page is read only once the socket took the previous ones.
+    catching_up = asyncio.create_task(_catch_up(hub, connection))
     try:
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
@@ -268,29 +277,54 @@ async def _pump(
     finally:
         expiry.cancel()
         reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        catching_up.cancel()
+        await asyncio.gather(reader, catching_up, return_exceptions=True)
     if not reader.cancelled() and (error := reader.exception()) is not None:
         raise error  # the peer went away (WebSocketDisconnect)
     assert connection.close_code is not None
     return connection.close_code
 
 
+async def _catch_up(hub: Hub, connection: ClientConnection) -> None:
+    """The connection's first catch-up; if the logs cannot be read, it closes 1013."""
+    try:
+        await hub.catch_up(connection, announce=True)
+    except Exception as error:  # a client that breaks in another way is no less down
+        _log_redis_failure("catching up from the logs failed", error)
+        connection.close(CloseCode.TRY_AGAIN_LATER)
+
+
 async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> None:
     """Write the backlog in batches, each once the transport takes data: nothing is taken
-    from the buffer while the write would wait, so the fan-out never overtakes it."""
+    from the buffer while the write would wait, so the fan-out never overtakes it. A close
+    does not wait for the transport: a peer that stopped reading never lets it drain."""
     while await connection.wait():
-        await wire.wait_writable()
+        if not wire.takes_data():
+            await _writable_or_closing(wire, connection)
         if connection.close_code is not None or connection.gone:
             return
-        frames = connection.take(WIRE_BATCH_FRAMES)
+        frames = connection.take(WIRE_BATCH_FRAMES, WIRE_BATCH_BYTES)
         if not wire.write_frame(b"".join(text_frame(frame) for frame in frames)):
             raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
+
+
+async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) -> None:
+    """Until the transport takes data again or the connection must close, whichever first."""
+    waits = [
+        asyncio.ensure_future(wire.wait_writable()),
+        asyncio.ensure_future(connection.wait_closing()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection) -> None:
     send = websocket.send
     while await connection.wait():
-        for frame in connection.take(1):
+        for frame in connection.take(1, WIRE_BATCH_BYTES):
             await send({"type": "websocket.send", "text": frame.decode()})
 
 
@@ -315,10 +349,10 @@ async def _read(
             if len(text or message.get("bytes") or "") > settings.ws_max_message_bytes:
                 connection.close(CloseCode.MESSAGE_TOO_BIG)
                 return
-            token = token_from_first_frame(text) if text is not None else None
-            if token is None:
-                continue
-            identity = await _renewed(connection.identity, token, settings)
+            auth = auth_message(text) if text is not None else None
+            if auth is None or auth.token is None:
+                continue  # not a renewal: the session goes on
+            identity = await _renewed(connection.identity, auth.token, settings)
             if identity is None:
                 logger.info(
                     "websocket renewal refused", extra={"user_id": connection.identity.user_id}
@@ -344,8 +378,8 @@ async def _read(
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close with `code`; a peer too slow to take even the close frame is left to the
-    server's keepalive, which drops the TCP connection when pings go unanswered."""
+    """Close with `code`. Served by `insight edge`, this returns at once, and a peer that
+    does not take the close frame in time is aborted (`realtime.uvicorn_protocols`)."""
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
     with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError, TimeoutError):

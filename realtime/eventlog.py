@@ -8,13 +8,21 @@ refuses a key outside the recipient's slot.
 
 Ids are the recipient's Stream entry ids, taken from the Redis clock in microseconds (see
 `realtime.frames`). The log's metadata hash keeps its epoch (which incarnation of the log
-this is), its newest entry id, and the newest id trimmed away by count. A position is
+this is), its newest entry id, and the newest id trimmed away by count; it lives as long as
+the log (both expire EVENTS_MAX_AGE_SECONDS after the last append, or after a first read of
+a log that has none), so a user who only connects costs Redis one small hash for that long.
+A position is
 past retention, and replay reports a gap, when an entry newer than it was trimmed, when the
 log is of another epoch (the log was lost, with Redis's data or by expiry), or when the
 entry it names is gone though younger than the retention (a failover promoted a replica
 that never got it, so later ones may be lost too). Each entry also carries its
 own expiry (at most `max_age`), after which it is not replayed; trimming by age therefore
-never drops a replayable event.
+never drops a replayable event. A position of another epoch is replayed from the new log's
+start, after the gap: its key means nothing in the new log.
+
+Replay is paged (`replay_page`): each script returns at most a page of entries and bytes, so
+neither Redis nor the edge ever builds a whole log of large events in one reply, and other
+recipients' appends wait behind a page at most (see `realtime.catch_up`).
 
 Durability: with `EVENTS_MIN_REPLICAS=N`, an append is followed on the same connection by
 `WAIT N`, so it returns only once N replicas hold the event (and raises `NotReplicated`
@@ -35,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -47,7 +57,6 @@ from realtime.frames import ANNOUNCEMENT_LUA, MAX_SEQ, Key, Position, entry_key
 from realtime.recipients import Recipient
 
 MAX_FRAME_BYTES = 64 * 1024  # a UI event is a notification, not a data transfer
-META_TTL_SECONDS = 7 * 24 * 3600  # a log's epoch outlives its entries by this much
 RETRY_KEY_TTL_SECONDS = 300  # the key made for a call without one guards its retries only
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -125,10 +134,16 @@ return event_id
 )
 
 # KEYS: stream, meta.
-# ARGV: since entry, since epoch ('' when unknown), limit, meta ttl_ms, max_age_us
-# Returns {epoch, gap (0/1), entry, body, entry, body, ...}: entries after `since`, in order,
-# expired ones left out.
+# ARGV: after entry, its epoch ('' when unknown), '1' to check that the position still holds,
+#       max entries, max bytes, meta ttl_ms, max_age_us
+# Returns {epoch, gap (0/1), more (0/1), last entry scanned ('' if none), entry, body, ...}:
+# a page of the entries after the position, in order, expired ones left out. A page stops at
+# `max entries` or once it holds `max bytes` (or has scanned SCAN_FACTOR times as many
+# entries), with `more` set: the next page starts after the last entry scanned. The stream is
+# read a chunk at a time, so a script never holds much more than a page, however big the log.
 _CLOCK_SEQ = f"-{MAX_SEQ}"  # the sequence part of a position read from the clock
+REPLAY_CHUNK = 32  # entries read from the stream per XRANGE
+SCAN_FACTOR = 4  # expired entries skipped count too, so that no page scans without end
 
 _REPLAY = (
     "#!lua\n"
@@ -137,45 +152,67 @@ _REPLAY = (
 local stream, meta = KEYS[1], KEYS[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local epoch = epoch_of(meta, t, ARGV[4])
-local since, since_epoch = ARGV[1], ARGV[2]
+local epoch = epoch_of(meta, t, ARGV[6])
+local after, after_epoch = ARGV[1], ARGV[2]
 local gap = 0
-if since_epoch ~= '' then
-  if since_epoch ~= epoch then
-    gap = 1
-  else
-    local trimmed = redis.call('HGET', meta, 'trimmed')
-    if trimmed and less(since, trimmed) then gap = 1 end
-    -- The entry the client saw last must still be there if it is younger than max_age (the
-    -- age trim and the stream's expiry only drop older ones): if it is not, the log lost it
-    -- (a failover promoted a replica that never got it) and maybe more. A position read
-    -- from the clock (sequence 2^64-1, see start_position) names no entry.
-    local micros = parse(since)
-    local from_clock = string.sub(since, -"""
+if after_epoch ~= '' and after_epoch ~= epoch then
+  -- Another incarnation of the log (lost with Redis's data, or expired): whatever the
+  -- position named is gone, and this log is read from its start.
+  gap = 1
+  after = '0-0'
+elseif after_epoch ~= '' and ARGV[3] == '1' then
+  local trimmed = redis.call('HGET', meta, 'trimmed')
+  if trimmed and less(after, trimmed) then gap = 1 end
+  -- The entry the client saw last must still be there if it is younger than max_age (the
+  -- age trim and the stream's expiry only drop older ones): if it is not, the log lost it
+  -- (a failover promoted a replica that never got it) and maybe more. A position read
+  -- from the clock (sequence 2^64-1, see start_position) names no entry.
+  local micros = parse(after)
+  local from_clock = string.sub(after, -"""
     + str(len(_CLOCK_SEQ))
     + """) == '"""
     + _CLOCK_SEQ
     + """'
-    if gap == 0 and not from_clock and micros >= now - tonumber(ARGV[5])
-        and #redis.call('XRANGE', stream, since, since) == 0 then
-      gap = 1
+  if gap == 0 and not from_clock and micros >= now - tonumber(ARGV[7])
+      and #redis.call('XRANGE', stream, after, after) == 0 then
+    gap = 1
+  end
+end
+local out = {epoch, gap, 0, ''}
+local max_entries, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local taken, bytes, scanned = 0, 0, 0
+local start = '(' .. after
+while true do
+  local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', """
+    + str(REPLAY_CHUNK)
+    + """)
+  for _, entry in ipairs(chunk) do
+    local fields = entry[2]
+    local frame, expires = nil, 0
+    for j = 1, #fields, 2 do
+      if fields[j] == 'f' then frame = fields[j + 1] end
+      if fields[j] == 'x' then expires = tonumber(fields[j + 1]) end
+    end
+    scanned = scanned + 1
+    out[4] = entry[1]
+    if frame and expires >= now then
+      out[#out + 1] = entry[1]
+      out[#out + 1] = frame
+      taken = taken + 1
+      bytes = bytes + #frame
+    end
+    if taken >= max_entries or bytes >= max_bytes or scanned >= """
+    + str(SCAN_FACTOR)
+    + """ * max_entries then
+      out[3] = 1
+      return out
     end
   end
+  if #chunk < """
+    + str(REPLAY_CHUNK)
+    + """ then return out end
+  start = '(' .. chunk[#chunk][1]
 end
-local out = {epoch, gap}
-for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. since, '+', 'COUNT', ARGV[3])) do
-  local fields = entry[2]
-  local frame, expires = nil, 0
-  for j = 1, #fields, 2 do
-    if fields[j] == 'f' then frame = fields[j + 1] end
-    if fields[j] == 'x' then expires = tonumber(fields[j + 1]) end
-  end
-  if frame and expires >= now then
-    out[#out + 1] = entry[1]
-    out[#out + 1] = frame
-  end
-end
-return out
 """
 )
 
@@ -205,16 +242,61 @@ _REDIRECTS = (
     redis.exceptions.AskError,
     redis.exceptions.TryAgainError,
 )
+# A slot that is moving (a migration, a failover): redis-py's cluster client follows
+# redirects a bounded number of times, quickly, then raises ClusterError ("TTL exhausted"),
+# and a script whose keys a migration has split gets TRYAGAIN until they are together again.
+_MOVING = (*_REDIRECTS, redis.exceptions.ClusterError)
+RIDE_THROUGH_SECONDS = 2.0  # how long a write keeps trying a slot that is moving
+T = TypeVar("T")
+
+
+def ride_through(call: Callable[[], T], on_moved: Callable[[], object] = lambda: None) -> T:
+    """`call()`, tried again while its slot is moving, for RIDE_THROUGH_SECONDS at most
+    (every write of Insight is safe to repeat: see "Idempotency"). `on_moved` runs before
+    each new try (to re-read the slot map)."""
+    deadline = time.monotonic() + RIDE_THROUGH_SECONDS
+    delay = 0.01
+    while True:
+        try:
+            return call()
+        except _MOVING:
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.25)
+        on_moved()
+
+
+async def ride_through_async(
+    call: Callable[[], Awaitable[T]],
+    on_moved: Callable[[], Awaitable[object]] | None = None,
+) -> T:
+    """`ride_through` for asyncio code."""
+    deadline = time.monotonic() + RIDE_THROUGH_SECONDS
+    delay = 0.01
+    while True:
+        try:
+            return await call()
+        except _MOVING:
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, 0.25)
+        if on_moved is not None:
+            await on_moved()
 
 
 @dataclass(frozen=True, slots=True)
-class Replay:
-    """What one recipient's log holds after a position: its epoch, whether events after the
-    position are gone, and the entries that remain, in order, as (key, entry id, body)."""
+class Page:
+    """A page of one recipient's log after a position: the log's epoch, whether events after
+    the position are gone, the entries that follow, in order, as (key, entry id, body), and
+    whether more may follow the last entry it scanned (`scanned`, None if it scanned none)."""
 
     epoch: str
     gap: bool
     entries: list[tuple[Key, str, bytes]]
+    more: bool = False
+    scanned: Key | None = None
 
 
 def start_position(kind: str, server_time: tuple[int, int]) -> Position:
@@ -260,7 +342,7 @@ def _append_call(
         ttl_ms,
         recipient.letter,
         "1",
-        META_TTL_SECONDS * 1000,
+        retention.max_age_seconds * 1000,  # the metadata lives as long as the log
     ]
     return keys, args
 
@@ -301,21 +383,22 @@ class EventLog:
     def run_durably(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
         """`script`'s reply, once the write it made over one recipient's `keys` is held by
         the replicas `durability` asks for (none: once the master has it); raises
-        NotReplicated if fewer confirm in time."""
+        NotReplicated if fewer confirm in time. A slot that is moving is ridden through."""
         if not self.durability.min_replicas:
-            return script(keys=keys, args=args)
-        for _ in range(3):
+            return ride_through(lambda: script(keys=keys, args=args))
+
+        def replicated() -> Any:
             pipe = self._master_of(keys[0]).pipeline(transaction=False)
             script(keys=keys, args=args, client=pipe)
             pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
-            try:
-                reply, replicas = pipe.execute()
-            except _REDIRECTS:
-                assert isinstance(self.client, redis.RedisCluster)
-                self.client.nodes_manager.initialize()  # the slot moved: ask again
-                continue
+            reply, replicas = pipe.execute()
             return _replicated(reply, replicas, self.durability)
-        raise redis.exceptions.ClusterError("the recipient's slot kept moving")
+
+        return ride_through(replicated, on_moved=self._reread_slots)
+
+    def _reread_slots(self) -> None:
+        if isinstance(self.client, redis.RedisCluster):
+            self.client.nodes_manager.initialize()
 
     def _append_on_cluster(self, keys: list[str], args: list[str | int]) -> str:
         """Straight to the master of the recipient's slot, skipping redis-py's routing of
@@ -327,7 +410,7 @@ class EventLog:
         try:
             return as_text(self._append(keys=keys, args=args, client=self._master_of(keys[0])))
         except (*_REDIRECTS, redis.ConnectionError, redis.TimeoutError):
-            return as_text(self._append(keys=keys, args=args))
+            return as_text(ride_through(lambda: self._append(keys=keys, args=args)))
 
     def _master_of(self, key: str) -> redis.Redis:
         """A client of the master that holds `key` (for WAIT, which counts the replicas
@@ -386,19 +469,20 @@ class AsyncEventLog:
     async def run_durably(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """`EventLog.run_durably` for asyncio."""
         if not self.durability.min_replicas:
-            return await script(keys=keys, args=args)
-        for _ in range(3):
+            return await ride_through_async(lambda: script(keys=keys, args=args))
+
+        async def replicated() -> Any:
             pipe = self._master_of(keys[0]).pipeline(transaction=False)
             await script(keys=keys, args=args, client=pipe)
             pipe.wait(self.durability.min_replicas, self.durability.timeout_ms)
-            try:
-                reply, replicas = await pipe.execute()
-            except _REDIRECTS:
-                assert isinstance(self.client, redis.asyncio.RedisCluster)
-                await self.client.nodes_manager.initialize()
-                continue
+            reply, replicas = await pipe.execute()
             return _replicated(reply, replicas, self.durability)
-        raise redis.exceptions.ClusterError("the recipient's slot kept moving")
+
+        return await ride_through_async(replicated, on_moved=self._reread_slots)
+
+    async def _reread_slots(self) -> None:
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            await self.client.nodes_manager.initialize()
 
     def _master_of(self, key: str) -> redis.asyncio.Redis:
         """`EventLog._master_of` for asyncio: one client per master, made on first use."""
@@ -432,34 +516,44 @@ class AsyncEventLog:
         )
         return min((int(s), int(us)) for s, us in replies.values())
 
-    async def replay(self, recipient: Recipient, since: Position) -> Replay:
-        """The entries of one recipient's log after `since`, and whether some are gone."""
+    async def replay_page(
+        self,
+        recipient: Recipient,
+        after: Position,
+        *,
+        check: bool,
+        max_entries: int,
+        max_bytes: int,
+    ) -> Page:
+        """A page of one recipient's log after `after`: at most `max_entries` entries, and
+        about `max_bytes` (a page stops at the entry that reaches it). With `check`, whether
+        events after the position are gone (check the first page of a catch-up only: a later
+        page starts where the previous one stopped, which may be no entry of this log)."""
         async with self._reads or contextlib.nullcontext():
-            return await self._replay_one(recipient, since)
-
-    async def _replay_one(self, recipient: Recipient, since: Position) -> Replay:
-        reply = await self._replay(
-            keys=[recipient.stream_key, recipient.meta_key],
-            args=[
-                since.entry,
-                since.epoch or "",
-                self.retention.max_len,
-                META_TTL_SECONDS * 1000,
-                self.retention.max_age_seconds * 1_000_000,
-            ],
-        )
-        epoch, gap, *flat = reply
+            reply = await self._replay(
+                keys=[recipient.stream_key, recipient.meta_key],
+                args=[
+                    after.entry,
+                    after.epoch or "",
+                    "1" if check else "0",
+                    max_entries,
+                    max_bytes,
+                    self.retention.max_age_seconds * 1000,
+                    self.retention.max_age_seconds * 1_000_000,
+                ],
+            )
+        epoch, gap, more, scanned, *flat = reply
         entries = []
         for index in range(0, len(flat), 2):
             entry = as_text(flat[index])
             entries.append((entry_key(entry), entry, bytes(flat[index + 1])))
-        return Replay(epoch=as_text(epoch), gap=bool(gap), entries=entries)
-
-    async def replay_all(
-        self, recipients: tuple[Recipient, ...], since: list[Position]
-    ) -> list[Replay]:
-        """`replay` for each recipient, concurrently (on a cluster, on their own shards)."""
-        return list(await asyncio.gather(*map(self.replay, recipients, since)))
+        return Page(
+            epoch=as_text(epoch),
+            gap=bool(gap),
+            entries=entries,
+            more=bool(more),
+            scanned=entry_key(as_text(scanned)) if scanned else None,
+        )
 
 
 def as_text(value: object) -> str:

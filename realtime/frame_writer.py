@@ -42,6 +42,10 @@ class FrameWriter(Protocol):
         False (nothing written) otherwise."""
         ...
 
+    def takes_data(self) -> bool:
+        """Whether the transport takes data now (it is not paused by a full buffer)."""
+        ...
+
     async def wait_writable(self) -> None:
         """Return once the transport takes data again (at once if it does now)."""
         ...

@@ -37,7 +37,7 @@ from realtime.events import Gap, Ready
 
 KINDS = ("u", "b", "a")  # user, business, everyone: the first letter of every component
 MAX_CURSOR_LENGTH = 1024
-MAX_SEQ = 2**64 - 1  # the largest sequence part of a Stream entry id
+MAX_SEQ = 2**64 - 1  # the largest part (milliseconds or sequence) of a Stream entry id
 
 _COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")
 _ID_PREFIX = b'{"id":"'
@@ -84,9 +84,10 @@ def parse_event_id(event_id: str) -> Position | None:
     if match is None:
         return None
     kind, epoch, micros, seq = match.groups()
-    if int(seq) > MAX_SEQ:
+    key = (int(micros), int(seq))
+    if key[0] > MAX_SEQ or key[1] > MAX_SEQ:  # no Stream entry id has a part over 64 bits
         return None
-    return Position(kind, epoch, (int(micros), int(seq)))
+    return Position(kind, epoch, key)
 
 
 def parse_cursor(cursor: str) -> dict[str, Position] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 DEFAULT_CHANNEL = "ui_events"
 CHANNELS = frozenset({DEFAULT_CHANNEL})
@@ -43,11 +44,18 @@ def token_from_subprotocols(offered: list[str]) -> str | None:
     return None
 
 
-def token_from_first_frame(text: str) -> str | None:
-    """The token of a first frame `{"type":"auth","token":"<JWT>"}`; None for anything that
-    is not exactly that with a well-formed token. Never raises, whatever the text: deep
-    nesting (RecursionError in the decoder), huge numbers (ValueError), escaped lone
-    surrogates or a token of the wrong type all give None, so the socket closes 4400."""
+@dataclass(frozen=True, slots=True)
+class AuthMessage:
+    """`{"type":"auth","token":...}`; `token` is None when it is not shaped like a JWT (an auth
+    message all the same: its sender gets 4401, as for a bad token anywhere else)."""
+
+    token: str | None
+
+
+def auth_message(text: str) -> AuthMessage | None:
+    """The auth message `text` is, or None if it is not one. Never raises, whatever the text:
+    deep nesting (RecursionError in the decoder), huge numbers (ValueError), escaped lone
+    surrogates or a token of the wrong type all give None or a message without a token."""
     if not isinstance(text, str):
         return None
     try:
@@ -56,4 +64,4 @@ def token_from_first_frame(text: str) -> str | None:
         return None
     if not isinstance(message, dict) or message.get("type") != "auth":
         return None
-    return well_formed_token(message.get("token"))
+    return AuthMessage(well_formed_token(message.get("token")))

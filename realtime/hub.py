@@ -13,6 +13,7 @@ import logging
 
 from core.security import issued_before
 from realtime import telemetry
+from realtime.catch_up import catch_up
 from realtime.close_codes import CloseCode
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog
@@ -22,6 +23,8 @@ from realtime.recipients import Recipient
 from realtime.topology import Topology
 
 logger = logging.getLogger(__name__)
+
+PAGE_READS = 64  # page reads in flight at once (see Hub.__init__)
 
 
 class SubscribeTimeout(Exception):
@@ -38,10 +41,16 @@ class Hub:
         *,
         subscribe_timeout: float,
         ping_interval: float,
+        replay_budget: int,
         home: str | None = None,
     ) -> None:
         self.log = log
         self._subscribe_timeout = subscribe_timeout
+        self._replay_budget = replay_budget
+        # Page reads in flight at once, connects and resyncs alike: after a node came back,
+        # thousands of connections catch up, and redis-py waits for a pooled connection for
+        # a limited time only.
+        self._reads = asyncio.Semaphore(PAGE_READS)
         # live channel -> {connection: the index of that recipient in the connection's}
         self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()
@@ -99,14 +108,19 @@ class Hub:
             self.feed.release(channel)
 
     async def catch_up(self, connection: ClientConnection, *, announce: bool = False) -> None:
-        """Replay the logs after the connection's positions, then let live events through."""
-        async with connection.catch_up_lock:
-            connection.hold_live_events()
-            replays = await self.log.replay_all(connection.recipients, list(connection.positions))
-            connection.resume_from(replays, announce=announce)
+        """Replay the logs after the connection's positions, then let live events through
+        (see `realtime.catch_up`: paged, and never more than WS_REPLAY_MAX_BYTES held)."""
+        outcome = await catch_up(
+            connection,
+            self.log,
+            budget=self._replay_budget,
+            announce=announce,
+            read_timeout=self._subscribe_timeout,
+            reads=self._reads,
+        )
         telemetry.REPLAYS.inc()
-        telemetry.REPLAYED.inc(sum(len(replay.entries) for replay in replays))
-        if any(replay.gap for replay in replays):
+        telemetry.REPLAYED.inc(outcome.replayed)
+        if outcome.gap:
             telemetry.GAPS.inc()
 
     def close_all(self, code: CloseCode) -> None:
@@ -177,15 +191,12 @@ class Hub:
         task.add_done_callback(self._resyncs.discard)
 
     async def _resync(self, connections: list[ClientConnection]) -> None:
-        semaphore = asyncio.Semaphore(64)
-
         async def one(connection: ClientConnection) -> None:
-            async with semaphore:
-                try:
-                    await self.catch_up(connection)
-                except Exception:
-                    logger.exception("resync failed; closing the connection so it resumes")
-                    connection.close(CloseCode.TRY_AGAIN_LATER)
+            try:
+                await self.catch_up(connection)
+            except Exception:
+                logger.exception("resync failed; closing the connection so it resumes")
+                connection.close(CloseCode.TRY_AGAIN_LATER)
 
         await asyncio.gather(*(one(c) for c in connections))
         logger.info("resynced connections from the logs", extra={"count": len(connections)})

@@ -30,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from core.config import Settings, get_settings
+from core.config import READY_CHECK_SECONDS, Settings, get_settings
 from core.json_logs import configure_logging
 from realtime.close_codes import CloseCode
 from realtime.endpoint import SOCKET_PATH, insight_socket
@@ -39,6 +39,7 @@ from realtime.events import frame_json_schema
 from realtime.hub import Hub
 from realtime.presence import Presence
 from realtime.publisher import retention_of
+from realtime.serving import served_by_insight
 from realtime.telemetry import HubCollector
 from realtime.topology import (
     ClusterTopology,
@@ -87,6 +88,7 @@ class Events:
             AsyncEventLog(client, retention_of(self.settings), concurrency=concurrency),
             subscribe_timeout=self.settings.ws_subscribe_timeout_seconds,
             ping_interval=self.settings.pubsub_ping_interval_seconds,
+            replay_budget=self.settings.ws_replay_max_bytes,
             home=home,
         )
         self._collector = HubCollector(hub)
@@ -118,6 +120,13 @@ class Events:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    if not served_by_insight() and settings.environment != "development":
+        logger.warning(
+            "the edge is served without `insight edge`: handshakes are not bounded in time or "
+            "size, and a peer that stops reading is not dropped; use `insight edge` outside "
+            "development",
+            extra={"environment": settings.environment},
+        )
     events = Events(settings)
     app.state.settings = settings
     app.state.events = events
@@ -198,8 +207,9 @@ def create_app() -> FastAPI:
         hub = events.hub
         checks = {"redis": False, "pubsub": hub is not None and hub.feed.healthy}
         if events.client is not None:
-            with contextlib.suppress(redis.RedisError):
-                checks["redis"] = bool(await events.client.ping())
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(READY_CHECK_SECONDS):
+                    checks["redis"] = bool(await events.client.ping())
         ready = all(checks.values())
         body = {
             "status": "ready" if ready else "unavailable",

@@ -62,10 +62,20 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+_served_here = False  # set by `serve` before uvicorn imports the app, in the same process
+
+
+def served_by_insight() -> bool:
+    """Whether this process serves the edge through `serve` (`insight edge`), with the
+    protocols that bound handshakes and closes; else it is plain uvicorn or another server."""
+    return _served_here
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    global _served_here
     check_uvicorn()
     tune_gc()
-
+    _served_here = True
     uvicorn.run(APP, host=host, port=port, **uvicorn_options(settings))

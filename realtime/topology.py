@@ -4,6 +4,11 @@
 newer); every process of Insight (the edge, the publishers, the API, the CLI) asks the node
 (`INFO cluster`: `cluster_enabled:1`) and builds a redis-py client of the right kind, so no
 other setting is needed. The edge also reads which master owns each live channel from here.
+
+A client of one Redis retries a call once, on a new connection, when its connection turns out
+to be dead (redis-py's `from_url` retries nothing unless told): after a Redis restart, the
+first call on each pooled connection would otherwise fail. Every write Insight makes is safe
+to repeat (an append carries its idempotency key, presence writes are absolute).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.retry
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 _async_answers: dict[str, bool] = {}
@@ -50,6 +58,7 @@ def sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
     if is_cluster(url):
         options.pop("single_connection_client", None)  # a cluster client pools per node
         return redis.RedisCluster.from_url(url, **options)
+    options.setdefault("retry", redis.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)))
     return redis.Redis.from_url(url, **options)
 
 
@@ -61,6 +70,7 @@ async def async_client(
         cluster = redis.asyncio.RedisCluster.from_url(url, **options)
         await cluster.initialize()
         return cluster
+    options.setdefault("retry", AsyncRetry(NoBackoff(), 1, (redis.ConnectionError,)))
     return redis.asyncio.Redis.from_url(url, **options)
 
 

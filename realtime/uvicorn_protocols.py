@@ -26,6 +26,12 @@ Hostile handshakes (DESIGN.md: "Hostile input never hangs, crashes or leaks"). u
   WS_HANDSHAKE_TIMEOUT_SECONDS from its first byte (from the accept, for a new connection)
   and `MAX_HEAD_BYTES`, then answers 408, 414 or 431 and closes.
 
+Nothing held (DESIGN.md): a peer that stops reading, its TCP window shut, would hold its
+socket for ever, because every close (uvicorn's and the app's) waits for the transport's
+write buffer to drain, and the app's close first waits for the transport to take data at all.
+`EdgeWebSocketProtocol` queues the app's close frame at once, and aborts the connection
+CLOSE_GRACE_SECONDS after any close it starts if the peer has not taken it by then.
+
 A text message that is not UTF-8 is closed 4400 (malformed), like any other malformed first
 frame, instead of uvicorn's 1007 with an error and its traceback logged for every one. And a
 connection failed for a protocol error (1009 for a message over WS_MAX_MESSAGE_BYTES) is
@@ -43,6 +49,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import logging
 import textwrap
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -74,6 +81,12 @@ MAX_HEAD_BYTES = 64 * 1024
 # After failing a connection (a protocol error), how long to wait for the peer to close its
 # half of the TCP connection before closing ours anyway.
 CLOSE_LINGER_SECONDS = 2.0
+# After any close the edge starts, how long the peer has to take the close frame (and what
+# was queued before it) and answer, before the connection is aborted: DESIGN.md's "a few
+# seconds" after a decision to close (see `_bound_close`).
+CLOSE_GRACE_SECONDS = 3.0
+
+logger = logging.getLogger(__name__)
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -86,6 +99,8 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        self.close_timeout = CLOSE_GRACE_SECONDS  # for the peer's reply to our close frame
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -115,19 +130,65 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
                 b"".join(self.frames).decode()
             except UnicodeDecodeError:
                 self.frames = []
-                code, reason = CloseCode.MALFORMED, "text frame is not UTF-8"
-                self.queue.put_nowait(
-                    {"type": "websocket.disconnect", "code": code, "reason": reason}
-                )
-                self.conn.send_close(code, reason)
-                self.transport.write(b"".join(self.conn.data_to_send()))
-                self.close_sent = True
-                if self.read_paused:
-                    self.read_paused = False
-                    self.transport.resume_reading()
-                self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+                self._start_close(CloseCode.MALFORMED, "text frame is not UTF-8")
                 return
         super().send_receive_event_to_app()
+
+    def _start_close(self, code: int, reason: str) -> None:
+        """What uvicorn does for the app's `websocket.close`, without first waiting for the
+        transport to take data: tell the app, queue the close frame, read the peer's reply
+        (its close frame), close when it comes or after `close_timeout`, and abort the
+        connection if even that cannot be done in time (`_bound_close`)."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        self._bound_close()
+
+    def _bound_close(self) -> None:
+        """Abort the connection if it is still open CLOSE_GRACE_SECONDS from now.
+
+        Every close of a socket goes through `transport.close()`, which closes only once the
+        transport's write buffer has drained: never, while a peer that stopped reading keeps
+        its TCP window shut. So each close the edge starts (the app's close: a full buffer's
+        1013, an expired or revoked token; a ping left unanswered; a shutdown; a protocol
+        error) is bounded here, and the socket, its descriptor and its buffers go at the
+        latest this long after it."""
+        if self._abort_timer is None and not self.disconnected:
+            self._abort_timer = self.loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        if self.disconnected:
+            return
+        logger.info(
+            "websocket aborted: the peer took nothing for %.0f s after the close",
+            CLOSE_GRACE_SECONDS,
+            extra={"unsent_bytes": self.transport.get_write_buffer_size()},
+        )
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        super().connection_lost(exc)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # sends 1011 and closes the transport
+        self._bound_close()
+
+    def shutdown(self) -> None:
+        super().shutdown()  # sends 1012 (or answers a pending handshake) and closes
+        self._bound_close()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()  # closes the transport unless a close is under way
+        self._bound_close()
 
     def handle_parser_exception(self) -> None:
         """The peer broke the protocol (a message over WS_MAX_MESSAGE_BYTES: 1009, a bad
@@ -154,6 +215,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.read_paused = False
                 self.transport.resume_reading()
             self.close_timer = self.loop.call_later(CLOSE_LINGER_SECONDS, self.transport.close)
+            self._bound_close()
         writes = self.conn.data_to_send()
         if data := b"".join(writes):
             self.transport.write(data)
@@ -174,6 +236,15 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         event.headers.clear()
 
     async def send(self, message: ASGISendEvent) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and not (self.close_sent or self.disconnected or self.transport.is_closing())
+        ):
+            # uvicorn would first wait for the transport to take data, which a peer that
+            # stopped reading never lets it do: the close and the socket would be held.
+            self._start_close(message.get("code", 1000), message.get("reason") or "")
+            return
         await super().send(message)
         if message["type"] == "websocket.accept":
             # The handshake is done: its request and response are never read again.
@@ -189,6 +260,9 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(frame)
         return True
+
+    def takes_data(self) -> bool:
+        return self.writable.is_set()
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
@@ -347,10 +421,14 @@ UVICORN_RELIANCE = (
         ),
         methods={
             "__init__": ("self", "config", "server_state", "app_state", "_loop"),
+            "connection_lost": ("self", "exc"),
             "data_received": ("self", "data"),
             "send_receive_event_to_app": ("self",),
             "handle_parser_exception": ("self",),
             "handle_connect": ("self", "event"),
+            "keepalive_timeout": ("self",),
+            "shutdown": ("self",),
+            "run_asgi": ("self",),
             "send": ("self", "message"),
         },
         calls={

@@ -300,3 +300,12 @@ async def test_a_burst_arrives_in_order_and_a_reconnect_with_since_gets_what_it_
     back = await Client.connect(edge.ws_url, token(user), since=ids[-1])
     assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == missed
     await back.close()
+
+
+def test_an_edge_served_without_insight_edge_warns_outside_development(
+    edge: Edge, served_by: type[Edge]
+) -> None:
+    """Plain uvicorn lacks the handshake limits and the bounded close (DESIGN.md: for
+    development only); started so with ENVIRONMENT=test, the edge says so in its log."""
+    warned = "served without `insight edge`" in edge.log_text()
+    assert warned == (served_by is PlainUvicornEdge)

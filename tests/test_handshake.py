@@ -74,8 +74,20 @@ async def test_explicit_default_channel_is_accepted(edge: Edge, token: Callable[
     await client.close()
 
 
-async def test_malformed_since_is_closed_with_4400(edge: Edge, token: Callable[..., str]) -> None:
-    client = await Client.connect(edge.ws_url, token("u1"), since="yesterday", wait_ready=False)
+@pytest.mark.parametrize(
+    "since",
+    [
+        "yesterday",
+        # A part over 64 bits names no Stream entry: before, it got 1013 ("reconnect
+        # later"), for ever, as Redis refused the position.
+        f"u1.{2**64}-0",
+        f"u1.1-{2**64}",
+    ],
+)
+async def test_malformed_since_is_closed_with_4400(
+    edge: Edge, token: Callable[..., str], since: str
+) -> None:
+    client = await Client.connect(edge.ws_url, token("u1"), since=since, wait_ready=False)
     assert await client.closed_with() == CloseCode.MALFORMED
 
 
@@ -103,6 +115,20 @@ async def test_token_in_the_first_frame(edge: Edge, token: Callable[..., str]) -
         assert json.loads(await asyncio.wait_for(ws.recv(), WAIT))["type"] == "insight_ready"
         event_id = UIManager.for_user(user).refresh()
         assert id_of(json.loads(await asyncio.wait_for(ws.recv(), WAIT))) == event_id
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [*BAD_TOKENS.values(), "<not a JWT>", ""],
+    ids=[*BAD_TOKENS.keys(), "not-shaped-like-a-jwt", "empty"],
+)
+async def test_an_auth_message_with_a_bad_token_is_closed_with_4401(edge: Edge, bad: str) -> None:
+    """An auth message it is, with a bad token: 4401 as for the query and the subprotocol
+    (before, a token not shaped like a JWT got 4400, "first frame must be an auth message")."""
+    async with connect(edge.ws_url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bad}))
+        await asyncio.wait_for(ws.wait_closed(), WAIT)
+        assert ws.close_code == CloseCode.UNAUTHORIZED
 
 
 async def test_a_first_frame_that_is_not_an_auth_message_is_closed_with_4400(edge: Edge) -> None:

@@ -145,6 +145,24 @@ async def test_a_cursor_from_a_lost_log_gets_the_gap_signal(
     await back.close()
 
 
+async def test_a_cursor_from_another_epoch_resumes_from_the_new_logs_start_then_goes_live(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    """Nothing silent: a position in another incarnation of the log means nothing in this
+    one. Before the fix it was kept under the new epoch, so with a position far ahead the
+    client got the gap, then no event at all until the Redis clock passed it."""
+    user = unique("u")
+    ui = UIManager.for_user(user)
+    in_new_log = ui.update_ui({"n": 1})
+    stale = "u1.9999999999999999-0"  # another epoch, and a position far in the future
+    back = await Client.connect(edge.ws_url, token(user), since=stale)
+    assert back.frames[0] == {"type": "insight_gap", "since": stale}
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == [in_new_log]
+    live = ui.update_ui({"n": 2})
+    assert [id_of(f) for f in await back.events(1)] == [live]
+    await back.close()
+
+
 async def test_a_log_that_lost_events_the_client_saw_is_reported_as_a_gap(
     edge: Edge, token: Callable[..., str], redis_client: redis.Redis
 ) -> None:
@@ -165,3 +183,20 @@ async def test_a_log_that_lost_events_the_client_saw_is_reported_as_a_gap(
     assert back.frames[0] == {"type": "insight_gap", "since": client.cursor}
     assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == [later]
     await back.close()
+
+
+async def test_a_logs_metadata_lives_no_longer_than_the_log(
+    edge: Edge, token: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    """Redis sizing: the metadata of a log (its epoch, its newest and trimmed ids) is made
+    by a first read, even of a user who only connected, and kept by every append; it lived
+    7 days, and now no longer than the log's entries (EVENTS_MAX_AGE_SECONDS)."""
+    user = unique("u")
+    recipient = Recipient.user(user)
+    retention_ms = 3600 * 1000  # the edge's and the publisher's EVENTS_MAX_AGE_SECONDS
+    client = await Client.connect(edge.ws_url, token(user))
+    assert 0 < redis_client.pttl(recipient.meta_key) <= retention_ms
+    UIManager.for_user(user).refresh()
+    assert 0 < redis_client.pttl(recipient.meta_key) <= retention_ms
+    assert 0 < redis_client.pttl(recipient.stream_key) <= retention_ms
+    await client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import redis
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.config import READY_CHECK_SECONDS
 from core.db import get_engine
 
 router = APIRouter(tags=["health"])
@@ -36,9 +38,13 @@ def _database_answers() -> bool:
 )
 async def readyz(request: Request) -> JSONResponse:
     """Ready to accept jobs: Redis (the queue and the events) and the database answer."""
-    checks = {"redis": False, "database": await run_in_threadpool(_database_answers)}
-    with contextlib.suppress(redis.RedisError, OSError):
-        checks["redis"] = bool(await request.app.state.redis.ping())
+    checks = {"redis": False, "database": False}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READY_CHECK_SECONDS):
+            checks["database"] = await run_in_threadpool(_database_answers)
+    with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(READY_CHECK_SECONDS):
+            checks["redis"] = bool(await request.app.state.redis.ping())
     ready = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

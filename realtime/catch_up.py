@@ -1,0 +1,153 @@
+"""Catching a connection up from the logs of its recipients, a page at a time.
+
+A connection resumes from a position in up to three logs (its user's, its business's,
+everyone's), and the events it missed must arrive merged in publish order, once each, before
+the live ones held meanwhile. A log may hold a thousand events of 60 kB: read whole, one
+resume held 60 MB in the edge and made Redis build a 60 MB reply while every other client
+waited. So each log is read in pages (`EventLog.replay_page`: at most PAGE_ENTRIES entries and
+about a page of bytes per Redis call), and the next pages are read only once the socket has
+taken what was queued: at most `budget` bytes of replay are held per connection at once
+(WS_REPLAY_MAX_BYTES), the rest follows as the socket drains.
+
+**Merging pages.** Each round reads one page of every log not yet read to its end. A log whose
+page stopped early (`more`) may hold entries older than another log's last ones, so a round
+queues only the entries up to the lowest point at which a page stopped (`bound`); a log's
+entries past it are read again in a later round. Rounds end when no page stopped early.
+
+**Live events meanwhile** are held by the connection; if more arrive than its capacity, it lets
+them go (each is in its log) and counts that (`held_let_go`). A catch-up ends only after a
+round of reads that began after the last time that happened, and that reached the end of every
+log: every event the connection let go was then in a page, and every later one is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from dataclasses import dataclass
+from typing import Protocol
+
+from realtime.connection import ClientConnection
+from realtime.eventlog import Page
+from realtime.frames import Key, Position
+from realtime.recipients import Recipient
+
+PAGE_ENTRIES = 1024  # entries per page, whatever their size (a whole default-sized log)
+
+
+class PagedLog(Protocol):
+    async def replay_page(
+        self,
+        recipient: Recipient,
+        after: Position,
+        *,
+        check: bool,
+        max_entries: int,
+        max_bytes: int,
+    ) -> Page: ...
+
+
+@dataclass(slots=True)
+class _Reading:
+    """Where the catch-up stands in one recipient's log."""
+
+    index: int
+    after: Position  # the next page starts after this (an entry, or a point between two)
+    checked: bool = False  # the first page checked the position for a gap
+    done: bool = False  # read to its end by a round after the last held events were let go
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one catch-up sent: events replayed, and whether it reported a gap."""
+
+    replayed: int
+    gap: bool
+
+
+async def catch_up(
+    connection: ClientConnection,
+    log: PagedLog,
+    *,
+    budget: int,
+    announce: bool,
+    read_timeout: float,
+    reads: asyncio.Semaphore | None = None,
+) -> Outcome:
+    """Replay what the connection missed from its positions, then let live events through
+    (and, with `announce`, send `insight_ready`). Holds at most about `budget` bytes of replay
+    at once; `reads` bounds the page reads in flight across connections, and each round of
+    reads gives up (TimeoutError) after `read_timeout` seconds: a stalled Redis must not hold
+    a connection that waits for it."""
+    async with connection.catch_up_lock:
+        connection.hold_live_events()
+        # A round's pages, and the frames spliced from them, beside the replayed frames still
+        # queued (at most half the budget when a round starts): about `budget` in all.
+        page_bytes = max(1, budget // (4 * len(connection.recipients)))
+        readings = [_Reading(i, p) for i, p in enumerate(connection.positions)]
+        replayed, gap = 0, False
+        while True:
+            let_go = connection.held_let_go
+            pending = [r for r in readings if not r.done]
+            async with asyncio.timeout(read_timeout), reads or contextlib.nullcontext():
+                pages = await asyncio.gather(
+                    *(
+                        log.replay_page(
+                            connection.recipients[r.index],
+                            r.after,
+                            check=not r.checked,
+                            max_entries=PAGE_ENTRIES,
+                            max_bytes=page_bytes,
+                        )
+                        for r in pending
+                    )
+                )
+            for reading, page in zip(pending, pages, strict=True):
+                reading.checked = True
+                if page.gap and not gap:
+                    gap = True
+                    connection.report_gap()
+                if reading.after.epoch != page.epoch:
+                    connection.adopt_epoch(reading.index, page.epoch)
+                    reading.after = connection.positions[reading.index]
+            replayed += _queue_round(connection, pending, pages)
+            if all(r.done for r in readings):
+                if connection.held_let_go == let_go:
+                    break
+                for reading in readings:  # what was let go is in the logs: read on
+                    reading.done = False
+            await connection.wait_for_room(budget // 2)
+            if connection.close_code is not None or connection.gone:
+                return Outcome(replayed, gap)
+        connection.go_live(announce=announce)
+    return Outcome(replayed, gap)
+
+
+def _queue_round(connection: ClientConnection, pending: list[_Reading], pages: list[Page]) -> int:
+    """Queue the round's entries up to its bound, merged in publish order; move each log's
+    reading on; returns how many entries were offered."""
+    stopped = [page.scanned for page in pages if page.more and page.scanned is not None]
+    bound: Key | None = min(stopped) if stopped else None
+    merged = heapq.merge(
+        *(
+            [(key, reading.index, body) for key, _entry, body in page.entries]
+            for reading, page in zip(pending, pages, strict=True)
+        )
+    )
+    offered = 0
+    for key, index, body in merged:
+        if bound is not None and key > bound:
+            break
+        connection.replayed(index, key, body)
+        offered += 1
+    for reading, page in zip(pending, pages, strict=True):
+        after = reading.after
+        past_bound = page.scanned is not None and bound is not None and page.scanned > bound
+        if bound is not None and (page.more or past_bound):
+            reading.after = Position(after.kind, after.epoch, max(after.key, bound))
+        else:
+            if page.scanned is not None:
+                reading.after = Position(after.kind, after.epoch, page.scanned)
+            reading.done = True
+    return offered
