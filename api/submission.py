@@ -5,6 +5,12 @@ already be committed. An Idempotency-Key makes a repeated submission return the 
 the same key with a different body is refused rather than silently answered with a job that
 does something else.
 
+Concurrent submissions are settled by the database's unique constraints (the first commit
+wins), and a refused commit is answered for what it was: a repeat of an Idempotency-Key gets
+the first job; a job whose rows break a rule that a concurrent job's rows now hold (one
+payment per order, known by the constraint the database names) gets a 409 naming the
+conflict; anything else stays an error.
+
 The message goes by task name through a producer of our own: the API imports no worker code.
 """
 
@@ -54,11 +60,14 @@ def submit(
     *,
     business_id: str | None = None,
     add_rows: Callable[[Job], None] | None = None,
+    conflict: Callable[[IntegrityError], Exception | None] | None = None,
 ) -> Job:
     """Store and enqueue a job (or find the one this Idempotency-Key already made).
 
     `add_rows` runs only when a new job is made: it adds the rows the job refers to, and may
-    refuse the job by raising (nothing is committed then).
+    refuse the job by raising (nothing is committed then). `conflict` names the conflict that
+    a refused write of those rows was, when a concurrent job's rows came first (answered 409);
+    None for anything else, which stays an error.
     """
     fingerprint = hashlib.sha256(
         json.dumps({"kind": kind, "body": body}, sort_keys=True).encode()
@@ -81,19 +90,21 @@ def submit(
         notified=False,
     )
     session.add(job)
-    if add_rows is not None:
-        add_rows(job)
     try:
+        if add_rows is not None:
+            add_rows(job)  # its queries flush the job: a refused write may show here already
         session.commit()
-    except IntegrityError:
+    except IntegrityError as error:
         session.rollback()
-        if idempotency_key is None:
+        if idempotency_key is not None:
+            # A concurrent request with the same key won the race: answer with its job.
+            earlier = _earlier(session, user.user_id, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier
+        lost = conflict(error) if conflict is not None else None
+        if lost is None:
             raise
-        # A concurrent request with the same key won the race: answer with its job.
-        earlier = _earlier(session, user.user_id, idempotency_key, fingerprint)
-        if earlier is None:
-            raise
-        return earlier
+        raise HTTPException(status.HTTP_409_CONFLICT, str(lost)) from None
     job_type = JOB_TYPES[kind]
     try:
         producer().send_task(

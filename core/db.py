@@ -3,7 +3,8 @@
 One engine per process, built on first use from DATABASE_URL: a SQLite file by default
 (WAL, foreign keys, a busy timeout so a worker and the API can write concurrently),
 PostgreSQL by URL. Celery's prefork children must not share the parent's connections, so
-`dispose_after_fork()` is called in each child.
+`dispose_after_fork()` is called in each child. `violates()` tells which unique index a failed
+write broke, on either database, so a lost race can be answered for what it was.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Index, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import get_settings
@@ -75,3 +77,20 @@ def dispose_after_fork() -> None:
     """Drop connections inherited from a parent process (Celery prefork children)."""
     if get_engine.cache_info().currsize:
         get_engine().dispose(close=False)
+
+
+def violates(error: IntegrityError, index: Index) -> bool:
+    """Whether `error` is a write refused by the unique `index`.
+
+    PostgreSQL names the index (psycopg's `diag.constraint_name`); SQLite names only its
+    columns ("UNIQUE constraint failed: payments.order_id"), which is as precise while no
+    two unique indexes of a table cover the same columns.
+    """
+    reported = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+    if reported is not None:
+        return bool(reported == index.name)
+    table = index.table
+    if table is None:
+        return False
+    columns = ", ".join(f"{table.name}.{column.name}" for column in index.columns)
+    return str(error.orig) == f"UNIQUE constraint failed: {columns}"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -28,6 +29,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # (32 bits on PostgreSQL, which refuses a larger parameter).
 _ROW_ID = re.compile(r"[0-9]{1,10}")
 MAX_ROW_ID = 2**31 - 1
+# A user or business id is whatever an identity provider issues: 1-256 characters (DESIGN.md,
+# "Identity"), and every column that holds one is this wide.
+IDENTITY_LENGTH = 256
+
+# A payment's state only moves forward along this order, whatever order events arrive in
+# (domain/payments.py: advance). Here, beside the table, because the database enforces a rule
+# on them (ONE_PAYMENT_PER_ORDER below).
+PAYMENT_STATUSES = ("pending", "processing", "failed", "succeeded")
+IN_FLIGHT = ("pending", "processing")  # a payment Stripe may still be charging
+# A payment that holds its order: one in flight or succeeded. A failed one holds nothing, so
+# the order can be paid again.
+HOLDS_ITS_ORDER = (*IN_FLIGHT, "succeeded")
 
 
 def row_id(text: object) -> int | None:
@@ -55,8 +68,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    user_id: Mapped[str] = mapped_column(String(200), index=True)
-    business_id: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[str] = mapped_column(String(IDENTITY_LENGTH), index=True)
+    business_id: Mapped[str | None] = mapped_column(String(IDENTITY_LENGTH))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     request: Mapped[dict[str, Any]]
     request_hash: Mapped[str] = mapped_column(String(64))
@@ -77,8 +90,8 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
-    user_id: Mapped[str] = mapped_column(String(200), index=True)
-    business_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    user_id: Mapped[str] = mapped_column(String(IDENTITY_LENGTH), index=True)
+    business_id: Mapped[str | None] = mapped_column(String(IDENTITY_LENGTH), index=True)
     currency: Mapped[str] = mapped_column(String(3))
     total_amount: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="created")  # created, paid
@@ -106,8 +119,8 @@ class Payment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    user_id: Mapped[str] = mapped_column(String(200), index=True)
-    business_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    user_id: Mapped[str] = mapped_column(String(IDENTITY_LENGTH), index=True)
+    business_id: Mapped[str | None] = mapped_column(String(IDENTITY_LENGTH), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     payment_method: Mapped[str] = mapped_column(String(100))
@@ -119,6 +132,18 @@ class Payment(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# At most one payment holds an order, whatever the concurrency (DESIGN.md, "Job API"). The API
+# checks first, for a clear 409 in the common case; this index is the guarantee, since two
+# requests can both pass that check before either commits.
+ONE_PAYMENT_PER_ORDER = Index(
+    "uq_payments_one_per_order",
+    Payment.order_id,
+    unique=True,
+    sqlite_where=Payment.status.in_(HOLDS_ITS_ORDER),
+    postgresql_where=Payment.status.in_(HOLDS_ITS_ORDER),
+)
 
 
 class ProcessedWebhookEvent(Base):

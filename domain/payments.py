@@ -4,6 +4,10 @@ The Idempotency-Key sent to Stripe is derived from the job and stored on the pay
 before the first call, so a retried or redelivered job repeats the same request and Stripe
 answers it from its idempotency cache instead of charging again; that also covers a response
 lost after the charge was made.
+
+And an order is charged by one payment at a time: `open_payment` checks, for a clear refusal
+in the common case, and the database's ONE_PAYMENT_PER_ORDER refuses what two concurrent
+requests that both passed the check would commit (`lost_to_another` names that refusal).
 """
 
 from __future__ import annotations
@@ -13,14 +17,13 @@ from functools import lru_cache
 
 import stripe
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
-from core.models import Job, Order, Payment
+from core.db import violates
+from core.models import IN_FLIGHT, ONE_PAYMENT_PER_ORDER, PAYMENT_STATUSES, Job, Order, Payment
 
-# A payment's state only moves forward along this order, whatever order events arrive in.
-PAYMENT_STATUSES = ("pending", "processing", "failed", "succeeded")
-IN_FLIGHT = ("pending", "processing")  # a payment Stripe may still be charging
 # Where the page goes after a successful payment whose request named no success_url.
 DEFAULT_SUCCESS_URL = "/orders?status=success"
 
@@ -77,14 +80,15 @@ def open_payment(
     session: Session, job: Job, order: Order, payment_method: str, success_url: str | None
 ) -> Payment:
     """The pending payment that `job` will charge, added to the session; raises
-    PaymentConflict while `order` is paid or already has a payment in flight."""
+    PaymentConflict while `order` is paid or already has a payment in flight (as far as this
+    session can see: the commit is refused if a concurrent one got there first)."""
     if order.status == "paid":
         raise PaymentConflict(f"order {order.id} is already paid")
     in_flight = session.scalars(
         select(Payment.id).where(Payment.order_id == order.id, Payment.status.in_(IN_FLIGHT))
     ).first()
     if in_flight is not None:
-        raise PaymentConflict(f"a payment of order {order.id} is already in progress")
+        raise _in_progress(order)
     payment = Payment(
         job_id=job.id,
         order_id=order.id,
@@ -98,6 +102,16 @@ def open_payment(
     )
     session.add(payment)
     return payment
+
+
+def lost_to_another(error: IntegrityError, order: Order) -> PaymentConflict | None:
+    """The conflict a failed commit of `open_payment`'s payment was, when another request's
+    payment of `order` was committed first (ONE_PAYMENT_PER_ORDER); None for any other error."""
+    return _in_progress(order) if violates(error, ONE_PAYMENT_PER_ORDER) else None
+
+
+def _in_progress(order: Order) -> PaymentConflict:
+    return PaymentConflict(f"a payment of order {order.id} is already in progress")
 
 
 def discard(session: Session, job_id: str) -> None:

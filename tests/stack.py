@@ -4,6 +4,7 @@ database), the local Stripe server, the job API and a Celery worker."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from cli.local_redis import free_port
 from core.migrate import migrate
@@ -35,12 +37,20 @@ def postgres_available() -> bool:
         return False
 
 
+def require(backend: str) -> None:
+    """Skip a test of PostgreSQL where none runs, unless INSIGHT_REQUIRE_POSTGRES says it must."""
+    if backend == "postgresql" and not postgres_available():
+        if os.environ.get("INSIGHT_REQUIRE_POSTGRES"):
+            pytest.fail("no PostgreSQL at 127.0.0.1:5432, and INSIGHT_REQUIRE_POSTGRES is set")
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (.ci/run starts one)")
+
+
 @contextlib.contextmanager
-def fresh_database(backend: str, directory: Path) -> Any:
-    """A migrated, empty database of `backend`; dropped afterwards."""
+def fresh_database(backend: str, directory: Path, revision: str = "head") -> Any:
+    """An empty database of `backend`, migrated to `revision`; dropped afterwards."""
     if backend == "sqlite":
         url = f"sqlite:///{directory / f'insight-{uuid.uuid4().hex[:8]}.db'}"
-        migrate(url)
+        migrate(url, revision)
         yield url
         return
     name = f"insight_test_{uuid.uuid4().hex[:10]}"
@@ -48,7 +58,7 @@ def fresh_database(backend: str, directory: Path) -> Any:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
-        migrate(url)
+        migrate(url, revision)
         yield url
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:

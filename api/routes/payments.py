@@ -46,5 +46,6 @@ def create_payment(
         request.state.request_id,
         business_id=order.business_id,
         add_rows=add_payment,
+        conflict=lambda error: payments.lost_to_another(error, order),
     )
     return accepted(job)

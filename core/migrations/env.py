@@ -18,6 +18,12 @@ if context.is_offline_mode():
 else:
     engine = build_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by copy, drop and rename; with foreign keys enforced,
+            # dropping a table that other rows refer to fails. SQLite takes this pragma only
+            # outside a transaction, so it is committed before the migration's begins.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,

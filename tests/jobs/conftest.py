@@ -5,7 +5,6 @@ Data and end-to-end tests run on both SQLite and PostgreSQL; PostgreSQL is the o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,17 +13,14 @@ import redis
 
 from cli.local_redis import LocalRedis
 from tests.harness import Edge
-from tests.stack import Stack, fresh_database, postgres_available, start_stack
+from tests.stack import Stack, fresh_database, require, start_stack
 
 CELERY_KEYS = ("orders", "payments", "metrics", "unacked", "unacked_index", "unacked_mutex")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[str]:
-    if request.param == "postgresql" and not postgres_available():
-        if os.environ.get("INSIGHT_REQUIRE_POSTGRES"):
-            pytest.fail("no PostgreSQL at 127.0.0.1:5432, and INSIGHT_REQUIRE_POSTGRES is set")
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (.ci/run starts one)")
+    require(request.param)
     with fresh_database(request.param, artifacts) as url:
         yield url
 
