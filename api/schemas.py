@@ -17,11 +17,11 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from api.currencies import ISO_4217
+from core.ids import IdText
 from domain.jobs import JobKind, JobStatus
 from realtime.eventlog import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
 from realtime.publisher import AnyEvent
-from realtime.recipients import ID_PATTERN as RECIPIENT_ID
 from realtime.recipients import Recipient
 
 # Stripe's largest amount for most currencies: 8 digits in minor units.
@@ -98,7 +98,7 @@ class PaymentIn(_Body):
 
 
 class MetricsIn(_Body):
-    business_id: Text | None = Field(default=None, min_length=1, max_length=200)
+    business_id: IdText | None = None
 
 
 class JobAccepted(BaseModel):
@@ -198,26 +198,6 @@ def _strictly_true(value: object) -> object:
     return value
 
 
-def _recipient_id(kind: Literal["user", "business"]) -> AfterValidator:
-    """Recipient's own check (realtime/recipients.py), the one judge of a valid id; its message
-    is replaced, since it quotes the id and a 422 never echoes input."""
-
-    def check(ident: str) -> str:
-        try:
-            Recipient(kind, ident)
-        except ValueError:
-            raise ValueError(
-                "must be 1-200 characters without whitespace, ':', '{' or '}'"
-            ) from None
-        return ident
-
-    return AfterValidator(check)
-
-
-# The schema and pydantic's first check spell realtime/recipients.py's rule with its own pattern.
-_RecipientId = Field(min_length=1, max_length=200, pattern=RECIPIENT_ID.pattern)
-
-
 @with_config(
     ConfigDict(
         extra="forbid",
@@ -233,15 +213,8 @@ class PublishTo(TypedDict, total=False):
     that `business_id`) or everyone. A TypedDict, not a model: a member is there or not,
     never null, so a refusal names just the member (`to.user`)."""
 
-    user: Annotated[
-        str, _RecipientId, _recipient_id("user"), Field(description="A user id (a token's `sub`)")
-    ]
-    business: Annotated[
-        str,
-        _RecipientId,
-        _recipient_id("business"),
-        Field(description="A business id (a token's `business_id`)"),
-    ]
+    user: Annotated[IdText, Field(description="A user id (a token's `sub`)")]
+    business: Annotated[IdText, Field(description="A business id (a token's `business_id`)")]
     everyone: Annotated[
         Literal[True], BeforeValidator(_strictly_true), Field(description="Every connected user")
     ]

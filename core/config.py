@@ -90,9 +90,12 @@ class Settings(BaseSettings):
     # A key set older than this is fetched again before use, so removed keys stop verifying.
     jwks_max_age_seconds: float = Field(300.0, gt=0)
     # The longest a token may live (exp - iat): longer ones are refused. A user's revocation
-    # mark (POST /users/{id}/disconnect) is kept this long, so every token it refuses has
-    # expired by the time the mark goes.
+    # mark (POST /users/{id}/disconnect) is kept this long (plus the leeway and a second,
+    # `revocation_keep_seconds`), so every token it refuses has expired by the time it goes.
     jwt_max_ttl_seconds: int = Field(86400, ge=60)
+    # Clocks differ: `exp`, `nbf` and `iat` are checked with this much leeway, so an issuer a
+    # little ahead (or a server a little behind) does not get fresh tokens refused.
+    jwt_leeway_seconds: int = Field(5, ge=0, le=300)
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -224,6 +227,14 @@ class Settings(BaseSettings):
     def accepted_algorithms(self) -> tuple[str, ...]:
         """The allow-list of token algorithms: JWT_ALGORITHMS (JWKS only), else JWT_ALGORITHM."""
         return tuple(self.jwt_algorithms or (self.jwt_algorithm,))
+
+    @property
+    def revocation_keep_seconds(self) -> int:
+        """How long a user's revocation mark is kept: until every token it refuses is refused
+        anyway. Such a token was issued at most a second past the mark's second (`iat` may have
+        a fraction), lives at most JWT_MAX_TTL_SECONDS, and is accepted JWT_LEEWAY_SECONDS
+        past its `exp`."""
+        return self.jwt_max_ttl_seconds + self.jwt_leeway_seconds + 1
 
     @property
     def broker_url(self) -> str:

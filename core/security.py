@@ -38,6 +38,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
 from core.config import Settings
+from core.ids import check_id
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class Identity:
     name: str | None
     expires_at: float
     issued_at: float | None = None  # `iat`, when the token has one
+
+
+def accepted_until(identity: Identity, settings: Settings) -> float:
+    """When the identity's token stops being accepted: its `exp` plus JWT_LEEWAY_SECONDS, the
+    leeway `exp` is checked with. An open socket is closed then."""
+    return identity.expires_at + settings.jwt_leeway_seconds
 
 
 def issued_before(identity: Identity, mark: int) -> bool:
@@ -117,6 +124,7 @@ def _decode(token: str, key: str | PyJWK, settings: Settings) -> Identity:
             algorithms=list(settings.accepted_algorithms),
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway_seconds,  # on exp, nbf and iat: clocks differ
             options={
                 "require": ["exp", "sub"],
                 "verify_aud": settings.jwt_audience is not None,
@@ -125,8 +133,11 @@ def _decode(token: str, key: str | PyJWK, settings: Settings) -> Identity:
     except jwt.PyJWTError as error:
         raise InvalidToken(type(error).__name__) from error
     identity = _identity(claims)
-    # A revocation mark lasts JWT_MAX_TTL_SECONDS: a token living longer could outlive it.
-    # Without `iat`, the lifetime left is what counts.
+    # A revocation mark lasts about JWT_MAX_TTL_SECONDS: a token living longer could outlive
+    # it. Without `iat`, the lifetime left is what counts. With an `iat` ahead of our clock
+    # (by at most the leeway, checked above), the lifetime is still the one its issuer gave:
+    # the seconds it gains over ours are the leeway's, which the mark's keep covers
+    # (`Settings.revocation_keep_seconds`).
     issued = time.time() if identity.issued_at is None else identity.issued_at
     lifetime = identity.expires_at - issued
     if lifetime > settings.jwt_max_ttl_seconds:
@@ -135,13 +146,14 @@ def _decode(token: str, key: str | PyJWK, settings: Settings) -> Identity:
 
 
 def _identity(claims: Mapping[str, Any]) -> Identity:
+    """The token's identity, its ids checked here by the one rule (`core.ids`), so that an id
+    nothing downstream could serve is refused with the token rather than failing later (a
+    socket that breaks after its upgrade, a job that cannot publish)."""
     business_id = claims.get("business_id")
     name = claims.get("name")
-    sub = claims["sub"]
-    if not isinstance(sub, str) or not sub:
-        raise InvalidToken("sub must be a non-empty string")
-    if business_id is not None and not (isinstance(business_id, str) and business_id):
-        raise InvalidToken("business_id must be a non-empty string")
+    sub = _id_claim(claims["sub"], "sub")
+    if business_id is not None:
+        business_id = _id_claim(business_id, "business_id")
     if name is not None and not isinstance(name, str):
         raise InvalidToken("name must be a string")
     iat = claims.get("iat")
@@ -152,6 +164,13 @@ def _identity(claims: Mapping[str, Any]) -> Identity:
         expires_at=float(claims["exp"]),
         issued_at=None if iat is None else float(iat),
     )
+
+
+def _id_claim(value: object, claim: str) -> str:
+    try:
+        return check_id(value)
+    except ValueError as error:
+        raise InvalidToken(f"{claim} {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
-from core.security import Identity, InvalidToken, verify_token_async
+from core.security import Identity, InvalidToken, accepted_until, verify_token_async
 from realtime import telemetry
 from realtime.close_codes import CloseCode
 from realtime.connection import ClientConnection
@@ -230,19 +230,20 @@ async def _renewed(current: Identity, token: str, settings: Settings) -> Identit
 
 
 class _Expiry:
-    """Closes the connection with 4401 when its token expires; a renewal moves the moment."""
+    """Closes the connection with 4401 when its token is no longer accepted (`exp` plus the
+    leeway, `core.security.accepted_until`); a renewal moves the moment."""
 
     __slots__ = ("_connection", "_handle")
 
-    def __init__(self, connection: ClientConnection) -> None:
+    def __init__(self, connection: ClientConnection, until: float) -> None:
         self._connection = connection
         self._handle: asyncio.TimerHandle | None = None
-        self.move(connection.identity.expires_at)
+        self.move(until)
 
-    def move(self, expires_at: float) -> None:
+    def move(self, until: float) -> None:
         self.cancel()
         self._handle = asyncio.get_running_loop().call_later(
-            max(0.0, expires_at - time.time()), self._connection.close, CloseCode.UNAUTHORIZED
+            max(0.0, until - time.time()), self._connection.close, CloseCode.UNAUTHORIZED
         )
 
     def cancel(self) -> None:
@@ -264,7 +265,7 @@ async def _pump(
     timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
     connections per process, every task is memory.
     """
-    expiry = _Expiry(connection)
+    expiry = _Expiry(connection, accepted_until(connection.identity, settings))
     reader = asyncio.create_task(_read(websocket, connection, settings, expiry, hub, presence))
     # The replay of what the client missed runs beside the writer, which drains it to the
     # socket as it is queued: a page is read only once the socket took the previous ones.
@@ -371,7 +372,7 @@ async def _read(
                 hub.close_revoked(connection)
                 return
             connection.identity = identity
-            expiry.move(identity.expires_at)
+            expiry.move(accepted_until(identity, settings))
     except WebSocketDisconnect:
         connection.hang_up()
         raise

@@ -3,8 +3,9 @@
 **Presence.** Each edge process counts its own connections per user and keeps those counts
 in Redis (key names in `realtime.recipients`): a user's hash `insight:{user:42}:presence` has
 one field per edge (its instance id), a business's hash `insight:{business:b1}:presence` one
-per member and edge (`42:<edge>`). A value is `<count>:<expires_ms>:<seq>`: the count holds
-until `expires_ms` (the Redis clock) unless its edge writes it again, and `seq` orders one
+per member and edge (`42:<edge>`: the member's id encoded as in key names, `key_part`, which
+holds no `:`, so the first `:` ends it). A value is `<count>:<expires_ms>:<seq>`: the count
+holds until `expires_ms` (the Redis clock) unless its edge writes it again, and `seq` orders one
 edge's writes, so a write that arrives late (a heartbeat that a connect overtook on another
 connection) never replaces a newer one. Every edge rewrites all its entries every
 PRESENCE_TTL_SECONDS / 3 (one script per hash slot, pipelined: the cost is per edge and per
@@ -32,7 +33,8 @@ trip, where a user's is written before the connection is ready.
 
 **Revocation.** `revoke` (POST /api/v1/users/{id}/disconnect, `UIManager.disconnect()`)
 runs one script over the user's slot: it sets the user's mark to the Redis clock's current
-second (kept JWT_MAX_TTL_SECONDS, the longest a token may live) and announces it on the user's
+second (kept `Settings.revocation_keep_seconds`: the longest a token may live, plus the leeway
+of JWT_LEEWAY_SECONDS it is accepted with past its `exp`) and announces it on the user's
 live channel, which every edge holding a connection of that user has subscribed: the edges
 close each such connection whose token was issued in or before that second with 4401
 `revoked`. The announcement has the form of an event's (`<coalesce key>\\n<event id>\\n<body>`,
@@ -73,7 +75,7 @@ from redis.exceptions import NoScriptError
 from core.security import Identity, issued_before
 from realtime.eventlog import as_text
 from realtime.frames import REVOKE_ANNOUNCEMENT
-from realtime.recipients import Recipient
+from realtime.recipients import Recipient, ident_of_key_part, key_part
 
 if TYPE_CHECKING:
     from realtime.eventlog import AsyncEventLog, EventLog
@@ -261,7 +263,10 @@ def _user(recipient: Recipient) -> Recipient:
 
 
 def _members(reply: list[Any]) -> dict[str, int]:
-    return {as_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+    """The READ script's {encoded user id, count, ...}, by user id."""
+    return {
+        ident_of_key_part(as_text(reply[i])): int(reply[i + 1]) for i in range(0, len(reply), 2)
+    }
 
 
 # -- reads and revocation, for any process (UIManager, the job API) ---------------------------
@@ -312,17 +317,9 @@ async def revoke_async(log: AsyncEventLog, user: Recipient, keep_seconds: int) -
     return int(await log.run_durably(script, *_revoke_call(user, keep_seconds)))
 
 
-def _revoked_key(user_id: str) -> str | None:
-    try:
-        return Recipient.user(user_id).revoked_key
-    except ValueError:
-        return None  # an id no user can be disconnected by: it has no mark
-
-
 def revocation_mark(client: SyncClient, user_id: str) -> int | None:
     """The user's revocation mark, if one is held (see `core.security.issued_before`)."""
-    key = _revoked_key(user_id)
-    mark = None if key is None else client.get(key)
+    mark = client.get(Recipient.user(user_id).revoked_key)
     return None if mark is None else int(cast(bytes, mark))
 
 
@@ -334,8 +331,7 @@ def is_revoked(client: SyncClient, identity: Identity) -> bool:
 
 async def revocation_mark_async(client: AsyncClient, user_id: str) -> int | None:
     """`revocation_mark` for asyncio code."""
-    key = _revoked_key(user_id)
-    mark = None if key is None else await cast(Awaitable[Any], client.get(key))
+    mark = await cast(Awaitable[Any], client.get(Recipient.user(user_id).revoked_key))
     return None if mark is None else int(mark)
 
 
@@ -563,7 +559,8 @@ def _put_calls(entries: dict[Entry, int], edge: str, seq: int, ttl_ms: int) -> l
             user = Recipient.user(user_id)
             key, field, mark = user.presence_key, edge, user.revoked_key
         else:
-            key, field, mark = Recipient.business(business).presence_key, f"{user_id}:{edge}", ""
+            key, mark = Recipient.business(business).presence_key, ""
+            field = f"{key_part(user_id)}:{edge}"
         keys, args, users = by_slot.setdefault(key_slot(key.encode()), ({}, [seq, ttl_ms], []))
         index = keys.setdefault(key, len(keys) + 1)
         mark_index = keys.setdefault(mark, len(keys) + 1) if mark else 0

@@ -245,7 +245,7 @@ class UIManager(_Manager[str]):
         and refuse the user's tokens issued up to now, at the edges and the API; returns
         the mark: tokens whose `iat` is at most this (Unix seconds, the Redis clock)."""
         log = self._log or default_event_log()
-        return presence.revoke(log, self.recipient, get_settings().jwt_max_ttl_seconds)
+        return presence.revoke(log, self.recipient, get_settings().revocation_keep_seconds)
 
     def deliver(
         self,
@@ -316,7 +316,7 @@ class AsyncUIManager(_Manager[Coroutine[Any, Any, str]]):
     async def disconnect(self) -> int:
         """`UIManager.disconnect`: close the user's sockets everywhere, refuse older tokens."""
         log = self._log or await default_async_event_log()
-        keep = get_settings().jwt_max_ttl_seconds
+        keep = get_settings().revocation_keep_seconds
         return await presence.revoke_async(log, self.recipient, keep)
 
     async def deliver(

@@ -6,39 +6,70 @@ metadata (the log's epoch and position), its idempotency keys and its live chann
 one hash tag (`insight:{user:42}:...`): they share one hash slot, so one script can touch them
 all on a Redis Cluster, and different recipients spread over every shard. An edge subscribes
 only to the live channels of the recipients connected to it.
+
+Ids are whatever an identity provider issues (`core.ids`): `urn:user:42` has a `:`, an id
+may hold `{` or `}` (which would move a key's hash tag), `%`, spaces, any script. So no name
+holds an id as given: it holds `key_part(id)`, the id's RFC 3986 percent-encoding (the
+unreserved `A-Z a-z 0-9 - . _ ~` kept, every other UTF-8 byte written `%XX`, `%` itself
+included). The encoding is injective (`ident_of_key_part` reverses it), so ids differing in
+anything (case, `:` against `%3A`, one Unicode form against another) never share a key, and
+its output never holds `{`, `}`, `:`, a space or a control character, so every key of a
+recipient has the one hash tag `{<kind>:<encoded id>}`. Ids of letters, digits and `-._~`
+(`42`, `b1`) keep the names they always had.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import quote, unquote
+
+from core.ids import check_id
 
 KEY_PREFIX = "insight"
 
 RecipientKind = Literal["user", "business", "all"]
 _LETTERS: dict[RecipientKind, str] = {"user": "u", "business": "b", "all": "a"}
 
-# A user or business id: what a token's `sub` or `business_id` may be, and an API path may name.
-ID_PATTERN = re.compile(r"^[^\s:{}]{1,200}$")
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def key_part(ident: str) -> str:
+    """The id as it appears in Redis names: its percent-encoding (see the module's doc)."""
+    if _UNRESERVED.fullmatch(ident):
+        return ident  # the common case, and the names such ids always had
+    return quote(ident, safe="", encoding="utf-8", errors="strict")
+
+
+def ident_of_key_part(part: str) -> str:
+    """The id whose `key_part` is `part`. (What this version writes always decodes; `replace`
+    only keeps a presence field written by an older one, whose ids were not encoded, from
+    failing a read until it expires.)"""
+    return unquote(part, encoding="utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """An addressee of UI events; `str()` is its stable name, for example `user:42`."""
+    """An addressee of UI events; `str()` is its stable name, for example `user:42`, which is
+    also its keys' hash tag (an id of other characters appears encoded: `user:urn%3Auser%3A42`)."""
 
     kind: RecipientKind
     ident: str = ""
+    _name: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind == "all":
             if self.ident:
                 raise ValueError("the broadcast recipient has no id")
-        elif not ID_PATTERN.fullmatch(self.ident):  # `$` alone would allow a final newline
-            raise ValueError(
-                f"{self.kind} id must be 1-200 characters without whitespace, ':', '{{' or '}}', "
-                f"got {self.ident!r}"
-            )
+            name = "all"
+        else:
+            try:
+                check_id(self.ident)
+            except ValueError as error:
+                raise ValueError(f"{self.kind} id {error}") from None
+            name = f"{self.kind}:{key_part(self.ident)}"
+        object.__setattr__(self, "_name", name)  # computed once: every key name starts with it
 
     @classmethod
     def user(cls, user_id: str | int) -> Recipient:
@@ -53,7 +84,7 @@ class Recipient:
         return cls("all")
 
     def __str__(self) -> str:
-        return "all" if self.kind == "all" else f"{self.kind}:{self.ident}"
+        return self._name
 
     @property
     def letter(self) -> str:
@@ -62,7 +93,7 @@ class Recipient:
 
     @property
     def _prefix(self) -> str:
-        return f"{KEY_PREFIX}:{{{self}}}"
+        return f"{KEY_PREFIX}:{{{self._name}}}"
 
     @property
     def stream_key(self) -> str:
@@ -87,7 +118,7 @@ class Recipient:
     @property
     def presence_key(self) -> str:
         """A hash of who is connected where (see `realtime.presence`): a user's has one field
-        per edge process, a business's one per member and edge (`<user id>:<edge>`)."""
+        per edge process, a business's one per member and edge (`<key_part(user id)>:<edge>`)."""
         return f"{self._prefix}:presence"
 
     @property

@@ -17,7 +17,8 @@ import redis
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings, get_settings
 from realtime.publisher import event_log_of_process
-from tests.harness import Edge, settings_for, start_edge, token_for
+from tests.harness import Edge, ServerProcess, settings_for, start_edge, token_for
+from tests.stack import fresh_database, start_api
 
 pytest_plugins = ["tests.cluster_fixtures"]  # redis_cluster, fresh_cluster
 
@@ -97,6 +98,16 @@ def edge_factory(redis_server: LocalRedis, artifacts: Path) -> Iterator[Callable
 
     yield start
     for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: LocalRedis, artifacts: Path) -> Iterator[ServerProcess]:
+    """The job API with a server key (tests.stack.SERVER_KEY) on a database of its own, for
+    one test module."""
+    with fresh_database("sqlite", artifacts) as url:
+        process = start_api(redis_server.url, artifacts, url)
+        yield process
         process.stop()
 
 

@@ -243,6 +243,14 @@ class Client:
         await self.ws.close()
 
 
+async def closed(client: Client, timeout: float = WAIT) -> tuple[int, str]:
+    """The close code and reason the server sent."""
+    code = await client.closed_with(timeout)
+    received = client.ws.protocol.close_rcvd
+    assert received is not None
+    return code, received.reason
+
+
 async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
     """Poll `condition` until it holds, for state only visible by asking (an HTTP probe)."""
     deadline = time.monotonic() + timeout

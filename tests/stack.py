@@ -21,6 +21,7 @@ from cli.local_redis import free_port
 from core.migrate import migrate
 from tests.harness import ROOT, Edge, ServerProcess, base_env, start_edge
 
+SERVER_KEY = "test-server-key-for-presence-and-revocation-01"  # PUBLISH_API_KEYS of start_api
 COFFEE: dict[str, Any] = {
     "items": [{"sku": "COFFEE-1", "name": "Coffee", "quantity": 2, "unit_amount": 450}],
     "currency": "usd",
@@ -63,6 +64,19 @@ def fresh_database(backend: str, directory: Path, revision: str = "head") -> Any
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_api(redis_url: str, directory: Path, database_url: str, **env: str) -> ServerProcess:
+    """The job API with a server key (PUBLISH_API_KEYS: SERVER_KEY), for the server API."""
+    env = base_env(redis_url, DATABASE_URL=database_url, PUBLISH_API_KEYS=SERVER_KEY, **env)
+    port = free_port()
+    return ServerProcess("api.main:app", port, env, directory / f"api-{port}.log").start()
+
+
+def call(api: ServerProcess, method: str, path: str, key: str | None) -> httpx.Response:
+    """One request to the API under /api/v1, with `key` (a server key or a JWT) as bearer."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    return httpx.request(method, f"{api.http_url}/api/v1{path}", headers=headers, timeout=10)
 
 
 @dataclass

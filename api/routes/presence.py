@@ -13,16 +13,16 @@ from typing import Annotated, Any, TypeVar
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.deps import server_key
 from api.refusals import RETRY_AFTER_SECONDS, unavailable
 from api.schemas import Problem, refusals
+from core.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from realtime import AsyncUIManager, Recipient
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
-from realtime.recipients import ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,19 @@ register_url_convertor("recipient_id", _AnyText())
 
 
 def recipient_id(what: str) -> Any:
-    """A path parameter naming a user or business (`{user_id:recipient_id}`): the ids
-    `realtime.recipients` accepts, a `/` included."""
+    """A path parameter naming a user or business (`{user_id:recipient_id}`): any id a token
+    may carry (`core.ids`), URL-encoded in the path (`urn%3Auser%3A42`, a `/` as `%2F`)."""
     return Path(
         min_length=1,
-        max_length=200,
+        max_length=MAX_ID_LENGTH,
         pattern=ID_PATTERN.pattern,
-        description=f"A {what} id",
+        description=f"A {what} id, URL-encoded",
         examples=["42" if what == "user" else "b1"],
     )
 
 
-UserId = Annotated[str, recipient_id("user")]
-BusinessId = Annotated[str, recipient_id("business")]
+UserId = Annotated[str, recipient_id("user"), AfterValidator(check_id)]
+BusinessId = Annotated[str, recipient_id("business"), AfterValidator(check_id)]
 
 
 def server_responses(answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:

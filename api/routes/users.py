@@ -31,9 +31,12 @@ class Disconnected(BaseModel):
     responses=server_responses({"user_id": "42", "revoked_at": 1796116368}),
 )
 async def disconnect(user_id: UserId) -> Disconnected:
-    """Every socket of the user on every edge closes with 4401 `revoked` within a second,
+    """`user_id` is any id a token's `sub` may be, URL-encoded (`urn%3Auser%3A42`).
+
+    Every socket of the user on every edge closes with 4401 `revoked` within a second,
     and the user's tokens issued up to now are refused, at the edges (4401 `revoked`) and
-    here (401), for JWT_MAX_TTL_SECONDS: the longest any of them can live. Tokens issued in
+    here (401), for as long as any of them can be accepted (JWT_MAX_TTL_SECONDS, plus the
+    leeway JWT_LEEWAY_SECONDS `exp` is checked with, plus a second). Tokens issued in
     the same second as the call are refused too: a client that signs in again is given a
     token the next second."""
     revoke = AsyncUIManager.for_user(user_id).disconnect
