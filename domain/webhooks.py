@@ -2,11 +2,14 @@
 
 Stripe may deliver an event twice, late, or before the worker has recorded the charge; the
 event id is stored in the same transaction as its effect, and a payment is found by its
-PaymentIntent id or, failing that, by the payment id we put in the intent's metadata.
+PaymentIntent id or, failing that, by the payment id we put in the intent's metadata. A late
+success of a payment whose order another payment holds is a second charge: it is flagged for
+a refund, never applied (one payment per order, `core.models.ONE_PAYMENT_PER_ORDER`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.models import Payment, ProcessedWebhookEvent, row_id
+from core.models import HOLDS_ITS_ORDER, Payment, ProcessedWebhookEvent, row_id
 from domain.payments import advance, mark_paid
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,12 @@ def apply_event(session: Session, event: dict[str, Any]) -> tuple[bool, PaymentC
             if payment.stripe_payment_intent_id is None:
                 payment.stripe_payment_intent_id = intent.get("id")
             if event["type"] == "payment_intent.succeeded":
-                moved = mark_paid(session, payment)
+                holder = _other_holder(session, payment)
+                if holder is None:
+                    moved = mark_paid(session, payment)
+                else:
+                    moved = False
+                    _flag_second_charge(payment, holder, intent.get("id"))
             else:
                 moved = advance(payment, "failed")
                 if moved:
@@ -57,6 +67,40 @@ def apply_event(session: Session, event: dict[str, Any]) -> tuple[bool, PaymentC
                 )
     session.commit()
     return True, change
+
+
+def _other_holder(session: Session, payment: Payment) -> Payment | None:
+    """Another payment that holds the order (in flight or succeeded), if this one does not:
+    a success of this one would then be the order's second charge."""
+    if payment.status in HOLDS_ITS_ORDER:
+        return None
+    return session.scalars(
+        select(Payment).where(
+            Payment.order_id == payment.order_id,
+            Payment.id != payment.id,
+            Payment.status.in_(HOLDS_ITS_ORDER),
+        )
+    ).first()
+
+
+def _flag_second_charge(payment: Payment, holder: Payment, intent_id: object) -> None:
+    """Stripe charged a payment declined earlier while another one holds its order: the
+    customer paid twice. One payment per order is the database's rule, so this one stays
+    failed, says why, and an operator is told to refund it; the event is taken, as Stripe
+    would otherwise send it again for days."""
+    payment.failure_reason = (
+        f"charged by Stripe after it was declined, while payment {holder.id} holds order "
+        f"{payment.order_id}: refund PaymentIntent {intent_id}"
+    )
+    logger.error(
+        "order charged twice: refund the late charge at Stripe",
+        extra={
+            "order_id": payment.order_id,
+            "payment_id": payment.id,
+            "holder_payment_id": holder.id,
+            "payment_intent_id": intent_id,
+        },
+    )
 
 
 def _payment_for(session: Session, intent: dict[str, Any]) -> Payment | None:

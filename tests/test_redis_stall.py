@@ -22,8 +22,7 @@ import pytest
 from cli.local_redis import LocalRedis, free_port
 from realtime.close_codes import CloseCode
 from tests.harness import Client, Edge, ServerProcess, start_edge, unique
-from tests.stack import fresh_database
-from tests.test_revocation import SERVER_KEY, start_api
+from tests.stack import SERVER_KEY, fresh_database, start_api
 
 pytestmark = pytest.mark.anyio
 

@@ -121,3 +121,45 @@ def test_a_duplicate_webhook_has_one_effect_and_state_only_moves_forward(
     payment = payment_of(stack, intent["id"])
     assert (payment.status, payment.failure_reason) == ("succeeded", None)
     assert stack.get(f"/orders/{order_id}", user).json()["status"] == "paid"
+
+
+def payments_of_order(stack: Stack, order_id: str) -> list[Payment]:
+    engine = build_engine(stack.database_url)
+    with Session(engine) as session:
+        found = list(
+            session.scalars(
+                select(Payment).where(Payment.order_id == int(order_id)).order_by(Payment.id)
+            )
+        )
+    engine.dispose()
+    return found
+
+
+def test_a_declined_payment_that_stripe_later_charges_is_flagged_not_a_500(
+    stack: Stack, token: Callable[..., str]
+) -> None:
+    """A payment declined, then the order paid by another, then Stripe reports the first
+    succeeded after all (asynchronous methods can): the order was charged twice. The index
+    that keeps one payment per order refuses a second success, which was a 500 that Stripe
+    retried for days; now the event is taken (200), the late charge is flagged for a refund
+    on its payment, and an error is logged for an operator."""
+    user = token(unique("u"))
+    order_id = stack.order(user)
+    declined = {"order_id": order_id, "payment_method": "pm_card_chargeDeclined"}
+    stack.wait_job(stack.post("/payments", user, declined).json()["job_id"], user)
+    paid = {"order_id": order_id, "payment_method": "pm_card_visa"}
+    stack.wait_job(stack.post("/payments", user, paid).json()["job_id"], user)
+    first, second = payments_of_order(stack, order_id)
+    assert (first.status, second.status) == ("failed", "succeeded")
+
+    late = event(
+        "payment_intent.succeeded",
+        {"id": first.stripe_payment_intent_id, "metadata": {"payment_id": str(first.id)}},
+    )
+    response = post_event(stack, late)
+    assert response.status_code == 200, response.text
+    first, second = payments_of_order(stack, order_id)
+    assert (first.status, second.status) == ("failed", "succeeded")
+    assert first.failure_reason is not None
+    assert "refund" in first.failure_reason
+    assert "charged twice" in stack.api.log_text()
