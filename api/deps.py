@@ -18,8 +18,8 @@ from api.refusals import RETRY_AFTER_SECONDS
 from core.config import Settings
 from core.db import new_session
 from core.models import Order, row_id
-from core.security import Identity, InvalidToken, verify_token, verify_token_async
-from realtime.presence import is_revoked
+from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
+from realtime.presence import revocation_mark
 from realtime.publisher import default_event_log
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT; `insight token` mints one.")
@@ -66,14 +66,14 @@ def _refuse_revoked(identity: Identity) -> None:
     """A token that its user's revocation refuses (POST /users/{id}/disconnect) is a 401,
     as at the edge; one GET of the user's mark, on the process's events connection."""
     try:
-        revoked = is_revoked(default_event_log().client, identity)
+        mark = revocation_mark(default_event_log().driver, identity.user_id)
     except (redis.RedisError, OSError):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "the revocation check (the events Redis) did not answer",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
-    if revoked:
+    if mark is not None and issued_before(identity, mark):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "token revoked",

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.middleware import HttpMiddleware
-from realtime.eventlog import NotReplicated
+from realtime import NotReplicated
 
 
 class BodyTooLarge(HTTPException):

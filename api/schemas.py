@@ -17,11 +17,11 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from api.currencies import ISO_4217
-from core.ids import IdText
+from realtime.ids import IdText
 from domain.jobs import JobKind, JobStatus
-from realtime.eventlog import MAX_FRAME_BYTES, Retention
+from realtime.broker.log_calls import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
-from realtime.publisher import AnyEvent
+from realtime.manager import AnyEvent
 from realtime.recipients import Recipient
 
 # Stripe's largest amount for most currencies: 8 digits in minor units.

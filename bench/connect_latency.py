@@ -28,7 +28,7 @@ from bench.common import SECRET, start_edge, token
 from cli.local_redis import LocalRedis, free_port
 from realtime.eventlog import AsyncEventLog
 from realtime.frames import event_id_of
-from realtime.publisher import AsyncUIManager, retention_of
+from realtime.publisher import AsyncUIManager
 from realtime.recipients import Recipient
 
 Row = dict[str, Any]
@@ -53,7 +53,7 @@ async def _rounds(edge_url: str, redis_url: str, rounds: int) -> tuple[list[floa
     from core.config import Settings
 
     client = redis.asyncio.Redis.from_url(redis_url)
-    log = AsyncEventLog(client, retention_of(Settings(jwt_secret=SECRET)))
+    log = AsyncEventLog(client, Settings(jwt_secret=SECRET).retention)
     at_open: list[float] = []
     steady: list[float] = []
     try:

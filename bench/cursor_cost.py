@@ -19,9 +19,9 @@ import statistics
 import time
 
 from core.security import Identity
-from realtime.connection import ClientConnection
-from realtime.eventlog import start_position
-from realtime.frame_writer import text_frame
+from edge.connection import ClientConnection
+from realtime.broker.log_calls import start_position
+from edge.frame_writer import text_frame
 from realtime.frames import parse_event_id, splice
 from realtime.recipients import recipients_of
 

@@ -2,7 +2,7 @@
 
 Both read the same sharded channels from one private Redis, in a process of their own, while
 a producer SPUBLISHes announcements as the append script does: the edge's client
-(`realtime.pubsub_node.NodeSubscriptions`, replies parsed in the transport's callback) and
+(`realtime.broker.pubsub_node.NodeSubscriptions`, replies parsed in the transport's callback) and
 redis-py's asyncio PubSub (`ssubscribe`, then `get_message` in a loop, as a reader task
 would). Printed: CPU microseconds per message of each consumer process, medians of the
 runs, and the ratio.
@@ -47,7 +47,7 @@ async def _consume_async(kind: str, url: str, expected: int, pipe: Connection) -
             done.set()
 
     if kind == "insight":
-        from realtime.pubsub_node import NodeSubscriptions
+        from realtime.broker.pubsub_node import NodeSubscriptions
 
         confirmed: set[bytes] = set()
         subscribed = asyncio.Event()

@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 
 from cli.local_redis import LocalRedis, free_port
+from realtime import PublishOptions
 from realtime.eventlog import AsyncEventLog, EventLog, Retention
 from realtime.frames import Position
 from realtime.recipients import Recipient
@@ -69,7 +70,7 @@ def measure(url: str, count: int) -> dict[str, float]:
         def one(n: int) -> object:
             key = f"k{n}-{uuid.uuid4().hex}" if keyed else None
             recipient = Recipient.user(f"{prefix}{n}")
-            return log.append(recipient, BODY, ttl_seconds=300, idempotency_key=key)
+            return log.append(recipient, BODY, 300, PublishOptions(idempotency_key=key))
 
         return one
 

@@ -30,7 +30,7 @@ import redis
 
 from bench import loadclient
 from bench.targets import Target
-from cli.local_cluster import LocalCluster
+from tests.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis, free_port
 
 SPAWN = multiprocessing.get_context("spawn")

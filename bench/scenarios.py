@@ -16,7 +16,7 @@ from bench import connect_latency, server_api
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
-from cli.local_cluster import LocalCluster, running_cluster
+from tests.local_cluster import LocalCluster, running_cluster
 from core.config import Settings
 
 Row = dict[str, Any]

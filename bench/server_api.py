@@ -41,9 +41,9 @@ from bench.common import LOGS, SECRET, server_env, start_edge, token, wait_ready
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from realtime.eventlog import EventLog
-from realtime.publisher import UIManager, retention_of
+from realtime.publisher import UIManager
 from realtime.recipients import Recipient
-from realtime.topology import sync_client
+from realtime.broker.topology import sync_client
 
 Row = dict[str, Any]
 USERS = 100
@@ -158,7 +158,7 @@ def measure(calls: int, users: int = USERS) -> list[Row]:
             started.append(api := _start_api(api_port, env))
             # UIManager's own log, made as default_event_log makes it (one connection).
             client = sync_client(server.url, single_connection_client=True, socket_timeout=5)
-            log = EventLog(client, retention_of(Settings(jwt_secret=SECRET)))
+            log = EventLog(client, Settings(jwt_secret=SECRET).retention)
 
             def ui(user: str) -> UIManager:
                 return UIManager(Recipient.user(user), log)

@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _edge(args: argparse.Namespace) -> int:
-    from realtime.serving import serve
+    from edge.serving import serve
 
     serve(get_settings(), args.host, args.port)
     return 0

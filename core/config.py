@@ -2,6 +2,8 @@
 
 Settings are built by `get_settings()` on first use, never at import time, so tests and
 tools can set the environment first and call `get_settings.cache_clear()` to re-read it.
+They extend the publishing library's own (`realtime.settings.EventsSettings`: the events
+Redis, the log's retention), which a process that only publishes reads alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from realtime.settings import EventsSettings
 
 # Development-only secrets: usable on a laptop, refused anywhere else.
 DEV_JWT_SECRET = "insight-dev-jwt-secret-change-me-0123456789"
@@ -55,8 +59,9 @@ def _publish_key(key: SecretStr, info: ValidationInfo) -> SecretStr:
 PublishKey = Annotated[SecretStr, AfterValidator(_publish_key)]
 
 
-class Settings(BaseSettings):
-    """Configuration of all services; see `.env.example` for the meaning of each variable."""
+class Settings(EventsSettings):
+    """Configuration of all services (the library's own included); see `.env.example` for
+    the meaning of each variable."""
 
     # hide_input_in_errors: a refused setting must not print the secrets beside it.
     model_config = SettingsConfigDict(
@@ -66,11 +71,10 @@ class Settings(BaseSettings):
     environment: Environment = "development"
     log_level: str = "INFO"
 
-    redis_url: str = "redis://localhost:6379/0"
     # Each defaults to REDIS_URL; set them to split the roles (e.g. RabbitMQ as the broker).
+    # REDIS_URL, EVENTS_REDIS_URL and the event log's settings: realtime.settings.
     celery_broker_url: str | None = None
     celery_result_backend: str | None = None
-    events_redis_url: str | None = None
     database_url: str = "sqlite:///var/insight.db"
 
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
@@ -89,13 +93,7 @@ class Settings(BaseSettings):
     jwks_min_refetch_seconds: float = Field(5.0, ge=0)
     # A key set older than this is fetched again before use, so removed keys stop verifying.
     jwks_max_age_seconds: float = Field(300.0, gt=0)
-    # The longest a token may live (exp - iat): longer ones are refused. A user's revocation
-    # mark (POST /users/{id}/disconnect) is kept this long (plus the leeway and a second,
-    # `revocation_keep_seconds`), so every token it refuses has expired by the time it goes.
-    jwt_max_ttl_seconds: int = Field(86400, ge=60)
-    # Clocks differ: `exp`, `nbf` and `iat` are checked with this much leeway, so an issuer a
-    # little ahead (or a server a little behind) does not get fresh tokens refused.
-    jwt_leeway_seconds: int = Field(5, ge=0, le=300)
+    # JWT_MAX_TTL_SECONDS and JWT_LEEWAY_SECONDS: realtime.settings (a disconnect needs them).
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -112,15 +110,6 @@ class Settings(BaseSettings):
     # and whether the edge serves it at all (default: only in development).
     public_api_url: str = "http://127.0.0.1:8000"
     demo_enabled: bool | None = None
-
-    # The durable per-recipient event log (Redis Streams).
-    events_max_len: int = Field(1000, ge=10)
-    events_max_age_seconds: int = Field(3600, ge=60)
-    # A publish (and a revocation) returns only once this many replicas hold it (Redis WAIT),
-    # within EVENTS_MIN_REPLICAS_TIMEOUT_MS, else it raises: see realtime/eventlog.py,
-    # "Durability".
-    events_min_replicas: int = Field(0, ge=0, le=16)
-    events_min_replicas_timeout_ms: int = Field(1000, ge=10, le=60_000)
 
     # The realtime edge.
     ws_send_buffer: int = Field(256, ge=8)
@@ -229,14 +218,6 @@ class Settings(BaseSettings):
         return tuple(self.jwt_algorithms or (self.jwt_algorithm,))
 
     @property
-    def revocation_keep_seconds(self) -> int:
-        """How long a user's revocation mark is kept: until every token it refuses is refused
-        anyway. Such a token was issued at most a second past the mark's second (`iat` may have
-        a fraction), lives at most JWT_MAX_TTL_SECONDS, and is accepted JWT_LEEWAY_SECONDS
-        past its `exp`."""
-        return self.jwt_max_ttl_seconds + self.jwt_leeway_seconds + 1
-
-    @property
     def broker_url(self) -> str:
         """Where Celery messages go (CELERY_BROKER_URL, else REDIS_URL)."""
         return self.celery_broker_url or self.redis_url
@@ -244,11 +225,6 @@ class Settings(BaseSettings):
     @property
     def result_backend(self) -> str:
         return self.celery_result_backend or self.redis_url
-
-    @property
-    def events_url(self) -> str:
-        """The Redis of the UI event logs and pub/sub (EVENTS_REDIS_URL, else REDIS_URL)."""
-        return self.events_redis_url or self.redis_url
 
     @property
     def publish_keys(self) -> tuple[SecretStr, ...]:

@@ -24,14 +24,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from realtime.ids import MAX_ID_LENGTH
+
 # A row id as text from outside (a URL, a body, Stripe's metadata): ASCII digits only
 # (str.isdigit() also takes "²" and "③", which int() then refuses), within the INTEGER key
 # (32 bits on PostgreSQL, which refuses a larger parameter).
 _ROW_ID = re.compile(r"[0-9]{1,10}")
 MAX_ROW_ID = 2**31 - 1
-# A user or business id is whatever an identity provider issues: 1-256 characters (DESIGN.md,
-# "Identity"), and every column that holds one is this wide.
-IDENTITY_LENGTH = 256
+# A user or business id is whatever an identity provider issues (`realtime.ids`), and every
+# column that holds one is as wide as the longest.
+IDENTITY_LENGTH = MAX_ID_LENGTH
 
 # A payment's state only moves forward along this order, whatever order events arrive in
 # (domain/payments.py: advance). Here, beside the table, because the database enforces a rule

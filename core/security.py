@@ -38,7 +38,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
 from core.config import Settings
-from core.ids import check_id
+from realtime.ids import check_id
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _decode(token: str, key: str | PyJWK, settings: Settings) -> Identity:
 
 
 def _identity(claims: Mapping[str, Any]) -> Identity:
-    """The token's identity, its ids checked here by the one rule (`core.ids`), so that an id
+    """The token's identity, its ids checked here by the one rule (`realtime.ids`), so that an id
     nothing downstream could serve is refused with the token rather than failing later (a
     socket that breaks after its upgrade, a job that cannot publish)."""
     business_id = claims.get("business_id")

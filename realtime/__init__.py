@@ -1,9 +1,19 @@
-"""Insight's realtime subsystem: publish UI events from any process (`UIManager`) and stream
-them to browsers (`realtime.main`, the edge). Importing this package starts nothing and does
-not import FastAPI.
+"""Insight's publishing library: what a Celery task, a script or the API imports to send UI
+events to users' pages (`UIManager`). The edge that streams them to browsers is another
+package (`edge`). Importing this one starts nothing, imports no web framework, and reads
+only its own settings (`realtime.settings`).
 """
 
-from realtime.publisher import AsyncUIManager, UIManager
+from realtime.broker.call import NotReplicated
+from realtime.options import PublishOptions
+from realtime.publisher import AsyncUIManager, Delivery, UIManager
 from realtime.recipients import Recipient
 
-__all__ = ["AsyncUIManager", "Recipient", "UIManager"]
+__all__ = [
+    "AsyncUIManager",
+    "Delivery",
+    "NotReplicated",
+    "PublishOptions",
+    "Recipient",
+    "UIManager",
+]

@@ -30,7 +30,8 @@ SQLAlchemy's "a transaction is already begun". Synchronous sessions only: the ho
 `commit()`, so with an `AsyncSession` (its `sync_session`) the publish would block the loop.
 
 This module imports SQLAlchemy; `realtime.publisher` imports it only when `after_commit` is
-called, so `import realtime` stays light for processes without a database.
+called, so `import realtime` stays light for processes without a database. It knows the
+manager it wraps only by the five calls they share (`realtime.manager`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from typing import Self
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from realtime.publisher import AnyEvent, UIManager, _Manager
+from realtime.manager import AnyEvent, Manager
+from realtime.options import DEFAULT_OPTIONS, PublishOptions
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +55,13 @@ _QUEUE = "insight.after_commit"  # the key of a session's queue in `Session.info
 class _Pending:
     """One queued event: who publishes it, what, and the transaction it belongs to."""
 
-    manager: UIManager
+    manager: Manager[str]  # a UIManager
     event: AnyEvent
-    ttl: float | None
-    coalesce_key: str | None
-    idempotency_key: str | None
+    options: PublishOptions
     transaction: SessionTransaction
 
     def publish(self) -> str:
-        return self.manager.publish(
-            self.event,
-            ttl=self.ttl,
-            coalesce_key=self.coalesce_key,
-            idempotency_key=self.idempotency_key,
-        )
+        return self.manager.publish(self.event, self.options)
 
 
 @dataclass
@@ -79,13 +74,13 @@ class _Queue:
     committed: set[SessionTransaction] = field(default_factory=set)
 
 
-class AfterCommitUIManager(_Manager[None]):
+class AfterCommitUIManager(Manager[None]):
     """The five calls of a UIManager, each queued until `session` commits; they return None.
 
     The event ids are not known when the call returns; read them from the stream, or keep a
     plain UIManager for events that need no commit."""
 
-    def __init__(self, manager: UIManager, session: Session) -> None:
+    def __init__(self, manager: Manager[str], session: Session) -> None:
         super().__init__(manager.recipient)
         self._manager = manager
         self._session = session
@@ -94,30 +89,15 @@ class AfterCommitUIManager(_Manager[None]):
         """A copy whose events also carry these keys (see `UIManager.with_context`)."""
         return type(self)(self._manager.with_context(**context), self._session)
 
-    def publish(
-        self,
-        event: AnyEvent,
-        *,
-        ttl: float | None = None,
-        coalesce_key: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
+    def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> None:
         """Queue `event` for the commit of the session's current transaction.
 
         The event is re-read from its JSON now: it must encode (an error is raised here, not
         after the commit), and data the caller changes later does not change the event."""
         snapshot = type(event).model_validate_json(event.model_dump_json())
         queue = _queue_of(self._session)
-        queue.pending.append(
-            _Pending(
-                self._manager,
-                snapshot,
-                ttl,
-                coalesce_key,
-                idempotency_key,
-                _current_transaction(self._session),
-            )
-        )
+        transaction = _current_transaction(self._session)
+        queue.pending.append(_Pending(self._manager, snapshot, options, transaction))
 
 
 def pending_count(session: Session) -> int:
@@ -197,7 +177,7 @@ def _publish(due: list[_Pending]) -> None:
                     "published": index,
                     "unpublished": len(left),
                     "recipients": sorted({str(p.manager.recipient) for p in left}),
-                    "idempotency_keys": [p.idempotency_key for p in left],
+                    "idempotency_keys": [p.options.idempotency_key for p in left],
                     "error": repr(error),
                 },
             )

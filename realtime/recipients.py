@@ -7,7 +7,7 @@ one hash tag (`insight:{user:42}:...`): they share one hash slot, so one script 
 all on a Redis Cluster, and different recipients spread over every shard. An edge subscribes
 only to the live channels of the recipients connected to it.
 
-Ids are whatever an identity provider issues (`core.ids`): `urn:user:42` has a `:`, an id
+Ids are whatever an identity provider issues (`realtime.ids`): `urn:user:42` has a `:`, an id
 may hold `{` or `}` (which would move a key's hash tag), `%`, spaces, any script. So no name
 holds an id as given: it holds `key_part(id)`, the id's RFC 3986 percent-encoding (the
 unreserved `A-Z a-z 0-9 - . _ ~` kept, every other UTF-8 byte written `%XX`, `%` itself
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from core.ids import check_id
+from realtime.ids import check_id
 
 KEY_PREFIX = "insight"
 

@@ -1,6 +1,6 @@
 """Fixtures with a real Redis Cluster on loopback: 3 masters and 3 replicas, each a
 `redis-server --cluster-enabled yes` in its own directory, stopped by PID afterwards (see
-cli/local_cluster.py). Registered from conftest.py by `pytest_plugins`.
+tests/local_cluster.py). Registered from conftest.py by `pytest_plugins`.
 
 - `redis_cluster`: one cluster for the whole session, for tests that leave it healthy (they
   may migrate slots or promote replicas, but finish what they start and use unique keys);
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis
 from tests.harness import Edge, start_edge
+from tests.local_cluster import LocalCluster
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import redis
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings, get_settings
 from realtime.publisher import event_log_of_process
+from realtime.settings import events_settings
 from tests.harness import Edge, ServerProcess, settings_for, start_edge, token_for
 from tests.stack import fresh_database, start_api
 
@@ -46,11 +47,13 @@ def _publisher_uses_test_redis(redis_server: LocalRedis) -> Iterator[None]:
     saved = dict(os.environ)
     os.environ.update(settings_env(redis_server.url))
     get_settings.cache_clear()
+    events_settings.cache_clear()
     event_log_of_process.cache_clear()
     yield
     os.environ.clear()
     os.environ.update(saved)
     get_settings.cache_clear()
+    events_settings.cache_clear()
     event_log_of_process.cache_clear()
 
 

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from cli.local_redis import free_port
 from core.config import Settings
 from core.security import issue_token
+from edge.serving import APP
 from realtime.frames import event_id_of
-from realtime.serving import APP
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123"
@@ -127,7 +127,7 @@ class Edge(ServerProcess):
 
 
 class PlainUvicornEdge(Edge):
-    """The same edge app under stock `uvicorn realtime.main:app`: uvicorn's own protocols,
+    """The same edge app under stock `uvicorn edge.app:app`: uvicorn's own protocols,
     so the scope holds no `FrameWriter` and every frame goes through ASGI sends."""
 
     def command(self) -> list[str]:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
+from edge.close_codes import CloseCode
 from realtime import UIManager
-from realtime.close_codes import CloseCode
 from tests.awkward_ids import signed
 from tests.harness import Client, Edge, ServerProcess, closed, id_of, unique
 from tests.stack import call

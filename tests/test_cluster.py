@@ -20,12 +20,12 @@ import httpx
 import pytest
 import redis
 
-from cli.local_cluster import LocalCluster, slot_of
 from cli.local_redis import LocalRedis
-from realtime import AsyncUIManager, Recipient, UIManager
+from realtime import AsyncUIManager, NotReplicated, Recipient, UIManager
+from realtime.broker.topology import is_cluster, sync_client
 from realtime.eventlog import EventLog, Retention
-from realtime.topology import is_cluster, sync_client
 from tests.harness import ROOT, Client, Edge, eventually, id_of, start_edge, unique
+from tests.local_cluster import LocalCluster, slot_of
 
 pytestmark = pytest.mark.anyio
 
@@ -84,10 +84,10 @@ def test_each_recipients_keys_share_a_slot_and_recipients_spread_over_every_mast
 def test_redis_itself_refuses_an_append_that_touches_another_recipients_slot(
     redis_cluster: LocalCluster,
 ) -> None:
-    from realtime.eventlog import _APPEND
+    from realtime.broker.log_scripts import APPEND
 
-    assert _APPEND.startswith("#!lua\n")
-    assert "allow-cross-slot-keys" not in _APPEND
+    assert APPEND.text.startswith("#!lua\n")
+    assert "allow-cross-slot-keys" not in APPEND.text
     mine, other = Recipient.user(unique("u")), Recipient.user(unique("v"))
     while slot_of(other.stream_key) == slot_of(mine.stream_key):
         other = Recipient.user(unique("v"))
@@ -95,7 +95,7 @@ def test_redis_itself_refuses_an_append_that_touches_another_recipients_slot(
     try:
         with pytest.raises(redis.ResponseError, match=r"CROSSSLOT|slot"):
             owner.eval(
-                _APPEND, 3, mine.stream_key, other.meta_key, mine.idempotency_key("k"),
+                APPEND.text, 3, mine.stream_key, other.meta_key, mine.idempotency_key("k"),
                 mine.live_channel, '{"type":"ui_refresh"}', 1_000_000, 10, 3_600_000_000, "",
                 60_000, "u", "1", 60_000,
             )  # fmt: skip
@@ -379,9 +379,9 @@ async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_write
 ) -> None:
     """EVENTS_MIN_REPLICAS=1: every master has one replica, so publishing and revoking work,
     sync and async; =2: no master has two, so both say so rather than pretend."""
-    from realtime.eventlog import AsyncEventLog, Durability, NotReplicated
+    from realtime.broker.topology import async_client
+    from realtime.eventlog import AsyncEventLog, Durability
     from realtime.presence import revocation_mark
-    from realtime.topology import async_client
 
     durability = Durability(min_replicas=replicas, timeout_ms=200)
     users = [unique("durable") for _ in range(6)]  # over several masters
@@ -395,9 +395,9 @@ async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_write
         if replicas == 1:
             assert sync_ui.refresh().startswith("u")
             assert (await async_ui.refresh())[0] == "u"
-            assert revocation_mark(sync_log.client, user) is None
+            assert revocation_mark(sync_log.driver, user) is None
             mark = sync_ui.disconnect()
-            assert revocation_mark(sync_log.client, user) == mark
+            assert revocation_mark(sync_log.driver, user) == mark
             assert await async_ui.disconnect() >= mark
         else:
             with pytest.raises(NotReplicated):

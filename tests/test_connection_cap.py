@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from edge.close_codes import CloseCode
 from realtime import UIManager
-from realtime.close_codes import CloseCode
 from tests.harness import ROOT, Client, Edge, eventually, unique
 
 pytestmark = pytest.mark.anyio

@@ -91,7 +91,7 @@ def test_an_edge_without_the_demo_answers_404_for_all_of_it(demo_off: Edge) -> N
 def test_the_edge_imports_the_demo_package_only_when_it_is_on(
     redis_server: LocalRedis, enabled: str, imported: bool
 ) -> None:
-    probe = "import sys, realtime.main; print('demo' in sys.modules)"
+    probe = "import sys, edge.app; print('demo' in sys.modules)"
     env = base_env(redis_server.url, DEMO_ENABLED=enabled)
     result = subprocess.run(
         [sys.executable, "-c", probe],

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from core.config import Settings
+from edge.close_codes import CloseCode
 from realtime import UIManager
-from realtime.close_codes import CloseCode
 from tests.harness import (
     TEST_AUDIENCE,
     TEST_ISSUER,

@@ -34,8 +34,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import MAX_LINE_LENGTH
 
 from cli.local_redis import LocalRedis
-from realtime.close_codes import CloseCode
-from realtime.uvicorn_protocols import MAX_HEAD_BYTES
+from edge.close_codes import CloseCode
+from edge.protocols.http import MAX_HEAD_BYTES
 from tests.harness import WAIT, Edge, start_edge
 
 pytestmark = pytest.mark.anyio

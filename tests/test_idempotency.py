@@ -17,8 +17,9 @@ import pytest
 import redis
 
 from cli.local_redis import LocalRedis, free_port
-from realtime import Recipient, UIManager
-from realtime.eventlog import _APPEND, Durability, EventLog, NotReplicated, Retention
+from realtime import NotReplicated, Recipient, UIManager
+from realtime.broker.log_scripts import APPEND
+from realtime.eventlog import Durability, EventLog, Retention
 from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
@@ -84,7 +85,7 @@ def _recv(sock: socket.socket) -> bytes:
 def through_proxy(redis_server: LocalRedis) -> Iterator[tuple[EventLog, ReplyDroppingProxy]]:
     with ReplyDroppingProxy(redis_server.port) as proxy:
         client = redis.Redis(port=proxy.port, socket_timeout=5)
-        client.script_load(_APPEND)  # so that the first call is the EVALSHA to be cut
+        client.script_load(APPEND.text)  # so that the first call is the EVALSHA to be cut
         yield EventLog(client, Retention(1000, 3600)), proxy
         client.close()
 

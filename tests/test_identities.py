@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.local_cluster import LocalCluster
+from edge.close_codes import CloseCode
 from realtime import Recipient, UIManager, presence
-from realtime.close_codes import CloseCode
+from realtime.broker.topology import sync_client
 from realtime.eventlog import EventLog, Retention
-from realtime.topology import sync_client
 from tests.awkward_ids import BAD_IDS, SHAPES, awkward, in_path, signed
 from tests.harness import Client, Edge, ServerProcess, closed, eventually, id_of, without_id
+from tests.local_cluster import LocalCluster
 from tests.stack import SERVER_KEY, call
 
 pytestmark = pytest.mark.anyio
@@ -98,7 +98,7 @@ async def publish_count_and_disconnect(
     for client in sockets:
         assert [id_of(frame) for frame in await client.events(2)] == published
     assert ui.connections() == 2
-    await eventually(lambda: presence.members(log.client, team) == {user: 2})
+    await eventually(lambda: presence.members(log.driver, team) == {user: 2})
     ui.disconnect()
     for client in sockets:
         assert await closed(client) == (CloseCode.UNAUTHORIZED, "revoked")

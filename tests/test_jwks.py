@@ -32,8 +32,8 @@ from pydantic import ValidationError
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import InvalidToken, jwks_key_set, verify_token, verify_token_async
+from edge.close_codes import CloseCode
 from realtime import UIManager
-from realtime.close_codes import CloseCode
 from tests.harness import (
     TEST_AUDIENCE,
     TEST_ISSUER,

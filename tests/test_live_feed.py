@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio
 
 from cli.local_redis import LocalRedis
-from realtime.live_feed import LiveFeed
-from realtime.topology import SingleNode
+from realtime.broker.redis_live import RedisLiveFeed
+from realtime.broker.topology import SingleNode
 
 pytestmark = pytest.mark.anyio
 
@@ -23,14 +23,19 @@ async def test_a_channel_released_and_held_again_at_once_is_confirmed(
     """
     lost: list[set[bytes]] = []
     arrived: dict[bytes, asyncio.Event] = {}
-    feed = LiveFeed(
-        SingleNode(redis_server.url),
-        lambda channel, data: arrived.setdefault(channel, asyncio.Event()).set(),
-        on_lost=lost.append,
-        on_restored=lambda channels: None,
-        home=redis_server.url,
-    )
-    feed.start()
+
+    class Listener:
+        def on_message(self, channel: bytes, data: bytes) -> None:
+            arrived.setdefault(channel, asyncio.Event()).set()
+
+        def on_lost(self, channels: set[bytes]) -> None:
+            lost.append(channels)
+
+        def on_restored(self, channels: set[bytes]) -> None:
+            pass
+
+    feed = RedisLiveFeed(SingleNode(redis_server.url), home=redis_server.url)
+    feed.start(Listener())
     publisher = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         for n in range(20):

@@ -1,4 +1,4 @@
-"""The Redis Cluster harness itself (cli/local_cluster.py), proven with redis-py's own cluster
+"""The Redis Cluster harness itself (tests/local_cluster.py), proven with redis-py's own cluster
 clients: keys land on every master, sharded pub/sub delivers, a crashed master fails over, a
 slot moves (MOVED) or sits half-moved (ASK), a killed node comes back. The cluster tests of
 Insight are built on these guarantees, so they are checked here once, in isolation.
@@ -23,7 +23,7 @@ from redis.client import PubSub
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError
 
-from cli.local_cluster import LocalCluster, slot_of
+from tests.local_cluster import LocalCluster, slot_of
 
 WAIT = 10.0  # the longest any single expectation may take
 T = TypeVar("T")

@@ -11,32 +11,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from cli.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis
 from realtime import AsyncUIManager, Recipient, UIManager, presence
+from realtime.broker.presence_scripts import PUT, READ
+from realtime.broker.topology import sync_client
 from realtime.eventlog import EventLog, Retention
-from realtime.presence import _PUT, _READ, Delivery
-from realtime.topology import sync_client
+from realtime.publisher import Delivery, default_event_log
 from tests.cluster_fixtures import start_cluster_edges
 from tests.harness import Client, Edge, eventually, id_of, unique
+from tests.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.anyio
 
 TTL = 3.0  # PRESENCE_TTL_SECONDS of the edges that are killed: heartbeats every second
 
 
-def members(
-    business: str, client: redis.Redis | redis.RedisCluster | None = None
-) -> dict[str, int]:
-    return presence.members(client or _default_client(), Recipient.business(business))
-
-
-def _default_client() -> redis.Redis | redis.RedisCluster:
-    from realtime.publisher import default_event_log
-
-    return default_event_log().client
+def members(business: str, log: EventLog | None = None) -> dict[str, int]:
+    return presence.members((log or default_event_log()).driver, Recipient.business(business))
 
 
 async def test_presence_counts_every_socket_of_a_user_on_every_edge(
@@ -172,9 +164,9 @@ def test_presence_is_per_user_and_per_business_not_for_everyone() -> None:
 
 
 def test_the_presence_scripts_stay_in_one_slot() -> None:
-    assert _PUT.startswith("#!lua\n")
-    assert _READ.startswith("#!lua flags=no-writes\n")
-    assert "allow-cross-slot-keys" not in _PUT + _READ
+    assert PUT.text.startswith("#!lua\n")
+    assert READ.text.startswith("#!lua flags=no-writes\n")
+    assert "allow-cross-slot-keys" not in PUT.text + READ.text
 
 
 # -- on a real Redis Cluster ---------------------------------------------------------------
@@ -208,7 +200,7 @@ async def test_presence_across_edges_on_a_cluster(
     for n, user in enumerate(users):
         assert UIManager(Recipient.user(user), log).connections() == 1 + n % 2
     expected = {user: 1 + n % 2 for n, user in enumerate(users)}
-    await eventually(lambda: members(business, client) == expected)
+    await eventually(lambda: members(business, log) == expected)
     # Still there after two TTLs: the heartbeats reach every master, even masters that
     # forgot the heartbeat's script (a failover promotes a replica without it).
     for port in redis_cluster.masters():
@@ -216,10 +208,10 @@ async def test_presence_across_edges_on_a_cluster(
         node.script_flush()
         node.close()
     await asyncio.sleep(2 * TTL)
-    assert members(business, client) == expected
+    assert members(business, log) == expected
     for socket in sockets:
         await socket.close()
-    await eventually(lambda: members(business, client) == {})
+    await eventually(lambda: members(business, log) == {})
     assert all(not UIManager(Recipient.user(user), log).is_online() for user in users)
     client.close()
 

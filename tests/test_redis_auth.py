@@ -14,11 +14,10 @@ import redis
 
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
+from edge.serving import APP
 from realtime import UIManager
 from realtime.eventlog import EventLog
-from realtime.publisher import retention_of
 from realtime.recipients import Recipient
-from realtime.serving import APP
 from tests.harness import Client, Edge, base_env, eventually, id_of, unique
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +39,7 @@ async def test_an_edge_delivers_through_a_redis_that_requires_a_password(
     edge = edge_factory(guarded_redis.url)
     user = unique("u")
     client = await Client.connect(edge.ws_url, token(user))
-    log = EventLog(redis.Redis.from_url(guarded_redis.url), retention_of(settings))
+    log = EventLog(redis.Redis.from_url(guarded_redis.url), settings.retention)
     event_id = UIManager(Recipient.user(user), log).show_toast("Saved", "with AUTH", "success")
     [frame] = await client.events(1)
     assert id_of(frame) == event_id

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from cli.local_redis import LocalRedis, free_port
-from realtime.close_codes import CloseCode
+from edge.close_codes import CloseCode
 from tests.harness import Client, Edge, ServerProcess, start_edge, unique
 from tests.stack import SERVER_KEY, fresh_database, start_api
 

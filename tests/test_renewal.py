@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from core.config import Settings
+from edge.close_codes import CloseCode
 from realtime import UIManager
-from realtime.close_codes import CloseCode
 from tests.harness import Client, Edge, id_of, token_for, unique
 
 pytestmark = pytest.mark.anyio

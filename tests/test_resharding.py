@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from cli.local_cluster import LocalCluster, execute, migrate, slot_of
 from realtime import AsyncUIManager, Recipient, UIManager
+from realtime.broker.topology import async_client, sync_client
 from realtime.eventlog import AsyncEventLog, EventLog, Retention
-from realtime.topology import async_client, sync_client
 from tests.harness import unique
+from tests.local_cluster import LocalCluster, execute, migrate, slot_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

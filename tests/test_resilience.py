@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from cli.local_redis import LocalRedis, free_port
+from edge.close_codes import CloseCode
 from realtime import Recipient, UIManager
-from realtime.close_codes import CloseCode
 from realtime.eventlog import EventLog, Retention
 from tests.harness import WAIT, Client, Edge, eventually, id_of, unique
 

@@ -16,14 +16,13 @@ import jwt
 import pytest
 import redis
 
-from cli.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis
 from core.config import Settings
 from core.security import Identity, InvalidToken, issued_before, verify_token
+from edge.close_codes import CloseCode
 from realtime import Recipient, UIManager
-from realtime.close_codes import CloseCode
+from realtime.broker.topology import sync_client
 from realtime.eventlog import EventLog, Retention
-from realtime.topology import sync_client
 from tests.harness import (
     TEST_AUDIENCE,
     TEST_ISSUER,
@@ -36,6 +35,7 @@ from tests.harness import (
     settings_for,
     unique,
 )
+from tests.local_cluster import LocalCluster
 from tests.stack import SERVER_KEY, call, fresh_database, start_api
 
 pytestmark = pytest.mark.anyio

@@ -1,11 +1,11 @@
-"""The installed uvicorn still has everything `realtime.uvicorn_protocols` relies on in its
+"""The installed uvicorn still has everything `edge.protocols.websocket` relies on in its
 classes, checked twice: by `check_uvicorn` (what `serve` runs at start-up, from uvicorn's
 source), and by building uvicorn's own protocols on a real socket and looking at them.
 
 To try another uvicorn (or websockets): a throwaway venv with the project installed and that
 version on top, then this file, tests/test_hostile_ws.py, tests/test_wire.py and
 tests/test_delivery.py run with its python; widen UVICORN_REQUIREMENT (pyproject.toml and
-`realtime.uvicorn_protocols`) only to what passed.
+`edge.protocols.websocket`) only to what passed.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from realtime.frame_writer import FRAME_WRITER_EXTENSION, text_frame
-from realtime.uvicorn_protocols import (
+from edge.frame_writer import FRAME_WRITER_EXTENSION, text_frame
+from edge.protocols.contract import (
     UVICORN_RELIANCE,
     UVICORN_REQUIREMENT,
     WEBSOCKETS_REQUIREMENT,
-    EdgeWebSocketProtocol,
     Reliance,
     UvicornContractError,
     _changes,
     check_uvicorn,
 )
+from edge.protocols.websocket import EdgeWebSocketProtocol
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.anyio

@@ -1,6 +1,6 @@
 """The frames the fan-out encodes once per event are the frames websockets itself would
-send, at every length boundary of RFC 6455 (`realtime.frame_writer`); the light queue and
-flag of `realtime.wakeups` behave as the asyncio ones they replace."""
+send, at every length boundary of RFC 6455 (`edge.frame_writer`); the light queue and
+flag of `edge.wakeups` behave as the asyncio ones they replace."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from realtime.frame_writer import text_frame
-from realtime.wakeups import Flag, Inbox
+from edge.frame_writer import text_frame
+from edge.wakeups import Flag, Inbox
 
 
 def parse_server_frame(data: bytes) -> Frame:

@@ -42,8 +42,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 
 from core.config import Settings
-from realtime.close_codes import CloseCode
-from realtime.uvicorn_protocols import MAX_HEAD_BYTES
+from edge.close_codes import CloseCode
+from edge.protocols.http import MAX_HEAD_BYTES
 from tests.harness import WAIT, Edge, eventually, token_for
 from tests.test_hostile_ws import (
     PATH,

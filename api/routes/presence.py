@@ -19,7 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from api.deps import server_key
 from api.refusals import RETRY_AFTER_SECONDS, unavailable
 from api.schemas import Problem, refusals
-from core.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
+from realtime.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from realtime import AsyncUIManager, Recipient
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
@@ -49,7 +49,7 @@ register_url_convertor("recipient_id", _AnyText())
 
 def recipient_id(what: str) -> Any:
     """A path parameter naming a user or business (`{user_id:recipient_id}`): any id a token
-    may carry (`core.ids`), URL-encoded in the path (`urn%3Auser%3A42`, a `/` as `%2F`)."""
+    may carry (`realtime.ids`), URL-encoded in the path (`urn%3Auser%3A42`, a `/` as `%2F`)."""
     return Path(
         min_length=1,
         max_length=MAX_ID_LENGTH,
@@ -139,7 +139,7 @@ async def business_presence(business_id: BusinessId) -> BusinessPresence:
 
     async def read() -> dict[str, int]:
         log = await default_async_event_log()
-        return await members_async(log.client, Recipient.business(business_id))
+        return await members_async(log.driver, Recipient.business(business_id))
 
     found = await answered(read, "presence")
     return BusinessPresence(

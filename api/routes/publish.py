@@ -42,9 +42,11 @@ from api.schemas import (
     refusals,
     ttl_of,
 )
+from realtime import PublishOptions
 from realtime.eventlog import Retention
 from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
-from realtime.publisher import AnyEvent, AsyncUIManager, retention_of
+from realtime.manager import AnyEvent
+from realtime.publisher import AsyncUIManager
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ async def publish(
     """Validate the event, append it to its addressee's log and announce it: every socket of
     that user (business, everyone) receives it, and a client that reconnects with `since`
     gets it within its TTL. Answers the event id, which starts the `id` of the frame."""
-    retention = retention_of(settings)
+    retention = settings.retention
     _within_retention([body], retention, lambda _: ("body",))
     [event_id] = await _publish([body], [idempotency_key], retention)
     return Published(id=event_id)
@@ -182,7 +184,7 @@ async def publish_batch(
     naming it (`items.<n>.<field>`) and nothing is published. Answers the ids in the order
     of the items. With `Idempotency-Key: K`, item n is published with the key `K:n`, so a
     retry after a 503 publishes exactly the items that were not."""
-    retention = retention_of(settings)
+    retention = settings.retention
     _within_retention(body.items, retention, lambda n: ("body", "items", n))
     keys = [
         None if idempotency_key is None else f"{idempotency_key}:{n}"
@@ -220,12 +222,8 @@ async def _publish(
     try:
         for item, key in zip(items, keys, strict=True):
             manager = AsyncUIManager(recipient_of(item["to"]))
-            event_id = await manager.publish(
-                item["event"],
-                ttl=ttl_of(item, retention),
-                coalesce_key=item.get("coalesce_key"),
-                idempotency_key=key,
-            )
+            options = PublishOptions(ttl_of(item, retention), item.get("coalesce_key"), key)
+            event_id = await manager.publish(item["event"], options)
             ids.append(event_id)
     except (redis.RedisError, OSError) as error:
         logger.warning(

@@ -27,7 +27,7 @@ from core.models import Job, Order
 from realtime import Recipient, UIManager
 from realtime.after_commit import pending_count
 from realtime.eventlog import EventLog
-from realtime.publisher import default_event_log, retention_of
+from realtime.publisher import default_event_log
 from tests.harness import Client, Edge, unique
 
 pytestmark = pytest.mark.anyio
@@ -218,7 +218,7 @@ def test_redis_down_after_the_commit_raises_a_retryable_error_and_logs_it(
 ) -> None:
     user = unique("u")
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
-    ui = UIManager(Recipient.user(user), EventLog(dead, retention_of(get_settings())))
+    ui = UIManager(Recipient.user(user), EventLog(dead, get_settings().retention))
     with sessions() as session:
         row = job_row(user)
         session.add(row)

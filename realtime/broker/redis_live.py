@@ -9,6 +9,8 @@ one (`MOVED`, `ASK`: our map is stale), the feed re-reads the slot map and subsc
 affected channel on its owner now. Channels that stopped flowing are reported lost and, once
 subscribed again, restored: the hub holds their connections' live events meanwhile and then
 catches them up from the logs, so nothing published during the switch is missed.
+
+It is the Redis `LiveFeed` of the broker seam (`realtime.broker`).
 """
 
 from __future__ import annotations
@@ -20,29 +22,21 @@ from collections.abc import Callable
 import redis
 from redis.exceptions import SlotNotCoveredError
 
-from realtime.pubsub_node import NodeSubscriptions, OnChannels, OnMessage
-from realtime.topology import Topology
+from realtime.broker import Listener
+from realtime.broker.pubsub_node import NodeSubscriptions, OnChannels
+from realtime.broker.topology import Topology
 
 logger = logging.getLogger(__name__)
 
 
-class LiveFeed:
-    """Subscriptions to live channels across the nodes that own them."""
+class RedisLiveFeed:
+    """Subscriptions to live channels across the nodes that own them (a `LiveFeed`)."""
 
     def __init__(
-        self,
-        topology: Topology,
-        on_message: OnMessage,
-        *,
-        on_lost: OnChannels,
-        on_restored: OnChannels,
-        ping_interval: float = 5.0,
-        home: str | None = None,
+        self, topology: Topology, *, ping_interval: float = 5.0, home: str | None = None
     ) -> None:
         self._topology = topology
-        self._on_message = on_message
-        self._on_lost = on_lost
-        self._on_restored = on_restored
+        self._listener: Listener | None = None
         self._ping_interval = ping_interval
         self._home = home  # a node kept connected while idle (one Redis: readiness)
         self._refcount: dict[bytes, int] = {}
@@ -56,7 +50,8 @@ class LiveFeed:
 
     # -- the hub's side ---------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, listener: Listener) -> None:
+        self._listener = listener
         if self._home is not None:
             self._node(self._home)
 
@@ -130,9 +125,10 @@ class LiveFeed:
     def _node(self, url: str) -> NodeSubscriptions:
         node = self._nodes.get(url)
         if node is None:
+            assert self._listener is not None, "start the feed first"
             node = self._nodes[url] = NodeSubscriptions(
                 url,
-                self._on_message,
+                self._listener.on_message,
                 on_confirmed=self._confirmed_by(url),
                 on_lost=self._lost_by(url),
                 on_dropped=self._dropped_by(url),
@@ -155,8 +151,8 @@ class LiveFeed:
         stopped = channels & self._live
         self._live -= stopped
         self._interrupted |= stopped
-        if stopped:
-            self._on_lost(stopped)
+        if stopped and self._listener is not None:
+            self._listener.on_lost(stopped)
 
     # -- what the nodes report ----------------------------------------------------------
 
@@ -169,9 +165,9 @@ class LiveFeed:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             restored = mine & self._interrupted
-            if restored:
+            if restored and self._listener is not None:
                 self._interrupted -= restored
-                self._on_restored(restored)
+                self._listener.on_restored(restored)
 
         return confirmed
 

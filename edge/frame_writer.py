@@ -11,8 +11,8 @@ replay, a paused transport, a closing socket) goes through the connection's writ
 waits for the transport to drain (`wait_writable`) and then writes its backlog in one call.
 
 The edge's ASGI app finds the writer in the WebSocket's scope under `FRAME_WRITER_EXTENSION`,
-put there by `insight edge`'s protocol (`realtime.uvicorn_protocols`); served any other way
-(plain `uvicorn realtime.main:app`, another ASGI server), it is absent and frames go through
+put there by `insight edge`'s protocol (`edge.protocols.websocket`); served any other way
+(plain `uvicorn edge.app:app`, another ASGI server), it is absent and frames go through
 ASGI sends.
 """
 

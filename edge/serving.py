@@ -3,7 +3,7 @@
 Every way of starting an edge (`insight edge`, `make run`, docker-compose, the tests and the
 benchmarks) goes through `serve`, so none of them can drift from these choices:
 
-- `EdgeWebSocketProtocol` (`realtime.uvicorn_protocols`): uvicorn's leanest WebSocket protocol,
+- `EdgeWebSocketProtocol` (`edge.protocols.websocket`): uvicorn's leanest WebSocket protocol,
   `websockets-sansio`, which also lets the fan-out write an event's frame, encoded once, to
   each socket. Nothing is written to a paused transport, so a slow client's backlog stays in
   its own send buffer, where the 1013 policy sees it.
@@ -14,12 +14,12 @@ benchmarks) goes through `serve`, so none of them can drift from these choices:
 - a garbage collector tuned for many long-lived connections (see `tune_gc`).
 - heartbeats from WS_PING_INTERVAL_SECONDS and WS_PING_TIMEOUT_SECONDS: a peer that vanished
   without closing its TCP connection is found and its subscriptions released.
-- `EdgeHttpProtocol` (`realtime.uvicorn_protocols`): uvicorn's httptools protocol with each
+- `EdgeHttpProtocol` (`edge.protocols.http`): uvicorn's httptools protocol with each
   request head (a WebSocket handshake included) bounded to WS_HANDSHAKE_TIMEOUT_SECONDS and
   `MAX_HEAD_BYTES`, so that a slow or endless head cannot hold a socket (slowloris).
 
 This module uses only uvicorn's public interface (`uvicorn.run` and its options) and is the
-one importer of `realtime.uvicorn_protocols`, which holds every use of uvicorn's internals;
+one importer of `edge.protocols`, which holds every use of uvicorn's internals;
 `serve` checks first that the installed uvicorn still has what those rely on.
 """
 
@@ -29,9 +29,11 @@ import gc
 from typing import Any
 
 from core.config import Settings
-from realtime.uvicorn_protocols import EdgeWebSocketProtocol, check_uvicorn, edge_http_protocol
+from edge.protocols.contract import check_uvicorn
+from edge.protocols.http import edge_http_protocol
+from edge.protocols.websocket import EdgeWebSocketProtocol
 
-APP = "realtime.main:app"
+APP = "edge.app:app"
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 

@@ -12,15 +12,13 @@ import asyncio
 import logging
 
 from core.security import issued_before
-from realtime import telemetry
-from realtime.catch_up import catch_up
-from realtime.close_codes import CloseCode
-from realtime.connection import ClientConnection
-from realtime.eventlog import AsyncEventLog
+from edge import telemetry
+from edge.catch_up import catch_up
+from edge.close_codes import CloseCode
+from edge.connection import ClientConnection
+from realtime.broker import LiveFeed, LogStore
 from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
-from realtime.live_feed import LiveFeed
 from realtime.recipients import Recipient
-from realtime.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +30,19 @@ class SubscribeTimeout(Exception):
 
 
 class Hub:
-    """Connections by live channel, fed by the live feed, resynced after outages."""
+    """Connections by live channel, fed by the live feed (the hub is its `Listener`), resynced
+    from the log store after outages. Both are the broker's (`realtime.broker`), given."""
 
     def __init__(
         self,
-        topology: Topology,
-        log: AsyncEventLog,
+        log: LogStore,
+        feed: LiveFeed,
         *,
         subscribe_timeout: float,
-        ping_interval: float,
         replay_budget: int,
-        home: str | None = None,
     ) -> None:
         self.log = log
+        self.feed = feed
         self._subscribe_timeout = subscribe_timeout
         self._replay_budget = replay_budget
         # Page reads in flight at once, connects and resyncs alike: after a node came back,
@@ -55,24 +53,15 @@ class Hub:
         self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()
         self.revoked: set[ClientConnection] = set()  # closed by a revocation (4401 revoked)
-        self.feed = LiveFeed(
-            topology,
-            self._on_message,
-            on_lost=self._on_channels_lost,
-            on_restored=self._on_channels_restored,
-            ping_interval=ping_interval,
-            home=home,
-        )
         self._resyncs: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.feed.start()
+        self.feed.start(self)
 
     async def stop(self) -> None:
         for resync in list(self._resyncs):
             resync.cancel()
         await asyncio.gather(*self._resyncs, return_exceptions=True)
-        await self.feed.close()
 
     async def listen(self, connection: ClientConnection) -> None:
         """Route the connection's recipients to it, once Redis confirms their channels; live
@@ -109,7 +98,7 @@ class Hub:
 
     async def catch_up(self, connection: ClientConnection, *, announce: bool = False) -> None:
         """Replay the logs after the connection's positions, then let live events through
-        (see `realtime.catch_up`: paged, and never more than WS_REPLAY_MAX_BYTES held)."""
+        (see `edge.catch_up`: paged, and never more than WS_REPLAY_MAX_BYTES held)."""
         outcome = await catch_up(
             connection,
             self.log,
@@ -150,9 +139,9 @@ class Hub:
                 extra={"user_id": connection.identity.user_id, "count": closed, "mark": mark},
             )
 
-    # -- pub/sub callbacks --------------------------------------------------------------
+    # -- what the live feed tells (realtime.broker.Listener) ------------------------------
 
-    def _on_message(self, channel: bytes, data: bytes) -> None:
+    def on_message(self, channel: bytes, data: bytes) -> None:
         listeners = self._by_channel.get(channel)
         if not listeners:
             return
@@ -177,12 +166,12 @@ class Hub:
     def _listeners_of(self, channels: set[bytes]) -> set[ClientConnection]:
         return {c for channel in channels for c in self._by_channel.get(channel, ())}
 
-    def _on_channels_lost(self, channels: set[bytes]) -> None:
+    def on_lost(self, channels: set[bytes]) -> None:
         """These channels stopped flowing: their connections wait for a catch-up."""
         for connection in self._listeners_of(channels):
             connection.hold_live_events()
 
-    def _on_channels_restored(self, channels: set[bytes]) -> None:
+    def on_restored(self, channels: set[bytes]) -> None:
         """Replay, for each connection of these channels, what was published meanwhile."""
         task = asyncio.get_running_loop().create_task(
             self._resync(list(self._listeners_of(channels)))

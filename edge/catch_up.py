@@ -4,7 +4,7 @@ A connection resumes from a position in up to three logs (its user's, its busine
 everyone's), and the events it missed must arrive merged in publish order, once each, before
 the live ones held meanwhile. A log may hold a thousand events of 60 kB: read whole, one
 resume held 60 MB in the edge and made Redis build a 60 MB reply while every other client
-waited. So each log is read in pages (`EventLog.replay_page`: at most PAGE_ENTRIES entries and
+waited. So each log is read in pages (`LogStore.replay_page`: at most PAGE_ENTRIES entries and
 about a page of bytes per Redis call), and the next pages are read only once the socket has
 taken what was queued: at most `budget` bytes of replay are held per connection at once
 (WS_REPLAY_MAX_BYTES), the rest follows as the socket drains.
@@ -26,26 +26,12 @@ import asyncio
 import contextlib
 import heapq
 from dataclasses import dataclass
-from typing import Protocol
 
-from realtime.connection import ClientConnection
-from realtime.eventlog import Page
+from edge.connection import ClientConnection
+from realtime.broker import LogStore, Page
 from realtime.frames import Key, Position
-from realtime.recipients import Recipient
 
 PAGE_ENTRIES = 1024  # entries per page, whatever their size (a whole default-sized log)
-
-
-class PagedLog(Protocol):
-    async def replay_page(
-        self,
-        recipient: Recipient,
-        after: Position,
-        *,
-        check: bool,
-        max_entries: int,
-        max_bytes: int,
-    ) -> Page: ...
 
 
 @dataclass(slots=True)
@@ -68,7 +54,7 @@ class Outcome:
 
 async def catch_up(
     connection: ClientConnection,
-    log: PagedLog,
+    log: LogStore,
     *,
     budget: int,
     announce: bool,

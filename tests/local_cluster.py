@@ -18,7 +18,7 @@ the replicas as masters of nothing.) `kill`, `kill_master` and `begin_migration`
 once, as a crash or an operator would. Every wait is bounded; on timeout the error says what
 was still wrong and shows the tail of each node's log.
 
-Run one by hand with `python -m cli.local_cluster [DIR]`: it prints the URLs and runs until
+Run one by hand with `python -m tests.local_cluster [DIR]`: it prints the URLs and runs until
 Ctrl-C.
 """
 

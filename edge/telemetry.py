@@ -24,7 +24,7 @@ from realtime.events import EventType
 from realtime.frames import Position
 
 if TYPE_CHECKING:
-    from realtime.hub import Hub
+    from edge.hub import Hub
 
 EVENT_TYPES = (*get_args(EventType), "other")
 

@@ -1,7 +1,7 @@
 """What a client says when it opens a socket: the channel it asks for, the subprotocols it
 offers, and its token (in the query, in a subprotocol, or in the first frame), checked here
 before anything trusts it. The frames that follow are `realtime.frames`; the codes a refusal
-closes with, `realtime.close_codes`."""
+closes with, `edge.close_codes`."""
 
 from __future__ import annotations
 

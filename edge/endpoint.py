@@ -16,13 +16,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
 from core.security import Identity, InvalidToken, accepted_until, verify_token_async
-from realtime import telemetry
-from realtime.close_codes import CloseCode
-from realtime.connection import ClientConnection
-from realtime.eventlog import start_position
-from realtime.frame_writer import FRAME_WRITER_EXTENSION, FrameWriter, text_frame
-from realtime.frames import KINDS, Position, parse_cursor
-from realtime.handshake import (
+from edge import telemetry
+from edge.close_codes import CloseCode
+from edge.connection import ClientConnection
+from edge.frame_writer import FRAME_WRITER_EXTENSION, FrameWriter, text_frame
+from edge.handshake import (
     BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
     DEFAULT_CHANNEL,
@@ -31,8 +29,11 @@ from realtime.handshake import (
     token_from_subprotocols,
     well_formed_token,
 )
-from realtime.hub import Hub, SubscribeTimeout
-from realtime.presence import Admission, Presence
+from edge.hub import Hub, SubscribeTimeout
+from edge.presence import Presence
+from realtime.broker import Admission
+from realtime.broker.log_calls import start_position
+from realtime.frames import KINDS, Position, parse_cursor
 from realtime.recipients import recipients_of
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ class Refused(Exception):
 async def insight_socket(websocket: WebSocket) -> None:
     """The seed's `/api/v1/insight` WebSocket."""
     settings: Settings = websocket.app.state.settings
-    hub: Hub | None = websocket.app.state.events.hub
-    presence: Presence | None = websocket.app.state.events.presence
+    hub: Hub | None = websocket.app.state.engine.hub
+    presence: Presence | None = websocket.app.state.engine.presence
     offered = list(websocket.scope.get("subprotocols", []))
     since, clock, unavailable = (
         await _starting_point(websocket, hub) if hub is not None else ({}, None, True)
@@ -380,7 +381,7 @@ async def _read(
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     """Close with `code`. Served by `insight edge`, this returns at once, and a peer that
-    does not take the close frame in time is aborted (`realtime.uvicorn_protocols`)."""
+    does not take the close frame in time is aborted (`edge.protocols.websocket`)."""
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
     with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError, TimeoutError):

@@ -3,7 +3,7 @@ buffer, and the switch from replay to live.
 
 The hub fans each live event out to every addressed connection without blocking: a
 connection with nothing queued whose socket takes data gets the event's frame written to its
-socket at once (see `realtime.frame_writer`); otherwise the frame joins the connection's buffer,
+socket at once (see `edge.frame_writer`); otherwise the frame joins the connection's buffer,
 which its own writer task drains to the socket. A slow client therefore only fills its own
 buffer. When that buffer is full, a newer `ui_update` with the same coalesce key replaces
 the one still waiting; anything else closes the connection with 1013 so the client resumes
@@ -13,7 +13,7 @@ Each frame's `id` is the connection's cursor after that frame (see `realtime.fra
 event's body is shared by every receiver and only the cursor in front is the connection's.
 
 While a connection catches up from the logs (on connect, and after the edge lost a Redis
-node; `realtime.catch_up` reads the pages), live events are held aside and, once the replay
+node; `edge.catch_up` reads the pages), live events are held aside and, once the replay
 is queued, released unless the replay already had them. A live event at or before the
 connection's position in its log is a copy of one it was sent, by the replay (whose reply may
 overtake the live feed, which travels on another Redis connection) or live: it is dropped,
@@ -26,12 +26,12 @@ from __future__ import annotations
 import asyncio
 
 from core.security import Identity
-from realtime import telemetry
-from realtime.close_codes import CloseCode
-from realtime.frame_writer import FrameWriter, text_frame
+from edge import telemetry
+from edge.close_codes import CloseCode
+from edge.frame_writer import FrameWriter, text_frame
+from edge.wakeups import Signal
 from realtime.frames import Key, Position, gap_frame, ready_frame, splice
 from realtime.recipients import Recipient
-from realtime.wakeups import Signal
 
 Held = tuple[int, Position, bytes, str, bytes]  # (recipient index, event, id, coalesce, body)
 
@@ -117,7 +117,7 @@ class ClientConnection:
     def catching_up(self) -> bool:
         return self._held is not None
 
-    # -- fed by the catch-up (realtime.catch_up) ----------------------------------------
+    # -- fed by the catch-up (edge.catch_up) ----------------------------------------
 
     def report_gap(self) -> None:
         """Queue `insight_gap`: events after the position the client resumes from are gone."""

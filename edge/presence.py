@@ -1,0 +1,198 @@
+"""This edge's share of presence: its connections counted per user (and per business member),
+admitted against the per-user cap and the user's revocation mark, given back when they close,
+and kept alive by a heartbeat. What the counts mean in the broker, and why the cap holds
+across edges, is told in `realtime.broker.presence_calls`.
+
+Counts change on every connect and close; they are written by a flusher (one write for
+everything that changed meanwhile), and all of them again every PRESENCE_TTL_SECONDS / 3, so
+the users of an edge that dies leave presence within PRESENCE_TTL_SECONDS. Each write reads
+the revocation marks of the users it writes: a connection that missed a revocation's
+announcement is closed by the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable, Iterable
+
+from core.security import Identity, issued_before
+from realtime.broker import Admission, Entry, PresenceStore
+
+logger = logging.getLogger(__name__)
+
+RETRACT_TIMEOUT_SECONDS = 2.0  # an edge that stops gives its entries up for this long at most
+
+OnRevoked = Callable[[str, int], object]  # (user id, mark): close the user's older sessions
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_edge_id() -> str:
+    """A readable id unique to this process: host, pid and a random part."""
+    host = _UNSAFE.sub("-", socket.gethostname())[:40] or "edge"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class Presence:
+    """This edge's connections in the shared presence: admitted by `enter`, given back by
+    `leave`, and kept alive by a heartbeat."""
+
+    def __init__(
+        self,
+        store: PresenceStore,
+        *,
+        ttl_seconds: float,
+        max_per_user: int,
+        on_revoked: OnRevoked,
+        edge_id: str | None = None,
+    ) -> None:
+        self.edge = edge_id or new_edge_id()
+        self._store = store
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._interval = ttl_seconds / 3
+        self._cap = max_per_user
+        self._on_revoked = on_revoked
+        self._counts: dict[Entry, int] = {}
+        self._dirty: set[Entry] = set()  # changed since last written
+        self._seq = itertools.count(1)
+        self._flusher: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._beat(), name="presence-heartbeat"
+        )
+        logger.info(
+            "presence started", extra={"edge": self.edge, "ttl_ms": self._ttl_ms, "cap": self._cap}
+        )
+
+    async def stop(self) -> None:
+        """Stop the heartbeat and give up every entry (written as 0, in one pass)."""
+        self._stopped = True
+        for task in (self._heartbeat, self._flusher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        entries = {entry: 0 for entry in self._counts}
+        self._counts.clear()
+        self._dirty.clear()
+        if entries:
+            try:
+                async with asyncio.timeout(RETRACT_TIMEOUT_SECONDS):
+                    await self._write(entries)
+            except Exception as error:
+                logger.warning(
+                    "presence not retracted; it expires by itself",
+                    extra={"edge": self.edge, "entries": len(entries), "error": repr(error)},
+                )
+
+    async def enter(self, identity: Identity) -> Admission:
+        """Count a new connection of `identity`, unless its tokens are revoked or the user is
+        at the cap. Broker errors propagate (with nothing counted)."""
+        if self._stopped:
+            raise ConnectionError("the edge is stopping")
+        own: Entry = (None, identity.user_id)
+        count = self._counts.get(own, 0) + 1
+        self._counts[own] = count
+        try:
+            admission = await self._store.enter(
+                identity.user_id,
+                identity.issued_at,
+                edge=self.edge,
+                count=count,
+                seq=next(self._seq),
+                ttl_ms=self._ttl_ms,
+                cap=self._cap,
+            )
+        except BaseException:
+            self._change(own, -1)
+            raise
+        if admission is not Admission.ADMITTED:
+            self._change(own, -1)
+        elif identity.business_id is not None:
+            self._change((identity.business_id, identity.user_id), +1)
+        return admission
+
+    def leave(self, identity: Identity) -> None:
+        """An admitted connection closed: its slot is given back within a round trip."""
+        if self._stopped:
+            return
+        self._change((None, identity.user_id), -1)
+        if identity.business_id is not None:
+            self._change((identity.business_id, identity.user_id), -1)
+
+    async def revoked(self, identity: Identity) -> bool:
+        """Whether the user's revocation mark refuses this identity's token (a renewal)."""
+        mark = await self._store.revocation_mark(identity.user_id)
+        return mark is not None and issued_before(identity, mark)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _change(self, entry: Entry, delta: int) -> None:
+        self._counts[entry] = max(0, self._counts.get(entry, 0) + delta)
+        self._dirty.add(entry)
+        if self._flusher is None and not self._stopped:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="presence-flush"
+            )
+
+    async def _flush(self) -> None:
+        """Write what changed, batched: whatever changes while a write is in flight goes in
+        the next one."""
+        try:
+            while self._dirty and not self._stopped:
+                entries = self._take(self._dirty)
+                self._dirty = set()
+                try:
+                    await self._write(entries)
+                except Exception as error:  # Redis errors, and redis-py's cluster ones
+                    self._dirty.update(entries)
+                    logger.warning(
+                        "presence write failed; retrying",
+                        extra={"edge": self.edge, "entries": len(entries), "error": repr(error)},
+                    )
+                    await asyncio.sleep(min(self._interval, 1.0))
+        finally:
+            self._flusher = None
+
+    def _take(self, entries: Iterable[Entry]) -> dict[Entry, int]:
+        """The counts of `entries` now; a count of 0 is forgotten once it is taken."""
+        taken = {entry: self._counts.get(entry, 0) for entry in entries}
+        for entry, count in taken.items():
+            if count == 0:
+                self._counts.pop(entry, None)
+        return taken
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            entries = self._take(list(self._counts))
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._write(entries)
+            except Exception as error:  # Redis errors, and redis-py's cluster ones
+                logger.warning(
+                    "presence heartbeat failed",
+                    extra={"edge": self.edge, "entries": len(entries), "error": repr(error)},
+                )
+                continue
+            elapsed = asyncio.get_running_loop().time() - started
+            logger.debug(
+                "presence heartbeat",
+                extra={"edge": self.edge, "entries": len(entries), "ms": round(elapsed * 1e3, 1)},
+            )
+
+    async def _write(self, entries: dict[Entry, int]) -> None:
+        """Write `entries`; hand the revocation marks the writes read to `on_revoked`."""
+        marks = await self._store.put(
+            entries, edge=self.edge, seq=next(self._seq), ttl_ms=self._ttl_ms
+        )
+        for user_id, mark in marks:
+            self._on_revoked(user_id, mark)

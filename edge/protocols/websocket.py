@@ -1,0 +1,233 @@
+"""`EdgeWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol (`websockets-sansio`) that
+also offers itself as the socket's `FrameWriter` (`edge.frame_writer`).
+
+It holds less per socket than uvicorn's: an edge keeps tens of thousands open for hours, so
+the ASGI receive queue and the writable event become `edge.wakeups`' Inbox and Flag, and the
+handshake's request and response are dropped once the socket is open (what that saves:
+bench/results/design-figures.md).
+
+Hostile input (never a hang, a crash or a leak). websockets refuses a request line or header
+line over its limit (`MAX_LINE_LENGTH`, 8 KiB) or too many headers by queueing a 414 or 431
+and sending nothing more, but uvicorn, as of 0.54, only writes websockets' output once a
+request has parsed: the refusal was never written, and the TCP connection stayed open. This
+protocol writes it and closes.
+
+Nothing held: a peer that stops reading, its TCP window shut, would hold its socket for
+ever, because every close (uvicorn's and the app's) waits for the transport's write buffer to
+drain, and the app's close first waits for the transport to take data at all. This protocol
+queues the app's close frame at once, and aborts the connection CLOSE_GRACE_SECONDS after any
+close it starts if the peer has not taken it by then.
+
+A text message that is not UTF-8 is closed 4400 (malformed), like any other malformed first
+frame, instead of uvicorn's 1007 with an error and its traceback logged for every one. And a
+connection failed for a protocol error (1009 for a message over WS_MAX_MESSAGE_BYTES) is
+half-closed and drained rather than closed at once, so that the peer reads its close code
+(see `EdgeWebSocketProtocol.handle_parser_exception`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
+
+from edge.close_codes import CloseCode
+from edge.frame_writer import FRAME_WRITER_EXTENSION
+from edge.wakeups import Flag, Inbox
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
+
+# After failing a connection (a protocol error), how long to wait for the peer to close its
+# half of the TCP connection before closing ours anyway.
+CLOSE_LINGER_SECONDS = 2.0
+# After any close the edge starts, how long the peer has to take the close frame (and what
+# was queued before it) and answer, before the connection is aborted: DESIGN.md's "a few
+# seconds" after a decision to close (see `_bound_close`).
+CLOSE_GRACE_SECONDS = 3.0
+
+logger = logging.getLogger(__name__)
+
+
+class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's `websockets-sansio` protocol that also offers itself as the socket's
+    `FrameWriter`. It only adds a way to write data frames and trims what it holds: the
+    handshake, pings, closing and flow control stay uvicorn's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
+        self.close_timeout = CLOSE_GRACE_SECONDS  # for the peer's reply to our close frame
+        self._abort_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_handshake()
+
+    def _refuse_handshake(self) -> None:
+        """websockets could not take the request (a line over MAX_LINE_LENGTH: 414 or 431;
+        too many headers: 431; a head it cannot parse: nothing queued, so 400): write its
+        answer, which uvicorn leaves unwritten, and close the connection."""
+        answer = b"".join(self.conn.data_to_send())
+        if not answer:
+            answer = self.conn.reject(
+                HTTPStatus.BAD_REQUEST, "Failed to open a WebSocket connection: invalid request.\n"
+            ).serialize()
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(answer)
+        self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn answers a text message that is not UTF-8 with 1007 and logs an error with a
+        # traceback, for each one; DESIGN.md wants 4400 for any malformed first frame. Closed
+        # as the app closes (the peer's reply ends it), since later frames of the same read
+        # are still handled.
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self._start_close(CloseCode.MALFORMED, "text frame is not UTF-8")
+                return
+        super().send_receive_event_to_app()
+
+    def _start_close(self, code: int, reason: str) -> None:
+        """What uvicorn does for the app's `websocket.close`, without first waiting for the
+        transport to take data: tell the app, queue the close frame, read the peer's reply
+        (its close frame), close when it comes or after `close_timeout`, and abort the
+        connection if even that cannot be done in time (`_bound_close`)."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        self._bound_close()
+
+    def _bound_close(self) -> None:
+        """Abort the connection if it is still open CLOSE_GRACE_SECONDS from now.
+
+        Every close of a socket goes through `transport.close()`, which closes only once the
+        transport's write buffer has drained: never, while a peer that stopped reading keeps
+        its TCP window shut. So each close the edge starts (the app's close: a full buffer's
+        1013, an expired or revoked token; a ping left unanswered; a shutdown; a protocol
+        error) is bounded here, and the socket, its descriptor and its buffers go at the
+        latest this long after it."""
+        if self._abort_timer is None and not self.disconnected:
+            self._abort_timer = self.loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        if self.disconnected:
+            return
+        logger.info(
+            "websocket aborted: the peer took nothing for %.0f s after the close",
+            CLOSE_GRACE_SECONDS,
+            extra={"unsent_bytes": self.transport.get_write_buffer_size()},
+        )
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        super().connection_lost(exc)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # sends 1011 and closes the transport
+        self._bound_close()
+
+    def shutdown(self) -> None:
+        super().shutdown()  # sends 1012 (or answers a pending handshake) and closes
+        self._bound_close()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()  # closes the transport unless a close is under way
+        self._bound_close()
+
+    def handle_parser_exception(self) -> None:
+        """The peer broke the protocol (a message over WS_MAX_MESSAGE_BYTES: 1009, a bad
+        frame: 1002): websockets has queued its close frame and the end of our half of the
+        connection. uvicorn writes the close frame and closes the socket at once, so data
+        the peer is still sending (the rest of a fragmented message) arrives at a closed
+        socket, whose reset can destroy the close frame before the peer reads it: one
+        fragmented oversized message in five ended 1006 instead of 1009. Instead, as
+        websockets means it: close our half (FIN after the close frame), read and discard
+        until the peer closes its half, and close after CLOSE_LINGER_SECONDS at the latest.
+        Called again for each later read (the parser's error stays set); then it only
+        discards."""
+        if self.close_sent and self.close_timer is None:
+            super().handle_parser_exception()  # closed already, as uvicorn would
+            return
+        if not self.close_sent:
+            close = self.conn.close_sent
+            assert close is not None
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+            )
+            self.close_sent = True
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+            self.close_timer = self.loop.call_later(CLOSE_LINGER_SECONDS, self.transport.close)
+            self._bound_close()
+        writes = self.conn.data_to_send()
+        if data := b"".join(writes):
+            self.transport.write(data)
+        if b"" in writes:  # websockets' end-of-stream marker: half-close
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            else:
+                self.transport.close()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            # The ASGI task is created but has not run yet, so it sees the extension.
+            extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
+            extensions[FRAME_WRITER_EXTENSION] = self
+        # websockets' parser keeps the request alive for as long as the socket is open (it
+        # is a local of the parsing generator); the scope has its own copy of the headers.
+        event.headers.clear()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and not (self.close_sent or self.disconnected or self.transport.is_closing())
+        ):
+            # uvicorn would first wait for the transport to take data, which a peer that
+            # stopped reading never lets it do: the close and the socket would be held.
+            self._start_close(message.get("code", 1000), message.get("reason") or "")
+            return
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The handshake is done: its request and response are never read again.
+            del self.request, self.response
+
+    def write_frame(self, frame: bytes) -> bool:
+        if (
+            not self.writable.is_set()
+            or self.close_sent
+            or self.disconnected
+            or self.conn.state is not State.OPEN
+        ):
+            return False
+        self.transport.write(frame)
+        return True
+
+    def takes_data(self) -> bool:
+        return self.writable.is_set()
+
+    async def wait_writable(self) -> None:
+        await self.writable.wait()

@@ -1,0 +1,151 @@
+"""The durable per-recipient event log in Redis: its two calls, APPEND and REPLAY, built once.
+
+Appending is one script per event, over the keys of one recipient only (they share a hash
+slot, see `realtime.recipients`), so an event is never in the log without being announced or
+announced without being in the log, and the recipients of a Redis Cluster spread over all of
+its shards.
+
+Ids are the recipient's Stream entry ids, taken from the Redis clock in microseconds (see
+`realtime.frames`). The log's metadata hash keeps its epoch (which incarnation of the log
+this is), its newest entry id, and the newest id trimmed away by count; it lives as long as
+the log (both expire EVENTS_MAX_AGE_SECONDS after the last append, or after a first read of
+a log that has none), so a user who only connects costs Redis one small hash for that long.
+A position is past retention, and replay reports a gap, when an entry newer than it was
+trimmed, when the log is of another epoch (the log was lost, with Redis's data or by
+expiry), or when the entry it names is gone though younger than the retention (a failover
+promoted a replica that never got it, so later ones may be lost too). Each entry also
+carries its own expiry (at most `max_age`), after which it is not replayed; trimming by age
+therefore never drops a replayable event. A position of another epoch is replayed from the
+new log's start, after the gap: its key means nothing in the new log.
+
+Replay is paged: each call returns at most a page of entries and bytes, so neither Redis nor
+the edge ever builds a whole log of large events in one reply, and other recipients' appends
+wait behind a page at most (see `edge.catch_up`).
+
+Durability: with `EVENTS_MIN_REPLICAS=N` an append returns only once N replicas hold the
+event (`realtime.broker.call.Durability`); without it, once the master has it, and a
+failover that loses it is reported to the clients that had seen it as `insight_gap`.
+
+Idempotency: an append with an idempotency key remembers the id it returned under that key
+(in the recipient's slot, for the log's retention); a repeat returns that id and publishes
+nothing. Without a key each call makes one, kept briefly, so that a client library that
+re-sends a script whose reply was lost cannot publish twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.broker.call import Call, as_text
+from realtime.broker.log_scripts import APPEND, REPLAY
+from realtime.frames import MAX_SEQ, Key, Position, entry_key
+from realtime.options import PublishOptions
+from realtime.recipients import Recipient
+
+MAX_FRAME_BYTES = 64 * 1024  # a UI event is a notification, not a data transfer
+RETRY_KEY_TTL_SECONDS = 300  # the key made for a call without one guards its retries only
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of each recipient's history the log keeps for replay."""
+
+    max_len: int
+    max_age_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of one recipient's log after a position: the log's epoch, whether events after
+    the position are gone, the entries that follow, in order, as (key, entry id, body), and
+    whether more may follow the last entry it scanned (`scanned`, None if it scanned none)."""
+
+    epoch: str
+    gap: bool
+    entries: list[tuple[Key, str, bytes]]
+    more: bool = False
+    scanned: Key | None = None
+
+
+def start_position(kind: str, server_time: tuple[int, int]) -> Position:
+    """The position just before anything appended after the clock read `server_time`
+    (Redis TIME: seconds, microseconds): where a connection without `since` starts."""
+    micros = server_time[0] * 1_000_000 + server_time[1]
+    return Position(kind, None, (micros - 1, MAX_SEQ))
+
+
+def append(
+    recipient: Recipient, body: str, ttl: float, options: PublishOptions, retention: Retention
+) -> Call[str]:
+    """Store `body` (an encoded event, `{"type":...}`) in the recipient's log for `ttl`
+    seconds and announce it; the call returns its id (the first one's, for a repeated key)."""
+    if not body.startswith('{"'):
+        raise ValueError("an event body must be a JSON object")
+    if len(body) > MAX_FRAME_BYTES // 4 and (size := len(body.encode())) > MAX_FRAME_BYTES:
+        raise ValueError(f"an event may be at most {MAX_FRAME_BYTES} bytes, got {size}")
+    if not 0 < ttl <= retention.max_age_seconds:
+        raise ValueError(
+            f"ttl must be between 0 and the log's retention ({retention.max_age_seconds} s), "
+            f"got {ttl}"
+        )
+    if options.idempotency_key is None:
+        key, ttl_ms = f"retry:{uuid.uuid4().hex}", RETRY_KEY_TTL_SECONDS * 1000
+    else:
+        key, ttl_ms = f"key:{options.idempotency_key}", retention.max_age_seconds * 1000
+    keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]
+    args: list[str | int] = [
+        recipient.live_channel,
+        body,
+        int(ttl * 1_000_000),
+        retention.max_len,
+        retention.max_age_seconds * 1_000_000,
+        options.coalesce_key or "",
+        ttl_ms,
+        recipient.letter,
+        "1",
+        retention.max_age_seconds * 1000,  # the metadata lives as long as the log
+    ]
+    return Call(APPEND, keys, args, as_text, durable=True)
+
+
+def replay(
+    recipient: Recipient,
+    after: Position,
+    *,
+    check: bool,
+    max_entries: int,
+    max_bytes: int,
+    retention: Retention,
+) -> Call[Page]:
+    """A page of the recipient's log after `after`: at most `max_entries` entries, and about
+    `max_bytes` (a page stops at the entry that reaches it). With `check`, whether events
+    after the position are gone (only the first page of a catch-up: a later page starts where
+    the previous one stopped, which may be no entry of this log)."""
+    keys = [recipient.stream_key, recipient.meta_key]
+    args: list[str | int] = [
+        after.entry,
+        after.epoch or "",
+        "1" if check else "0",
+        max_entries,
+        max_bytes,
+        retention.max_age_seconds * 1000,
+        retention.max_age_seconds * 1_000_000,
+    ]
+    return Call(REPLAY, keys, args, _page)
+
+
+def _page(reply: Any) -> Page:
+    epoch, gap, more, scanned, *flat = reply
+    entries = []
+    for index in range(0, len(flat), 2):
+        entry = as_text(flat[index])
+        entries.append((entry_key(entry), entry, bytes(flat[index + 1])))
+    return Page(
+        epoch=as_text(epoch),
+        gap=bool(gap),
+        entries=entries,
+        more=bool(more),
+        scanned=entry_key(as_text(scanned)) if scanned else None,
+    )

@@ -1,0 +1,135 @@
+"""The broker over Redis, one server or a cluster: the edge's log store, live feed and
+presence store on one client, found out by asking the node `EVENTS_REDIS_URL` names.
+
+On one Redis, a bounded pool that makes callers wait for a free connection (a burst of
+connects queues its replays instead of opening a Redis connection per WebSocket), and the
+node is kept connected while idle (readiness). On a cluster, redis-py's cluster client, which
+refuses a call when a node's pool is full rather than wait: reads and presence calls in
+flight are bounded here instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from realtime.broker import Admission, Entry, Marks
+from realtime.broker import presence_calls as calls
+from realtime.broker.drivers import AsyncClient, AsyncDriver
+from realtime.broker.log_calls import Retention
+from realtime.broker.redis_live import RedisLiveFeed
+from realtime.broker.topology import ClusterTopology, SingleNode, async_client, is_cluster_async
+from realtime.eventlog import AsyncEventLog
+from realtime.presence import revocation_mark_async
+
+CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
+PRESENCE_CALLS = 16  # presence scripts in flight at once, on a cluster (within the pool too)
+PIPELINE_CALLS = 256  # presence writes per pipeline round trip
+
+
+class RedisPresenceStore:
+    """The `PresenceStore` over Redis (`presence_calls`)."""
+
+    def __init__(self, driver: AsyncDriver, *, concurrency: int | None = None) -> None:
+        self._driver = driver
+        self._calls = asyncio.Semaphore(concurrency) if concurrency else None
+
+    async def enter(
+        self,
+        user_id: str,
+        issued_at: float | None,
+        *,
+        edge: str,
+        count: int,
+        seq: int,
+        ttl_ms: int,
+        cap: int,
+    ) -> Admission:
+        call = calls.enter(
+            user_id, issued_at, edge=edge, count=count, seq=seq, ttl_ms=ttl_ms, cap=cap
+        )
+        async with self._calls or contextlib.nullcontext():
+            return await self._driver.run(call)
+
+    async def put(self, entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> Marks:
+        """One script per hash slot, pipelined, PIPELINE_CALLS at a time."""
+        batch = calls.put(entries, edge=edge, seq=seq, ttl_ms=ttl_ms)
+        marks: Marks = []
+        for start in range(0, len(batch), PIPELINE_CALLS):
+            async with self._calls or contextlib.nullcontext():
+                replies = await self._driver.run_all(batch[start : start + PIPELINE_CALLS])
+            for found in replies:
+                marks.extend(found)
+        return marks
+
+    async def revocation_mark(self, user_id: str) -> int | None:
+        async with self._calls or contextlib.nullcontext():
+            return await revocation_mark_async(self._driver, user_id)
+
+
+class RedisBroker:
+    """The broker seam over Redis: `connect` it, then hand it to the edge."""
+
+    def __init__(
+        self, client: AsyncClient, retention: Retention, live: RedisLiveFeed, *, cluster: bool
+    ) -> None:
+        self.client = client
+        self.log = AsyncEventLog(client, retention, concurrency=CLUSTER_READS if cluster else None)
+        self.live = live
+        self.presence = RedisPresenceStore(
+            self.log.driver, concurrency=PRESENCE_CALLS if cluster else None
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        retention: Retention,
+        *,
+        wait_for_pool: float,
+        pubsub_ping_interval: float,
+    ) -> RedisBroker:
+        """Connect to the Redis (or cluster) at `url`; raises redis.RedisError (or OSError)
+        when it does not answer. `wait_for_pool`: the longest a call waits for a pooled
+        connection on one Redis."""
+        # Replays are reads: after a Redis restart or a failover, they are retried.
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5)
+        if await is_cluster_async(url):
+            cluster = await async_client(
+                url,
+                # Per node; redis-py refuses a call past it rather than wait, and one read may
+                # take more than one (a script not loaded yet is loaded on every master).
+                max_connections=4 * CLUSTER_READS,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                retry=retry,
+            )
+            assert isinstance(cluster, redis.asyncio.RedisCluster)
+            live = RedisLiveFeed(ClusterTopology(cluster, url), ping_interval=pubsub_ping_interval)
+            return cls(cluster, retention, live, cluster=True)
+        pool: Any = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=32,
+            timeout=wait_for_pool,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=retry,
+        )
+        client = redis.asyncio.Redis(connection_pool=pool, auto_close_connection_pool=True)
+        await client.ping()
+        live = RedisLiveFeed(SingleNode(url), ping_interval=pubsub_ping_interval, home=url)
+        return cls(client, retention, live, cluster=False)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.live.close()
+        await self.log.driver.close()

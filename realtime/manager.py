@@ -1,0 +1,114 @@
+"""The seed's five calls (toast, redirect, refresh, update, modal), written once for every
+manager: the synchronous and async UIManagers, and the one that waits for a commit.
+
+Each manager decides only what `publish` does with an event and its `PublishOptions` (and so
+what the five calls return: an id, an awaitable of one, or nothing until the commit).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Generic, Self, TypeVar
+
+from pydantic import JsonValue
+
+from realtime.events import (
+    Modal,
+    ModalContent,
+    Redirect,
+    Refresh,
+    Toast,
+    ToastVariant,
+    Update,
+    encode_context,
+    encode_event,
+)
+from realtime.options import DEFAULT_OPTIONS, PublishOptions
+from realtime.recipients import Recipient
+
+AnyEvent = Redirect | Toast | Refresh | Update | Modal
+Result = TypeVar("Result")
+
+
+class Manager(Generic[Result]):
+    """A recipient, the context keys its events carry, and the five calls."""
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.recipient = recipient
+        self._context = ""
+
+    @classmethod
+    def for_user(cls, user_id: str | int) -> Self:
+        return cls(Recipient.user(user_id))
+
+    @classmethod
+    def for_business(cls, business_id: str | int) -> Self:
+        return cls(Recipient.business(business_id))
+
+    @classmethod
+    def broadcast(cls) -> Self:
+        return cls(Recipient.everyone())
+
+    def with_context(self, **context: str) -> Self:
+        """A copy whose events also carry these keys, e.g. `jobId=...` for events about a job."""
+        twin = copy.copy(self)
+        twin._context = encode_context(context)
+        return twin
+
+    def body(self, event: AnyEvent) -> str:
+        """The event's frame body as stored and sent: its JSON, the context keys first."""
+        encoded = encode_event(event)
+        return "{" + self._context + encoded[1:] if self._context else encoded
+
+    def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> Result:
+        raise NotImplementedError
+
+    def redirect(
+        self, path: str, *, ttl: float | None = None, idempotency_key: str | None = None
+    ) -> Result:
+        """Send the browser to `path`."""
+        return self.publish(Redirect(target=path), PublishOptions(ttl, None, idempotency_key))
+
+    def show_toast(
+        self,
+        title: str,
+        description: str,
+        variant: ToastVariant,
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        """Show a toast; variant is success, error, warning or info."""
+        toast = Toast(title=title, description=description, variant=variant)
+        return self.publish(toast, PublishOptions(ttl, None, idempotency_key))
+
+    def refresh(self, *, ttl: float | None = None, idempotency_key: str | None = None) -> Result:
+        """Reload the page."""
+        return self.publish(Refresh(), PublishOptions(ttl, None, idempotency_key))
+
+    def update_ui(
+        self,
+        data: JsonValue,
+        *,
+        coalesce_key: str | None = None,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        """Hand `data` to the page's ui-update listeners.
+
+        With `coalesce_key`, a newer update with the same key replaces an older one still
+        waiting in a slow client's send buffer (use it for state snapshots, not deltas).
+        """
+        return self.publish(Update(data=data), PublishOptions(ttl, coalesce_key, idempotency_key))
+
+    def show_modal(
+        self,
+        modal_type: str,
+        payload: JsonValue = None,
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        """Open the modal `modal_type` with `payload`."""
+        content = ModalContent(type=modal_type, payload={} if payload is None else payload)
+        return self.publish(Modal(data=content), PublishOptions(ttl, None, idempotency_key))

@@ -1,0 +1,40 @@
+"""How one event is published, beside what it says: the one value every publishing call takes.
+
+`ttl`, `coalesce_key` and `idempotency_key` once travelled as loose keywords through every
+signature from `show_toast` down to the Redis script; they are one value now, checked once,
+when it is made.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# What an idempotency key may be: it becomes part of a Redis key name.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """`ttl`: seconds the event stays worth replaying to a client that reconnects (None: its
+    type's default, `realtime.events.DEFAULT_TTL_SECONDS`; at most the log's retention).
+    `coalesce_key`: a newer `ui_update` with the same key replaces an older one still waiting
+    in a slow client's buffer (for snapshots, not deltas). `idempotency_key`: a repeat with the
+    same key within the retention returns the first event's id and publishes nothing."""
+
+    ttl: float | None = None
+    coalesce_key: str | None = None
+    idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and not self.ttl > 0:
+            raise ValueError(f"ttl must be positive, got {self.ttl}")
+        if self.coalesce_key is not None and ("\n" in self.coalesce_key or not self.coalesce_key):
+            raise ValueError("coalesce_key must be a non-empty single line")
+        if self.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(
+            self.idempotency_key
+        ):
+            raise ValueError("idempotency_key must be 1-200 printable ASCII characters, no spaces")
+
+
+DEFAULT_OPTIONS = PublishOptions()
