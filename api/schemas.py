@@ -17,10 +17,10 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from api.currencies import ISO_4217
-from realtime.ids import IdText
 from domain.jobs import JobKind, JobStatus
 from realtime.broker.log_calls import MAX_FRAME_BYTES, Retention
 from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
+from realtime.ids import IdText
 from realtime.manager import AnyEvent
 from realtime.recipients import Recipient
 

@@ -20,8 +20,8 @@ import time
 
 from core.security import Identity
 from edge.connection import ClientConnection
-from realtime.broker.log_calls import start_position
 from edge.frame_writer import text_frame
+from realtime.broker.log_calls import start_position
 from realtime.frames import parse_event_id, splice
 from realtime.recipients import recipients_of
 

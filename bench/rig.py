@@ -30,8 +30,8 @@ import redis
 
 from bench import loadclient
 from bench.targets import Target
-from tests.local_cluster import LocalCluster
 from cli.local_redis import LocalRedis, free_port
+from tests.local_cluster import LocalCluster
 
 SPAWN = multiprocessing.get_context("spawn")
 DRAIN_TIMEOUT = 15.0  # after the producers stop, how long in-flight events may take to land

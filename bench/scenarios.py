@@ -16,8 +16,8 @@ from bench import connect_latency, server_api
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
-from tests.local_cluster import LocalCluster, running_cluster
 from core.config import Settings
+from tests.local_cluster import LocalCluster, running_cluster
 
 Row = dict[str, Any]
 SERVERS = tuple(t for t in TARGETS if t.has_server)

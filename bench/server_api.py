@@ -40,10 +40,10 @@ import websockets
 from bench.common import LOGS, SECRET, server_env, start_edge, token, wait_ready
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
+from realtime.broker.topology import sync_client
 from realtime.eventlog import EventLog
 from realtime.publisher import UIManager
 from realtime.recipients import Recipient
-from realtime.broker.topology import sync_client
 
 Row = dict[str, Any]
 USERS = 100

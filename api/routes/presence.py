@@ -19,8 +19,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from api.deps import server_key
 from api.refusals import RETRY_AFTER_SECONDS, unavailable
 from api.schemas import Problem, refusals
-from realtime.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from realtime import AsyncUIManager, Recipient
+from realtime.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
 from realtime.presence import members_async
 from realtime.publisher import default_async_event_log
 
