@@ -7,6 +7,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY core core
 COPY realtime realtime
+COPY edge edge
 COPY demo demo
 COPY api api
 COPY domain domain

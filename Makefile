@@ -36,7 +36,7 @@ typescript: install   ## regenerate insight.d.ts from realtime/events.py (and th
 	mkdir -p var
 	$(BIN)/python -m tools.typescript > var/insight.d.ts.new
 	cp var/insight.d.ts.new examples/nextjs/src/hooks/insight.d.ts
-	mv var/insight.d.ts.new realtime/static/insight.d.ts
+	mv var/insight.d.ts.new edge/static/insight.d.ts
 
 lock: install         ## re-pin constraints.txt to what is installed now
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

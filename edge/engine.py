@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY
 from core.config import Settings
 from edge.close_codes import CloseCode
 from edge.hub import Hub
+from edge.hub_metrics import HubCollector
 from edge.presence import Presence
-from edge.telemetry import HubCollector
 from realtime.broker import Broker
 from realtime.broker.redis_broker import RedisBroker
 

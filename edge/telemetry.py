@@ -4,7 +4,7 @@ The delivery path counts once per message per process (not per connection), in p
 integers that become metric families only when Prometheus scrapes: prometheus_client's
 Counter.inc and Histogram.observe take a lock and a few calls each, a share of the edge's
 CPU that grows with the event rate (measured: bench/results/design-figures.md). Gauges that
-describe all connections are also computed at scrape time.
+describe all connections are computed at scrape time too (`edge.hub_metrics`).
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ import itertools
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 from prometheus_client import REGISTRY, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from realtime import frames
 from realtime.events import EventType
 from realtime.frames import Position
-
-if TYPE_CHECKING:
-    from edge.hub import Hub
 
 EVENT_TYPES = (*get_args(EventType), "other")
 
@@ -97,35 +94,3 @@ def record_coalesced() -> None:
 def record_dropped(unsent: list[bytes]) -> None:
     for frame in unsent:
         _dropped[frame_type(frame)].inc()
-
-
-class HubCollector(Collector):
-    """Connection states, send-buffer depth and Redis reconnects, read at scrape time."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        connections = list(self.hub.connections)
-        states = GaugeMetricFamily("insight_edge_connections", "Open connections", labels=["state"])
-        catching_up = sum(1 for c in connections if c.catching_up)
-        states.add_metric(["live"], len(connections) - catching_up)
-        states.add_metric(["catching_up"], catching_up)
-        yield states
-        depth = GaugeMetricFamily(
-            "insight_edge_send_buffer_frames", "Frames waiting in send buffers", labels=["stat"]
-        )
-        queued = [c.queued for c in connections] or [0]
-        depth.add_metric(["total"], sum(queued))
-        depth.add_metric(["max"], max(queued))
-        yield depth
-        yield GaugeMetricFamily(
-            "insight_edge_subscribed_channels",
-            "Recipient channels this edge subscribes to",
-            value=self.hub.feed.channel_count,
-        )
-        yield CounterMetricFamily(
-            "insight_edge_redis_reconnects",
-            "Times the pub/sub connection to Redis was lost and re-established",
-            value=self.hub.feed.reconnects,
-        )

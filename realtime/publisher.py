@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from realtime import presence
 from realtime.broker.topology import async_client, sync_client
-from realtime.eventlog import AsyncEventLog, EventLog
+from realtime.eventlog import AsyncEventLog, EventLog, Retention
 from realtime.events import DEFAULT_TTL_SECONDS
 from realtime.manager import AnyEvent, Manager
 from realtime.options import DEFAULT_OPTIONS, PublishOptions
@@ -75,9 +75,12 @@ async def default_async_event_log() -> AsyncEventLog:
     return log
 
 
-def ttl_of(event: AnyEvent, options: PublishOptions) -> float:
-    """How long `event` stays worth replaying: the options' ttl, else its type's default."""
-    return DEFAULT_TTL_SECONDS[event.type] if options.ttl is None else options.ttl
+def ttl_of(event_type: str, ttl: float | None, retention: Retention) -> float:
+    """How long an event stays worth replaying: `ttl` when given, else its type's default,
+    which a log kept for less time than that (EVENTS_MAX_AGE_SECONDS) shortens."""
+    if ttl is not None:
+        return ttl
+    return min(DEFAULT_TTL_SECONDS[event_type], retention.max_age_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,9 @@ class UIManager(Manager[str]):
 
         A repeat with the same idempotency key within the log's retention returns the
         first call's id and publishes nothing."""
-        return self.log.append(self.recipient, self.body(event), ttl_of(event, options), options)
+        log = self.log
+        ttl = ttl_of(event.type, options.ttl, log.retention)
+        return log.append(self.recipient, self.body(event), ttl, options)
 
     # -- presence and disconnect (realtime.presence) ------------------------------------
 
@@ -172,7 +177,8 @@ class AsyncUIManager(Manager[Coroutine[Any, Any, str]]):
     async def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> str:
         """`UIManager.publish` for asyncio code."""
         log = await self.log()
-        return await log.append(self.recipient, self.body(event), ttl_of(event, options), options)
+        ttl = ttl_of(event.type, options.ttl, log.retention)
+        return await log.append(self.recipient, self.body(event), ttl, options)
 
     async def connections(self) -> int:
         """The user's open sockets on every edge (a business: all its members')."""

@@ -18,7 +18,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,63 +26,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stripe_local.forms import parse_form
+from stripe_local.state import (
+    DECLINING_METHODS,
+    FAULT_KINDS,
+    SUCCEEDING_METHODS,
+    Fault,
+    StripeState,
+    new_id,
+    stripe_error,
+)
 from stripe_local.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
-
-SUCCEEDING_METHODS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_debit"}
-DECLINING_METHODS = {
-    "pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
-    "pm_card_chargeDeclinedInsufficientFunds": (
-        "card_declined",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-    ),
-    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "Your card has expired."),
-    "pm_card_chargeDeclinedIncorrectCvc": (
-        "incorrect_cvc",
-        "incorrect_cvc",
-        "Your card's security code is incorrect.",
-    ),
-}
-FAULT_KINDS = ("http_500", "http_429", "slow", "lose_response")
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def stripe_error(status: int, type_: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message, **extra}}, status_code=status)
-
-
-@dataclass
-class Fault:
-    kind: str
-    remaining: int
-    delay_seconds: float
-
-
-@dataclass
-class StripeState:
-    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    charges: list[dict[str, Any]] = field(default_factory=list)
-    # (secret key, idempotency key) -> (request fingerprint, status, body); None while running
-    idempotency: dict[tuple[str, str], tuple[str, int, bytes] | None] = field(default_factory=dict)
-    faults: list[Fault] = field(default_factory=list)
-    requests: int = 0
-    # Requests answered from the idempotency cache, or refused while their key was in use.
-    replayed: int = 0
-    key_in_use: int = 0
-
-    def next_fault(self) -> Fault | None:
-        while self.faults:
-            fault = self.faults[0]
-            if fault.remaining > 0:
-                fault.remaining -= 1
-                return fault
-            self.faults.pop(0)
-        return None
 
 
 class StripeLocal:
@@ -197,7 +151,7 @@ class StripeLocal:
             return stripe_error(400, "invalid_request_error", "Invalid currency", param="currency")
         now = int(time.time())
         intent: dict[str, Any] = {
-            "id": _id("pi"),
+            "id": new_id("pi"),
             "object": "payment_intent",
             "amount": int(amount),
             "amount_received": 0,
@@ -251,7 +205,7 @@ class StripeLocal:
         intent["payment_method"] = method
         if method in SUCCEEDING_METHODS:
             charge = {
-                "id": _id("ch"),
+                "id": new_id("ch"),
                 "amount": intent["amount"],
                 "currency": intent["currency"],
                 "payment_intent": intent["id"],

@@ -146,7 +146,7 @@ def run_client(code: int, reason: str, duration_ms: int, *, get_token: bool) -> 
         if os.environ.get("INSIGHT_REQUIRE_NODE"):
             pytest.fail("node is missing and INSIGHT_REQUIRE_NODE is set")
         pytest.skip("needs Node.js")
-    module = (ROOT / "realtime" / "static" / "insight.js").as_uri()
+    module = (ROOT / "edge" / "static" / "insight.js").as_uri()
     credentials = (
         'getToken: async () => { tokens += 1; return "a.b.c"; }' if get_token else 'token: "a.b.c"'
     )

@@ -84,7 +84,7 @@ def test_an_edge_without_the_demo_answers_404_for_all_of_it(demo_off: Edge) -> N
     assert post_token(demo_off, "alice").status_code == 404
     client = get(demo_off, "/static/insight.js")
     assert client.status_code == 200
-    assert client.content == (ROOT / "realtime" / "static" / "insight.js").read_bytes()
+    assert client.content == (ROOT / "edge" / "static" / "insight.js").read_bytes()
 
 
 @pytest.mark.parametrize(("enabled", "imported"), [("false", False), ("true", True)])

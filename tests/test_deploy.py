@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,15 @@ def test_the_image_is_multi_stage_and_runs_as_a_non_root_user() -> None:
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users
     assert users[-1] not in ("root", "0")
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """The image is built from the packages copied into it: one left out (as edge/ once was,
+    when it split from realtime/) installs nothing for it, and its process fails to start."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = {
+        line.split()[1] for line in dockerfile if line.startswith("COPY ") and "--" not in line
+    }
+    assert packages <= copied

@@ -78,6 +78,6 @@ def test_the_committed_typescript_declarations_match_the_python_schema() -> None
     from tools.typescript import DECLARATIONS, render
 
     assert DECLARATIONS.read_text() == render(), (
-        "realtime/static/insight.d.ts is stale: run `make typescript`"
+        "edge/static/insight.d.ts is stale: run `make typescript`"
     )
     assert 'variant: "success" | "error" | "warning" | "info";' in render()

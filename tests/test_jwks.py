@@ -31,7 +31,8 @@ from pydantic import ValidationError
 
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
-from core.security import InvalidToken, jwks_key_set, verify_token, verify_token_async
+from core.jwks import jwks_key_set
+from core.security import InvalidToken, verify_token, verify_token_async
 from edge.close_codes import CloseCode
 from realtime import UIManager
 from tests.harness import (

@@ -200,3 +200,14 @@ async def test_a_logs_metadata_lives_no_longer_than_the_log(
     assert 0 < redis_client.pttl(recipient.meta_key) <= retention_ms
     assert 0 < redis_client.pttl(recipient.stream_key) <= retention_ms
     await client.close()
+
+
+def test_a_log_kept_less_than_a_types_default_ttl_shortens_it(redis_client: redis.Redis) -> None:
+    """EVENTS_MAX_AGE_SECONDS may be 60: an update's default TTL (600 s) is then the log's
+    retention, as over HTTP, rather than a ValueError in every producer."""
+    user = Recipient.user(unique("u"))
+    ui = UIManager(user, log=EventLog(redis_client, Retention(1000, 120)))
+    ui.update_ui({"n": 1})
+    [(_, fields)] = redis_client.xrange(user.stream_key)
+    expires_in = int(fields[b"x"]) / 1e6 - time.time()
+    assert 100 < expires_in <= 120

@@ -13,7 +13,7 @@ import pytest
 from tests.harness import ROOT
 
 PROJECT = ROOT / "tests" / "typescript"
-STATIC = ROOT / "realtime" / "static"
+STATIC = ROOT / "edge" / "static"
 
 
 @pytest.fixture(scope="module")

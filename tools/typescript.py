@@ -1,8 +1,8 @@
-"""Generate `realtime/static/insight.d.ts` from the Python event schema.
+"""Generate `edge/static/insight.d.ts` from the Python event schema.
 
 The TypeScript types of the frames are derived from `event_json_schema()`, so they cannot
 drift from what the publisher validates; a test fails when the committed file is stale.
-Regenerate with `make typescript` (`python -m tools.typescript > realtime/static/insight.d.ts`,
+Regenerate with `make typescript` (`python -m tools.typescript > edge/static/insight.d.ts`,
 and the copy in examples/nextjs/src/hooks/).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from realtime.events import CONTEXT_KEYS, Gap, Ready, event_json_schema
 
-DECLARATIONS = Path(__file__).resolve().parent.parent / "realtime" / "static" / "insight.d.ts"
+DECLARATIONS = Path(__file__).resolve().parent.parent / "edge" / "static" / "insight.d.ts"
 
 _CLIENT_API = """
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;

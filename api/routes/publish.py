@@ -27,21 +27,20 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SettingsDep, server_key
-from api.refusals import RETRY_AFTER_SECONDS, BodyLimit, unavailable
-from api.schemas import (
+from api.publish_schemas import (
     EXAMPLE_EVENT_ID,
     PUBLISH_BATCH_MAX_BODY_BYTES,
     PUBLISH_BATCH_MAX_ITEMS,
     PUBLISH_MAX_BODY_BYTES,
-    Problem,
     PublishBatchIn,
     Published,
     PublishedBatch,
     PublishIn,
+    item_ttl,
     recipient_of,
-    refusals,
-    ttl_of,
 )
+from api.refusals import RETRY_AFTER_SECONDS, BodyLimit, unavailable
+from api.schemas import Problem, refusals
 from realtime import PublishOptions
 from realtime.eventlog import Retention
 from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
@@ -222,7 +221,7 @@ async def _publish(
     try:
         for item, key in zip(items, keys, strict=True):
             manager = AsyncUIManager(recipient_of(item["to"]))
-            options = PublishOptions(ttl_of(item, retention), item.get("coalesce_key"), key)
+            options = PublishOptions(item_ttl(item, retention), item.get("coalesce_key"), key)
             event_id = await manager.publish(item["event"], options)
             ids.append(event_id)
     except (redis.RedisError, OSError) as error:

@@ -81,15 +81,7 @@ def append(
 ) -> Call[str]:
     """Store `body` (an encoded event, `{"type":...}`) in the recipient's log for `ttl`
     seconds and announce it; the call returns its id (the first one's, for a repeated key)."""
-    if not body.startswith('{"'):
-        raise ValueError("an event body must be a JSON object")
-    if len(body) > MAX_FRAME_BYTES // 4 and (size := len(body.encode())) > MAX_FRAME_BYTES:
-        raise ValueError(f"an event may be at most {MAX_FRAME_BYTES} bytes, got {size}")
-    if not 0 < ttl <= retention.max_age_seconds:
-        raise ValueError(
-            f"ttl must be between 0 and the log's retention ({retention.max_age_seconds} s), "
-            f"got {ttl}"
-        )
+    check_event(body, ttl, retention)
     if options.idempotency_key is None:
         key, ttl_ms = f"retry:{uuid.uuid4().hex}", RETRY_KEY_TTL_SECONDS * 1000
     else:
@@ -108,6 +100,20 @@ def append(
         retention.max_age_seconds * 1000,  # the metadata lives as long as the log
     ]
     return Call(APPEND, keys, args, as_text, durable=True)
+
+
+def check_event(body: str, ttl: float, retention: Retention) -> None:
+    """Refuse what no log takes (ValueError): a body that is not a JSON object, or over
+    MAX_FRAME_BYTES, or a ttl outside the log's retention."""
+    if not body.startswith('{"'):
+        raise ValueError("an event body must be a JSON object")
+    if len(body) > MAX_FRAME_BYTES // 4 and (size := len(body.encode())) > MAX_FRAME_BYTES:
+        raise ValueError(f"an event may be at most {MAX_FRAME_BYTES} bytes, got {size}")
+    if not 0 < ttl <= retention.max_age_seconds:
+        raise ValueError(
+            f"ttl must be between 0 and the log's retention ({retention.max_age_seconds} s), "
+            f"got {ttl}"
+        )
 
 
 def replay(

@@ -8,9 +8,10 @@ reconnect, of every channel the server drops (a slot migrated away: Redis pushes
 `sunsubscribe`) and of every channel it refuses (`-MOVED`: another node owns the slot now),
 so that the live feed can move those channels and resync their connections from the logs.
 So the protocol is driven here directly: an asyncio protocol parses what Redis sends with
-hiredis as it arrives and hands each message to the hub from the transport's callback (no
-reader task to wake per message), and one control task sends subscription changes, one
-command per hash slot, all at once, and matches Redis's replies to them in order.
+hiredis as it arrives and hands each message to the hub from the transport's callback, no
+reader task to wake per message (`realtime.broker.pubsub_connection`), and one control task
+sends subscription changes, one command per hash slot, all at once, and matches Redis's
+replies to them in order.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 from redis.crc import key_slot
+
+from realtime.broker.pubsub_connection import PubSubConnection, resp_command
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +36,6 @@ OnMessage = Callable[[bytes, bytes], None]
 OnChannels = Callable[[set[bytes]], None]
 OnRefused = Callable[[set[bytes], str], None]
 CONFIRM_TIMEOUT_SECONDS = 10.0
-
-
-def _command(*parts: str | bytes) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 @dataclass
@@ -53,75 +47,6 @@ class _Pending:
     group: list[bytes] = field(default_factory=list)
     done: bool = False
     refused: bool = False
-
-
-class _RedisProtocol(asyncio.Protocol):
-    """One connection's bytes: replies parsed as they arrive; `closed` fails when it ends."""
-
-    def __init__(self, node: NodeSubscriptions) -> None:
-        loop = asyncio.get_running_loop()
-        self._parser = hiredis.Reader()
-        self._node = node
-        self._transport: asyncio.Transport | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.first_reply: asyncio.Future[object] = loop.create_future()  # AUTH's answer
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        node = self._node
-        node.heard()
-        parser = self._parser
-        try:
-            parser.feed(data)
-            while (reply := parser.gets()) is not False:
-                if isinstance(reply, list):
-                    kind = reply[0]
-                    if kind == b"smessage":
-                        node.deliver(reply[1], reply[2])
-                    elif kind in (b"ssubscribe", b"sunsubscribe"):
-                        node.acknowledged(kind, reply[1])
-                elif isinstance(reply, hiredis.ReplyError):
-                    if not self.first_reply.done():
-                        raise ConnectionError(f"redis refused the connection: {reply}")
-                    node.refused(str(reply))
-                elif not self.first_reply.done():
-                    self.first_reply.set_result(reply)  # +OK to AUTH, or the first PONG
-        except (ConnectionError, hiredis.ProtocolError) as error:
-            self.close(error)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(exc or ConnectionError("redis closed the pub/sub connection"))
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    def write(self, data: bytes) -> None:
-        if self._transport is not None and not self.closed.done():
-            self._transport.write(data)
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.closed.done():
-            self.closed.result()  # raises why it ended
-
-    def close(self, error: BaseException | None = None) -> None:
-        self._end(error or ConnectionError("pub/sub connection closed"))
-        if self._transport is not None:
-            self._transport.close()
-
-    def _end(self, error: BaseException) -> None:
-        for future in (self.closed, self.first_reply):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # retrieved: whoever awaits it still gets the error
 
 
 class NodeSubscriptions:
@@ -156,7 +81,7 @@ class NodeSubscriptions:
         self._outstanding: deque[_Pending] = deque()
         self._answered = asyncio.Event()
         self._dirty = asyncio.Event()
-        self._redis: _RedisProtocol | None = None
+        self._redis: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -282,13 +207,13 @@ class NodeSubscriptions:
                 self.reconnects += 1
                 self._on_lost(set(self.wanted))
 
-    async def _connect(self) -> _RedisProtocol:
+    async def _connect(self) -> PubSubConnection:
         url = urlsplit(self.url)
         context = ssl.create_default_context() if url.scheme == "rediss" else None
         loop = asyncio.get_running_loop()
         _, connection = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _RedisProtocol(self), url.hostname or "localhost", url.port or 6379,
+                lambda: PubSubConnection(self), url.hostname or "localhost", url.port or 6379,
                 ssl=context,
             ),
             timeout=5,
@@ -299,9 +224,9 @@ class NodeSubscriptions:
                 if url.username
                 else [unquote(url.password)]
             )
-            connection.write(_command("AUTH", *parts))
+            connection.write(resp_command("AUTH", *parts))
         else:
-            connection.write(_command("PING"))  # a node that accepts but never answers
+            connection.write(resp_command("PING"))  # a node that accepts but never answers
         try:
             await asyncio.wait_for(connection.first_reply, timeout=5)
         except (ConnectionError, TimeoutError) as error:
@@ -323,7 +248,7 @@ class NodeSubscriptions:
                 if loop.time() - self._last_heard > 2 * self._ping_interval:
                     raise ConnectionError("redis did not answer PING") from None
                 if self._redis is not None:
-                    self._redis.write(_command("PING"))
+                    self._redis.write(resp_command("PING"))
                 continue
             self._dirty.clear()
             unsubscribe = self.active - self.wanted
@@ -349,7 +274,7 @@ class NodeSubscriptions:
             by_slot.setdefault(key_slot(channel), []).append(channel)
         batch = [_Pending(verb, deque(group), group) for group in by_slot.values()]
         self._outstanding.extend(batch)
-        self._redis.write(b"".join(_command(verb, *p.group) for p in batch))
+        self._redis.write(b"".join(resp_command(verb, *p.group) for p in batch))
         await self._redis.drain()
         async with asyncio.timeout(CONFIRM_TIMEOUT_SECONDS):
             while not batch[-1].done:  # replies come in order: the last one answers all

@@ -25,7 +25,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from api.schemas import PUBLISH_BATCH_MAX_BODY_BYTES, PUBLISH_MAX_BODY_BYTES
+from api.publish_schemas import PUBLISH_BATCH_MAX_BODY_BYTES, PUBLISH_MAX_BODY_BYTES
 from cli.local_redis import LocalRedis, free_port
 from core.config import DEV_PUBLISH_API_KEY, Settings
 from realtime.recipients import Recipient

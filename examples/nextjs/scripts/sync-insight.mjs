@@ -1,13 +1,13 @@
 // Copy Insight's browser client, its types and the React hook from the product into
 // src/hooks/, as its README tells a Next.js app to. Run after upgrading Insight:
-//   npm run sync-insight            (from ../../realtime/static, this repository's copy)
+//   npm run sync-insight            (from ../../edge/static, this repository's copy)
 //   npm run sync-insight -- <dir>   (from another checkout or an installed package)
 import { copyFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const source = resolve(process.argv[2] ?? join(here, "..", "..", "..", "realtime", "static"));
+const source = resolve(process.argv[2] ?? join(here, "..", "..", "..", "edge", "static"));
 const target = join(here, "..", "src", "hooks");
 
 for (const name of ["insight.js", "insight.d.ts", "useUIEvents.ts"]) {

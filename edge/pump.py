@@ -1,0 +1,199 @@
+"""One open socket's life after its handshake: the writer that drains its send buffer, the
+reader that polices what the client sends (and renews the session in band), the timer of its
+token's expiry, and its first catch-up from the logs, until one of them ends the session.
+
+Inbound frames are read by one helper task, and the token's expiry is a timer, so an open
+socket costs its own ASGI task and one more (and, while it catches up, a third): at tens of
+thousands of connections per process, every task is memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.config import Settings
+from core.security import Identity, InvalidToken, accepted_until, verify_token_async
+from edge.close_codes import CloseCode
+from edge.connection import ClientConnection
+from edge.frame_writer import FrameWriter, text_frame
+from edge.handshake import auth_message
+from edge.hub import Hub
+from edge.presence import Presence
+
+logger = logging.getLogger(__name__)
+
+WIRE_BATCH_FRAMES = 256  # frames joined into one socket write when a backlog drains
+WIRE_BATCH_BYTES = 256 * 1024  # and their bytes: a backlog moves to the transport in steps
+
+
+def log_broker_failure(message: str, error: BaseException) -> None:
+    """A Redis error or a timeout is the expected failure; anything else is redis-py breaking
+    under load (seen on a cluster client amid a connect storm), logged with its traceback."""
+    unexpected = not isinstance(error, redis.RedisError | TimeoutError)
+    logger.warning(message, extra={"error": repr(error)}, exc_info=unexpected)
+
+
+async def _renewed(current: Identity, token: str, settings: Settings) -> Identity | None:
+    """The identity of an in-band `auth` message if it may extend this session: a valid
+    token for the same user and business. None closes the socket with 4401."""
+    try:
+        identity = await verify_token_async(token, settings)
+    except InvalidToken:
+        return None
+    if (identity.user_id, identity.business_id) != (current.user_id, current.business_id):
+        return None
+    return identity
+
+
+class _Expiry:
+    """Closes the connection with 4401 when its token is no longer accepted (`exp` plus the
+    leeway, `core.security.accepted_until`); a renewal moves the moment."""
+
+    __slots__ = ("_connection", "_handle")
+
+    def __init__(self, connection: ClientConnection, until: float) -> None:
+        self._connection = connection
+        self._handle: asyncio.TimerHandle | None = None
+        self.move(until)
+
+    def move(self, until: float) -> None:
+        self.cancel()
+        self._handle = asyncio.get_running_loop().call_later(
+            max(0.0, until - time.time()), self._connection.close, CloseCode.UNAUTHORIZED
+        )
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+async def pump(
+    websocket: WebSocket,
+    connection: ClientConnection,
+    settings: Settings,
+    hub: Hub,
+    presence: Presence,
+) -> CloseCode:
+    """Send what the fan-out could not write at once, until the connection must close, and
+    return why.
+
+    Inbound frames are read (and policed) by one helper task, and the token's expiry is a
+    timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
+    connections per process, every task is memory.
+    """
+    expiry = _Expiry(connection, accepted_until(connection.identity, settings))
+    reader = asyncio.create_task(_read(websocket, connection, settings, expiry, hub, presence))
+    # The replay of what the client missed runs beside the writer, which drains it to the
+    # socket as it is queued: a page is read only once the socket took the previous ones.
+    catching_up = asyncio.create_task(_catch_up(hub, connection))
+    try:
+        if connection.wire is not None:
+            await _drain_to_wire(connection, connection.wire)
+        else:
+            await _drain_through_asgi(websocket, connection)
+    finally:
+        expiry.cancel()
+        reader.cancel()
+        catching_up.cancel()
+        await asyncio.gather(reader, catching_up, return_exceptions=True)
+    if not reader.cancelled() and (error := reader.exception()) is not None:
+        raise error  # the peer went away (WebSocketDisconnect)
+    assert connection.close_code is not None
+    return connection.close_code
+
+
+async def _catch_up(hub: Hub, connection: ClientConnection) -> None:
+    """The connection's first catch-up; if the logs cannot be read, it closes 1013."""
+    try:
+        await hub.catch_up(connection, announce=True)
+    except Exception as error:  # a client that breaks in another way is no less down
+        log_broker_failure("catching up from the logs failed", error)
+        connection.close(CloseCode.TRY_AGAIN_LATER)
+
+
+async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> None:
+    """Write the backlog in batches, each once the transport takes data: nothing is taken
+    from the buffer while the write would wait, so the fan-out never overtakes it. A close
+    does not wait for the transport: a peer that stopped reading never lets it drain."""
+    while await connection.wait():
+        if not wire.takes_data():
+            await _writable_or_closing(wire, connection)
+        if connection.close_code is not None or connection.gone:
+            return
+        frames = connection.take(WIRE_BATCH_FRAMES, WIRE_BATCH_BYTES)
+        if not wire.write_frame(b"".join(text_frame(frame) for frame in frames)):
+            raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
+
+
+async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) -> None:
+    """Until the transport takes data again or the connection must close, whichever first."""
+    waits = [
+        asyncio.ensure_future(wire.wait_writable()),
+        asyncio.ensure_future(connection.wait_closing()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection) -> None:
+    send = websocket.send
+    while await connection.wait():
+        for frame in connection.take(1, WIRE_BATCH_BYTES):
+            await send({"type": "websocket.send", "text": frame.decode()})
+
+
+async def _read(
+    websocket: WebSocket,
+    connection: ClientConnection,
+    settings: Settings,
+    expiry: _Expiry,
+    hub: Hub,
+    presence: Presence,
+) -> None:
+    """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
+    else is ignored. Ends the session on a frame that is too big, on a token that may not
+    renew it (4401; `revoked` for a token the user's revocation refuses), or when the peer
+    goes away."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if len(text or message.get("bytes") or "") > settings.ws_max_message_bytes:
+                connection.close(CloseCode.MESSAGE_TOO_BIG)
+                return
+            auth = auth_message(text) if text is not None else None
+            if auth is None or auth.token is None:
+                continue  # not a renewal: the session goes on
+            identity = await _renewed(connection.identity, auth.token, settings)
+            if identity is None:
+                logger.info(
+                    "websocket renewal refused", extra={"user_id": connection.identity.user_id}
+                )
+                connection.close(CloseCode.UNAUTHORIZED)
+                return
+            try:
+                revoked = await presence.revoked(identity)
+            except redis.RedisError:
+                connection.close(CloseCode.TRY_AGAIN_LATER)  # unchecked: never accepted
+                return
+            if revoked:
+                logger.info(
+                    "websocket renewal revoked", extra={"user_id": connection.identity.user_id}
+                )
+                hub.close_revoked(connection)
+                return
+            connection.identity = identity
+            expiry.move(accepted_until(identity, settings))
+    except WebSocketDisconnect:
+        connection.hang_up()
+        raise
