@@ -208,6 +208,9 @@ def test_a_log_kept_less_than_a_types_default_ttl_shortens_it(redis_client: redi
     user = Recipient.user(unique("u"))
     ui = UIManager(user, log=EventLog(redis_client, Retention(1000, 120)))
     ui.update_ui({"n": 1})
-    [(_, fields)] = redis_client.xrange(user.stream_key)
+    entries = redis_client.xrange(user.stream_key)
+    assert entries is not None
+    [(_, fields)] = entries
+    assert fields is not None
     expires_in = int(fields[b"x"]) / 1e6 - time.time()
     assert 100 < expires_in <= 120
