@@ -1,4 +1,4 @@
-"""The packages import each other in one direction only, as README.md's Architecture says:
+"""The packages import each other in one direction only, as docs/architecture.md says:
 a rule that a test does not hold is a rule the next change breaks."""
 
 from __future__ import annotations
