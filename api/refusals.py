@@ -1,6 +1,6 @@
 """Refusals as JSON a client can always read: the body limit (413), invalid input (422), CORS.
 
-Hostile input must never turn a refusal into a 500 (DESIGN.md, "Hostile input never hangs,
+Hostile input must never turn a refusal into a 500 (docs/security.md, "Hostile input never hangs,
 crashes or leaks"). A 422 names the fields in the request but never echoes what was in them:
 a NaN, an Infinity or a lone surrogate cannot be encoded, and echoing a whole body back is a
 leak of its own. The 413 is the same JSON whether the client announced the size of its body

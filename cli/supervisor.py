@@ -1,6 +1,6 @@
 """`insight run`: the whole system in one terminal, for development.
 
-Starts a local Redis when none answers at REDIS_URL, then every process of DESIGN.md with
+Starts a local Redis when none answers at REDIS_URL, then every process (docs/operations.md) with
 its output prefixed by its name; Ctrl-C (or SIGTERM) stops all of them, and if any one
 exits the rest are stopped too, so a broken process is never hidden behind a working one.
 """

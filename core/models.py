@@ -136,7 +136,7 @@ class Payment(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-# At most one payment holds an order, whatever the concurrency (DESIGN.md, "Job API"). The API
+# At most one payment holds an order, whatever the concurrency (docs/jobs.md, "Job API"). The API
 # checks first, for a clear 409 in the common case; this index is the guarantee, since two
 # requests can both pass that check before either commits.
 ONE_PAYMENT_PER_ORDER = Index(

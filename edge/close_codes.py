@@ -1,4 +1,4 @@
-"""Why the edge closes a socket: the codes DESIGN.md promises clients, each telling them what
+"""Why the edge closes a socket: the codes docs/protocol.md promises clients, each telling them what
 to do next."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """User and business ids as identity providers issue them, and the ids nobody may have: shared
-by the edge, server API and job tests (DESIGN.md, "Identity").
+by the edge, server API and job tests (docs/security.md, "Identity").
 
 Every awkward id is made fresh for each test (`awkward`), since a disconnect leaves its
 user's revocation mark in the session's Redis for JWT_MAX_TTL_SECONDS."""

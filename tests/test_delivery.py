@@ -305,7 +305,7 @@ async def test_a_burst_arrives_in_order_and_a_reconnect_with_since_gets_what_it_
 def test_an_edge_served_without_insight_edge_warns_outside_development(
     edge: Edge, served_by: type[Edge]
 ) -> None:
-    """Plain uvicorn lacks the handshake limits and the bounded close (DESIGN.md: for
+    """Plain uvicorn lacks the handshake limits and the bounded close (docs/operations.md: for
     development only); started so with ENVIRONMENT=test, the edge says so in its log."""
     warned = "served without `insight edge`" in edge.log_text()
     assert warned == (served_by is PlainUvicornEdge)

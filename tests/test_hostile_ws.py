@@ -1,4 +1,4 @@
-"""Hostile input at the edge's socket (DESIGN.md: "Hostile input never hangs, crashes or
+"""Hostile input at the edge's socket (docs/security.md: "Hostile input never hangs, crashes or
 leaks"), against a real edge process over raw TCP.
 
 - An oversized handshake (a request or header line over websockets' limit, a 10 KB token in
@@ -81,7 +81,7 @@ class Answer:
 
     @property
     def refused(self) -> bool:
-        """Answered with an HTTP 4xx, or accepted and closed 4400 (DESIGN.md)."""
+        """Answered with an HTTP 4xx, or accepted and closed 4400 (docs/security.md)."""
         if self.status is not None and 400 <= self.status < 500:
             return True
         return self.status == 101 and self.close_code == CloseCode.MALFORMED
@@ -362,7 +362,7 @@ async def test_a_malformed_first_frame_is_closed_with_4400_or_4401(
 
 
 async def test_a_text_frame_that_is_not_utf8_is_closed_4400(edge: Edge) -> None:
-    """uvicorn closed it 1007 (not a DESIGN.md code) and logged an error with a traceback."""
+    """uvicorn closed it 1007 (not one of Insight's codes) and logged an error with a traceback."""
     log = EdgeLog(edge)
     async with connect(edge.ws_url) as ws:
         await ws.send(b'{"type":"auth","token":"\xff"}', text=True)

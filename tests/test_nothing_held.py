@@ -1,4 +1,4 @@
-"""Nothing held (DESIGN.md, "Delivery guarantees"): a socket whose peer stops reading is
+"""Nothing held (docs/protocol.md, "Delivery guarantees"): a socket whose peer stops reading is
 closed, and its file descriptor, its task and its slot of the per-user cap freed, within
 WS_PING_INTERVAL_SECONDS + WS_PING_TIMEOUT_SECONDS plus a few seconds, even while the peer's
 TCP window stays shut; the same bound holds for every close the edge decides (1013 for a full
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 PING_INTERVAL = 1.0
 PING_TIMEOUT = 1.0
-FEW_SECONDS = 4.0  # the grace DESIGN.md allows after the ping deadline
+FEW_SECONDS = 4.0  # the grace the guarantee allows after the ping deadline
 BOUND = PING_INTERVAL + PING_TIMEOUT + FEW_SECONDS
 PAYLOAD = "x" * 30_000  # events big enough to fill the kernel buffers in a few dozen
 

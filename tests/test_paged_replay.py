@@ -1,4 +1,4 @@
-"""A resume reads the logs a page at a time (DESIGN.md, "Nothing held"): never more than
+"""A resume reads the logs a page at a time (docs/protocol.md, "Nothing held"): never more than
 WS_REPLAY_MAX_BYTES of replay is held per connection at once, the rest follows as the socket
 drains, and one client's replay never stalls other users.
 

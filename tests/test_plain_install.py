@@ -1,4 +1,4 @@
-"""A plain `pip install .` (no extras) runs every process of DESIGN.md's process table.
+"""A plain `pip install .` (no extras) runs every process of process table (docs/operations.md).
 
 The package is installed, not editable and without extras, into a fresh virtualenv, and
 every process is started from that virtualenv's own binaries with the working directory

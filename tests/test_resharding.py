@@ -1,4 +1,4 @@
-"""Resharding is routine operations: publishing rides through it (DESIGN.md, "Scale").
+"""Resharding is routine operations: publishing rides through it (docs/cluster.md, "Scale").
 
 While a slot migrates, its keys are split between two masters: the old owner answers ASK
 for the keys it no longer has, and either node answers TRYAGAIN to a script whose keys are

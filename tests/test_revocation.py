@@ -40,7 +40,7 @@ from tests.stack import SERVER_KEY, call, fresh_database, start_api
 
 pytestmark = pytest.mark.anyio
 
-WITHIN = 1.0  # DESIGN.md: every socket closes within a second
+WITHIN = 1.0  # docs/server-api.md: every socket closes within a second
 
 
 def token_at(user: str, iat: int, ttl: int = 3600, business: str | None = None) -> str:

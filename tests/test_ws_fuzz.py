@@ -1,8 +1,8 @@
 """Fuzzing the edge's socket (issue 12): random first frames and random handshakes against
 one real edge process, each on its own connection.
 
-The contract (DESIGN.md, "Hostile input never hangs, crashes or leaks"): every socket ends
-with a close code of DESIGN.md (4400 or 4401, or 1009 for a frame over
+The contract (docs/security.md, "Hostile input never hangs, crashes or leaks"): every socket ends
+with a close code of docs/security.md (4400 or 4401, or 1009 for a frame over
 WS_MAX_MESSAGE_BYTES) or, for a refused handshake, an HTTP 4xx and a closed connection; and
 after the run the edge answers /healthz, its log has no "Exception in ASGI application", and
 it holds no more sockets than before.

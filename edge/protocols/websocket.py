@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 # half of the TCP connection before closing ours anyway.
 CLOSE_LINGER_SECONDS = 2.0
 # After any close the edge starts, how long the peer has to take the close frame (and what
-# was queued before it) and answer, before the connection is aborted: DESIGN.md's "a few
+# was queued before it) and answer, before the connection is aborted: docs/protocol.md's "a few
 # seconds" after a decision to close (see `_bound_close`).
 CLOSE_GRACE_SECONDS = 3.0
 
@@ -87,7 +87,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         # uvicorn answers a text message that is not UTF-8 with 1007 and logs an error with a
-        # traceback, for each one; DESIGN.md wants 4400 for any malformed first frame. Closed
+        # traceback, for each one; docs/protocol.md says 4400 for any malformed first frame. Closed
         # as the app closes (the peer's reply ends it), since later frames of the same read
         # are still handled.
         if self.curr_msg_data_type == "text" and not self.close_sent:

@@ -1,4 +1,4 @@
-"""Hostile bodies and paths on the job API (DESIGN.md, "Hostile input never hangs, crashes or
+"""Hostile bodies and paths on the job API (docs/security.md, "Hostile input never hangs, crashes or
 leaks"): every body and path the API cannot use gets a JSON 4xx that names the limit or the
 field, never a 500, and nothing of it reaches the database or a Celery message."""
 

@@ -1,4 +1,4 @@
-"""One payment per order, whatever the concurrency (DESIGN.md, "Job API").
+"""One payment per order, whatever the concurrency (docs/jobs.md, "Job API").
 
 Thirty POST /payments for one order, all in flight at once against the real API process:
 one is accepted, every other is a 409, and Stripe is asked to charge the order once. The

@@ -4,9 +4,9 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01 10:00:00.000000
 
-At most one payment of an order may be pending, processing or succeeded (DESIGN.md, "Job
+At most one payment of an order may be pending, processing or succeeded (docs/jobs.md, "Job
 API"): a partial unique index makes the database refuse the second, however the requests
-interleave. A user or business id may be 1-256 characters (DESIGN.md, "Identity"): the
+interleave. A user or business id may be 1-256 characters (docs/jobs.md, "Identity"): the
 columns that hold one are widened from 200.
 
 What this revision knows is written out here rather than read from core/models.py: a
