@@ -22,7 +22,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from core.security import Identity, issued_before
-from realtime.broker import Admission, Entry, PresenceStore
+from realtime.broker import Admission, Entry, PresenceStore, Stamp
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,7 @@ class Presence:
         self._counts[own] = count
         try:
             admission = await self._store.enter(
-                identity.user_id,
-                identity.issued_at,
-                edge=self.edge,
-                count=count,
-                seq=next(self._seq),
-                ttl_ms=self._ttl_ms,
-                cap=self._cap,
+                identity.user_id, identity.issued_at, count, self._cap, self._stamp()
             )
         except BaseException:
             self._change(own, -1)
@@ -189,10 +183,11 @@ class Presence:
                 extra={"edge": self.edge, "entries": len(entries), "ms": round(elapsed * 1e3, 1)},
             )
 
+    def _stamp(self) -> Stamp:
+        return Stamp(self.edge, next(self._seq), self._ttl_ms)
+
     async def _write(self, entries: dict[Entry, int]) -> None:
         """Write `entries`; hand the revocation marks the writes read to `on_revoked`."""
-        marks = await self._store.put(
-            entries, edge=self.edge, seq=next(self._seq), ttl_ms=self._ttl_ms
-        )
+        marks = await self._store.put(entries, self._stamp())
         for user_id, mark in marks:
             self._on_revoked(user_id, mark)

@@ -20,7 +20,7 @@ import asyncio
 from typing import Protocol
 
 from realtime.broker.log_calls import Page
-from realtime.broker.presence_calls import Admission, Entry, Marks
+from realtime.broker.presence_calls import Admission, Entry, Marks, Stamp
 from realtime.frames import Position
 from realtime.options import PublishOptions
 from realtime.recipients import Recipient
@@ -35,6 +35,7 @@ __all__ = [
     "Marks",
     "Page",
     "PresenceStore",
+    "Stamp",
 ]
 
 
@@ -110,20 +111,12 @@ class PresenceStore(Protocol):
     `presence_calls`); the edge's counting is `edge.presence`."""
 
     async def enter(
-        self,
-        user_id: str,
-        issued_at: float | None,
-        *,
-        edge: str,
-        count: int,
-        seq: int,
-        ttl_ms: int,
-        cap: int,
+        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
     ) -> Admission:
-        """Admit a connection of the user on `edge` (its count there becoming `count`)."""
+        """Admit a connection of the user on the edge (its count there becoming `count`)."""
         ...
 
-    async def put(self, entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> Marks:
+    async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         """Write this edge's counts; the revocation marks held for their users."""
         ...
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from realtime.broker import Admission, Entry, Listener, Marks
+from realtime.broker import Admission, Entry, Listener, Marks, Stamp
 from realtime.broker.log_calls import Page, Retention, check_event
 from realtime.frames import MAX_SEQ, REVOKE_ANNOUNCEMENT, Key, Position, announcement
 from realtime.options import PublishOptions
@@ -185,16 +185,9 @@ class MemoryPresence:
         self._marks: dict[str, int] = {}
 
     async def enter(
-        self,
-        user_id: str,
-        issued_at: float | None,
-        *,
-        edge: str,
-        count: int,
-        seq: int,
-        ttl_ms: int,
-        cap: int,
+        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
     ) -> Admission:
+        edge = by.edge
         mark = self._marks.get(user_id)
         if mark is not None and (issued_at is None or int(issued_at) <= mark):
             return Admission.REVOKED
@@ -205,9 +198,9 @@ class MemoryPresence:
         edges[edge] = count
         return Admission.ADMITTED
 
-    async def put(self, entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> Marks:
+    async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         for entry, count in entries.items():
-            self._counts.setdefault(entry, {})[edge] = count
+            self._counts.setdefault(entry, {})[by.edge] = count
         users = {user_id for business, user_id in entries if business is None}
         return [(user, self._marks[user]) for user in sorted(users) if user in self._marks]
 

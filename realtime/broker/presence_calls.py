@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import enum
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from redis.crc import key_slot
@@ -70,6 +71,16 @@ class Admission(enum.Enum):
     ADMITTED = 0
     REVOKED = 1
     OVER_CAP = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """Who writes presence and how: the edge, the order of its writes (a late write never
+    replaces a newer one), and how long what it writes holds unless written again."""
+
+    edge: str
+    seq: int
+    ttl_ms: int
 
 
 Entry = tuple[str | None, str]  # (None, user): the user's count; (business, user): a member's
@@ -98,27 +109,21 @@ def revoke(user: Recipient, keep_seconds: int) -> Call[int]:
 
 
 def enter(
-    user_id: str,
-    issued_at: float | None,
-    *,
-    edge: str,
-    count: int,
-    seq: int,
-    ttl_ms: int,
-    cap: int,
+    user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
 ) -> Call[Admission]:
-    """Admit a connection of the user on `edge`, whose count there would become `count`:
+    """Admit a connection of the user on the edge, whose count there would become `count`:
     unless the user's revocation mark refuses a token issued at `issued_at`, or the user's
     connections on every edge would pass `cap` (0: none)."""
     user = Recipient.user(user_id)
     iat = -1 if issued_at is None else math.floor(issued_at)
     keys = [user.presence_key, user.revoked_key]
-    return Call(ENTER, keys, [edge, count, seq, ttl_ms, cap, iat], _admission)
+    return Call(ENTER, keys, [by.edge, count, by.seq, by.ttl_ms, cap, iat], _admission)
 
 
-def put(entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> list[Call[Marks]]:
+def put(entries: dict[Entry, int], by: Stamp) -> list[Call[Marks]]:
     """Write `entries` (this edge's counts), one call per hash slot; each call returns the
     revocation marks it found set for the users of its entries."""
+    edge = by.edge
     by_slot: dict[int, tuple[dict[str, int], list[str | int], list[str]]] = {}
     for (business, user_id), count in entries.items():
         if business is None:
@@ -127,7 +132,9 @@ def put(entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> list[
         else:
             key, mark = Recipient.business(business).presence_key, ""
             field = f"{key_part(user_id)}:{edge}"
-        keys, args, users = by_slot.setdefault(key_slot(key.encode()), ({}, [seq, ttl_ms], []))
+        keys, args, users = by_slot.setdefault(
+            key_slot(key.encode()), ({}, [by.seq, by.ttl_ms], [])
+        )
         index = keys.setdefault(key, len(keys) + 1)
         mark_index = keys.setdefault(mark, len(keys) + 1) if mark else 0
         args.extend((index, field, count, mark_index))

@@ -19,7 +19,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from realtime.broker import Admission, Entry, Marks
+from realtime.broker import Admission, Entry, Marks, Stamp
 from realtime.broker import presence_calls as calls
 from realtime.broker.drivers import AsyncClient, AsyncDriver
 from realtime.broker.log_calls import Retention
@@ -41,25 +41,14 @@ class RedisPresenceStore:
         self._calls = asyncio.Semaphore(concurrency) if concurrency else None
 
     async def enter(
-        self,
-        user_id: str,
-        issued_at: float | None,
-        *,
-        edge: str,
-        count: int,
-        seq: int,
-        ttl_ms: int,
-        cap: int,
+        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
     ) -> Admission:
-        call = calls.enter(
-            user_id, issued_at, edge=edge, count=count, seq=seq, ttl_ms=ttl_ms, cap=cap
-        )
         async with self._calls or contextlib.nullcontext():
-            return await self._driver.run(call)
+            return await self._driver.run(calls.enter(user_id, issued_at, count, cap, by))
 
-    async def put(self, entries: dict[Entry, int], *, edge: str, seq: int, ttl_ms: int) -> Marks:
+    async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         """One script per hash slot, pipelined, PIPELINE_CALLS at a time."""
-        batch = calls.put(entries, edge=edge, seq=seq, ttl_ms=ttl_ms)
+        batch = calls.put(entries, by)
         marks: Marks = []
         for start in range(0, len(batch), PIPELINE_CALLS):
             async with self._calls or contextlib.nullcontext():
