@@ -1,10 +1,11 @@
-# Insight: `make run` runs the whole system, `make test` the tests. Both set themselves up.
+# Insight: `make run` runs the whole system, `make test` the fast tests, `make test-all` every
+# test. Each sets itself up.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format typescript lock bench clean
+.PHONY: install run test test-all lint format typescript lock bench clean
 
 install: $(STAMP)
 
@@ -17,8 +18,11 @@ $(STAMP):
 run: install          ## everything in the foreground (starts a local Redis if none answers)
 	$(BIN)/insight run
 
-test: install         ## the whole suite against real Redis and real uvicorn processes
+test: install         ## the fast tier, after every change: unit tests and a smoke test of each process
 	$(BIN)/python -m pytest
+
+test-all: install     ## every test (what CI runs): real Redis, Redis Cluster, Celery, PostgreSQL, Chromium...
+	$(BIN)/python -m pytest -m ""
 
 lint: install         ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

@@ -1,12 +1,14 @@
 """Shared fixtures: a private Redis server, a running edge, tokens, and the publisher.
 
-The tests never touch a Redis they did not start: each session gets its own server on a
-free port, and the publisher in this process is pointed at it through the environment,
-exactly as a Celery worker would be configured.
+The tests never touch a Redis they did not start: a session whose tests need one starts its
+own server on a free port, and the publisher in this process is pointed at it through the
+environment, exactly as a Celery worker would be configured. Tests that need no Redis (the
+fast tier's unit tests) start none: see tests/tiers.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,10 @@ from realtime.settings import events_settings
 from tests.harness import Edge, ServerProcess, settings_for, start_edge, token_for
 from tests.stack import fresh_database, start_api
 
-pytest_plugins = ["tests.cluster_fixtures"]  # redis_cluster, fresh_cluster
+pytest_plugins = [
+    "tests.cluster_fixtures",  # redis_cluster, fresh_cluster
+    "tests.tiers",  # the markers tests get from their fixtures; no process in the fast tier
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,27 +39,51 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
-@pytest.fixture(scope="session")
-def redis_server(artifacts: Path) -> Iterator[LocalRedis]:
-    server = LocalRedis(free_port(), artifacts / "redis").start()
-    yield server
-    server.stop()
+# Where this process publishes while no test has asked for Redis: nothing listens there, so
+# a test that publishes without using `redis_server` fails at once, and never writes to a
+# Redis it did not start (a developer's, on the default localhost:6379).
+NO_REDIS = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _publisher_uses_test_redis(redis_server: LocalRedis) -> Iterator[None]:
-    """Configure this process like a worker: settings from the environment."""
+def _test_settings() -> Iterator[None]:
+    """Configure this process like a worker, settings from the environment: the tests' secrets
+    for every test (it starts nothing), and a Redis only once `redis_server` runs."""
+    with settings_environment(NO_REDIS):
+        yield
+
+
+@pytest.fixture(scope="session")
+def redis_server(artifacts: Path) -> Iterator[LocalRedis]:
+    """The session's private Redis. While it runs, this process publishes to it: the
+    environment's REDIS_URL is its, so `UIManager.for_user(...)` with the process's default
+    log writes here. Every test that touches Redis, itself or through an edge, the API or a
+    stack (all of which use this fixture), gets both; a test that uses none starts no Redis."""
+    server = LocalRedis(free_port(), artifacts / "redis").start()
+    try:
+        with settings_environment(server.url):
+            yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def settings_environment(redis_url: str) -> Iterator[None]:
+    """The tests' settings in the environment, with `redis_url` as REDIS_URL; the cached
+    settings and the process's publisher connection are dropped on the way in and out."""
     saved = dict(os.environ)
-    os.environ.update(settings_env(redis_server.url))
+    os.environ.update(settings_env(redis_url))
     get_settings.cache_clear()
     events_settings.cache_clear()
     event_log_of_process.cache_clear()
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    get_settings.cache_clear()
-    events_settings.cache_clear()
-    event_log_of_process.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        events_settings.cache_clear()
+        event_log_of_process.cache_clear()
 
 
 def settings_env(redis_url: str) -> dict[str, str]:

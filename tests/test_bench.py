@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# `python -m bench` starts every peer's processes, for half a minute or more.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_quick_bench_run_counts_every_event_and_writes_tables_and_plots(

@@ -166,6 +166,7 @@ def run_client(code: int, reason: str, duration_ms: int, *, get_token: bool) -> 
     return result
 
 
+@pytest.mark.integration  # node runs the client
 def test_insight_js_backs_off_on_4429_without_hammering() -> None:
     result = run_client(4429, "too many connections", 3000, get_token=True)
     opened = result["opened"]
@@ -180,6 +181,7 @@ def test_insight_js_backs_off_on_4429_without_hammering() -> None:
     assert len(dropped["opened"]) > len(opened)
 
 
+@pytest.mark.integration  # node runs the client
 def test_insight_js_treats_revoked_like_any_4401() -> None:
     with_get_token = run_client(4401, "revoked", 1500, get_token=True)
     assert len(with_get_token["opened"]) >= 2

@@ -31,7 +31,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(
-    scope="module", params=[Edge, PlainUvicornEdge], ids=["insight-edge", "plain-uvicorn"]
+    scope="module",
+    # `insight edge` is the smoke tests' edge; plain uvicorn is beyond the fast tier.
+    params=[Edge, pytest.param(PlainUvicornEdge, marks=pytest.mark.integration)],
+    ids=["insight-edge", "plain-uvicorn"],
 )
 def served_by(request: pytest.FixtureRequest) -> type[Edge]:
     """Every test here runs against both delivery paths: `insight edge` (frames written
@@ -54,6 +57,7 @@ def second_edge(served_by: type[Edge], redis_server: LocalRedis, artifacts: Path
     process.stop()
 
 
+@pytest.mark.smoke  # the edge: connect, publish, receive
 async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
     edge: Edge, token: Callable[..., str]
 ) -> None:
@@ -237,6 +241,7 @@ def _insight(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     )  # fmt: skip
 
 
+@pytest.mark.smoke  # the CLI: insight token, insight publish
 async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None:
     user = unique("u")
     minted = _insight("token", "--user", user, "--business", "b1", "--ttl", "120")
@@ -255,6 +260,7 @@ async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None
     await client.close()
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_importing_the_publisher_imports_no_web_framework_and_starts_nothing() -> None:
     probe = (
         "import sys, threading; import realtime; from realtime import UIManager; "

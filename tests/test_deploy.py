@@ -31,12 +31,14 @@ def compose() -> dict[str, Any]:
     return config
 
 
+@pytest.mark.integration  # the compose binary
 def test_the_compose_file_has_every_process_of_the_system(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) >= {
         *APP_SERVICES, "redis", "postgres", "proxy", "stripe-local", "flower", "prometheus",
     }  # fmt: skip
 
 
+@pytest.mark.integration  # the compose binary
 def test_services_start_only_after_what_they_need_is_healthy(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("api", "worker-orders", "worker-payments", "worker-metrics", "beat"):
@@ -49,6 +51,7 @@ def test_services_start_only_after_what_they_need_is_healthy(compose: dict[str, 
     assert {"edge-a", "edge-b"} <= set(services["proxy"]["depends_on"])
 
 
+@pytest.mark.integration  # the compose binary
 def test_redis_keeps_its_data_and_never_evicts(compose: dict[str, Any]) -> None:
     command = compose["services"]["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
@@ -56,6 +59,7 @@ def test_redis_keeps_its_data_and_never_evicts(compose: dict[str, Any]) -> None:
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+@pytest.mark.integration  # the compose binary
 def test_each_worker_serves_one_queue_and_can_be_scaled(compose: dict[str, Any]) -> None:
     for queue in ("orders", "payments", "metrics"):
         worker = compose["services"][f"worker-{queue}"]

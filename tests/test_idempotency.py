@@ -144,6 +144,7 @@ def master_with_a_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRed
         master.stop()
 
 
+@pytest.mark.integration  # a Redis and a replica of its own
 def test_a_retry_after_not_replicated_waits_for_the_replicas_again(
     master_with_a_replica: tuple[LocalRedis, LocalRedis],
 ) -> None:

@@ -25,6 +25,8 @@ from redis.exceptions import AskError, MovedError
 
 from tests.local_cluster import LocalCluster, slot_of
 
+pytestmark = pytest.mark.cluster  # also clusters of its own, beside redis_cluster
+
 WAIT = 10.0  # the longest any single expectation may take
 T = TypeVar("T")
 

@@ -183,6 +183,7 @@ def imported_modules(path: Path) -> set[str]:
     return modules
 
 
+@pytest.mark.install
 @pytest.mark.slow
 def test_the_installed_package_is_not_the_checkout(plain_install: PlainInstall) -> None:
     """Guards the test below: its processes import the installed copy, not the source tree,
@@ -204,6 +205,7 @@ def test_the_installed_package_is_not_the_checkout(plain_install: PlainInstall) 
         assert (Path(installed[package]).parent / "static" / served).is_file(), package
 
 
+@pytest.mark.install
 @pytest.mark.slow
 def test_a_plain_install_runs_every_process(
     plain_install: PlainInstall, private_redis: LocalRedis, tmp_path: Path

@@ -156,6 +156,7 @@ async def test_deliver_tells_whether_anyone_got_the_event_live_and_falls_back_if
     assert sent == ["email"]
 
 
+@pytest.mark.usefixtures("redis_server")  # the process's default log connects first
 def test_presence_is_per_user_and_per_business_not_for_everyone() -> None:
     with pytest.raises(ValueError, match="per user and per business"):
         UIManager.broadcast().connections()

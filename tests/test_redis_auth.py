@@ -20,7 +20,7 @@ from realtime.eventlog import EventLog
 from realtime.recipients import Recipient
 from tests.harness import Client, Edge, base_env, eventually, id_of, unique
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]  # a Redis with a password
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from edge.close_codes import CloseCode
 from tests.harness import Client, Edge, ServerProcess, start_edge, unique
 from tests.stack import SERVER_KEY, fresh_database, start_api
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]  # Redis servers of its own
 
 STALL_BOUND = 2.0  # WS_SUBSCRIBE_TIMEOUT_SECONDS of these edges
 

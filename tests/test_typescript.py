@@ -12,6 +12,8 @@ import pytest
 
 from tests.harness import ROOT
 
+pytestmark = pytest.mark.install  # npm install, then tsc
+
 PROJECT = ROOT / "tests" / "typescript"
 STATIC = ROOT / "edge" / "static"
 

@@ -54,6 +54,8 @@ from tests.test_hostile_ws import (
     handshake,
 )
 
+pytestmark = pytest.mark.fuzz
+
 FIRST_FRAME_EXAMPLES = 2500
 HANDSHAKE_EXAMPLES = 2000
 ANSWER_WAIT = 5.0  # per socket; a correct edge answers each in milliseconds

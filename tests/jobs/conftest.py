@@ -18,7 +18,10 @@ from tests.stack import Stack, fresh_database, require, start_stack
 CELERY_KEYS = ("orders", "payments", "metrics", "unacked", "unacked_index", "unacked_mutex")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# PostgreSQL is a service: its half is beyond the fast tier (the smoke tests run on SQLite).
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 def database_url(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[str]:
     require(request.param)
     with fresh_database(request.param, artifacts) as url:

@@ -45,6 +45,7 @@ async def create_order(stack: Stack, client: Client, token: str) -> str:
     return order_id
 
 
+@pytest.mark.smoke  # the job API and a Celery worker: a job end to end
 async def test_an_order_gives_progress_then_a_success_toast_and_the_job_reads_succeeded(
     stack: Stack, token: Callable[..., str]
 ) -> None:
@@ -81,6 +82,7 @@ async def test_an_order_gives_progress_then_a_success_toast_and_the_job_reads_su
     await client.close()
 
 
+@pytest.mark.smoke  # the local Stripe server: a charge
 async def test_a_payment_gives_a_success_toast_and_a_redirect(
     stack: Stack, token: Callable[..., str]
 ) -> None:

@@ -24,7 +24,7 @@ from tests.stack import fresh_database, require
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def at_0001(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[str]:
     """The URL of a database that `insight migrate` left at 0001."""
     require(request.param)

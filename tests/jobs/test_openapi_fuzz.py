@@ -19,8 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.harness import unique
 from tests.stack import COFFEE, Stack
+
+pytestmark = pytest.mark.fuzz
 
 SEED = 20261201
 EXAMPLES_PER_OPERATION = 100

@@ -626,6 +626,7 @@ def test_the_openapi_document_has_examples_and_every_refusal(api: ServerProcess)
         assert "Retry-After" in operation["responses"]["503"]["headers"]
 
 
+@pytest.mark.fuzz
 def test_schemathesis_with_a_server_key_finds_every_answer_documented(
     api: ServerProcess, tmp_path: Path
 ) -> None:
