@@ -13,7 +13,7 @@ import logging
 
 from core.security import issued_before
 from realtime import telemetry
-from realtime.catch_up import catch_up
+from realtime.catch_up import Reads, catch_up
 from realtime.close_codes import CloseCode
 from realtime.connection import ClientConnection
 from realtime.eventlog import AsyncEventLog
@@ -24,7 +24,8 @@ from realtime.topology import Topology
 
 logger = logging.getLogger(__name__)
 
-PAGE_READS = 64  # page reads in flight at once (see Hub.__init__)
+PAGE_READS = 64  # page reads in flight at once (see realtime.catch_up.Reads)
+BULK_READS = 2  # of them, pages of big logs, after a resume's first round
 
 
 class SubscribeTimeout(Exception):
@@ -47,10 +48,7 @@ class Hub:
         self.log = log
         self._subscribe_timeout = subscribe_timeout
         self._replay_budget = replay_budget
-        # Page reads in flight at once, connects and resyncs alike: after a node came back,
-        # thousands of connections catch up, and redis-py waits for a pooled connection for
-        # a limited time only.
-        self._reads = asyncio.Semaphore(PAGE_READS)
+        self._reads = Reads(asyncio.Semaphore(PAGE_READS), asyncio.Semaphore(BULK_READS))
         # live channel -> {connection: the index of that recipient in the connection's}
         self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()
