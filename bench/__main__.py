@@ -1,6 +1,6 @@
 """`make bench`: every scenario, every target, several runs; results in bench/results/.
 
-.venv/bin/python -m bench                       # everything, 3 runs (about 45 minutes)
+.venv/bin/python -m bench                       # everything, 3 runs (about an hour)
 .venv/bin/python -m bench --scenarios targeted_push --targets insight broadcaster
 .venv/bin/python -m bench --quick --out /tmp/b  # tiny sizes: does the benchmark work?
 """
@@ -58,6 +58,8 @@ def _write_summary(out: Path) -> None:
         f"# Benchmark results\n\nUpdated {time.strftime('%Y-%m-%d')}, {machine}; the `runs` "
         "column says how many runs each median is of.\n\n"
         "The figures behind design choices in the code: [design-figures.md](design-figures.md).\n"
+        "Proof under churn (scenarios 10 to 12, issue 20), how they work and what they found: "
+        "[churn.md](churn.md).\n"
     )
     (out / "README.md").write_text("\n".join([header, *(t.read_text() for t in tables)]))
 

@@ -72,3 +72,26 @@ def bench_settings() -> Settings:
 
 def token(user: str, business: str | None = None) -> str:
     return issue_token(bench_settings(), user, business_id=business, ttl_seconds=3600)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The value `fraction` of the way up the sorted values (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def code_commit() -> str:
+    """The commit whose product code is being measured: HEAD, marked `+changes` when files
+    outside bench/ and tests/ differ from it (a figure is then of no commit at all)."""
+
+    def git(*args: str) -> str:
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", ".", ":!bench", ":!tests")
+    return f"{head}+changes" if changed else head

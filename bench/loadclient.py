@@ -215,6 +215,21 @@ class LoadClient:
         self.floor: asyncio.Transport | None = None
         self.tokens: dict[str, str] = {}  # minted once, outside any timed connect
 
+    def socket(self, user: str, path: str) -> WebSocketClient:
+        """The protocol of one connection (a subclass may watch more than latencies)."""
+        return WebSocketClient(self.target, user, self.stats, path)
+
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        """What the benchmark may ask of this process over its pipe."""
+        return {
+            "mint": self.mint,
+            "connect": self.connect,
+            "drop": self.drop,
+            "take": self.take,
+            "count": self.count,
+            "retries": self.retries,
+        }
+
     def mint(self, users: list[tuple[str, int]]) -> None:
         if self.target.is_insight:
             self.tokens.update((user, token(user)) for user, _ in users)
@@ -245,9 +260,7 @@ class LoadClient:
                 for attempt in range(RETRIES):
                     async with gate:
                         _, client = await loop.create_connection(
-                            lambda: WebSocketClient(self.target, user, self.stats, path),
-                            "127.0.0.1",
-                            port,
+                            lambda: self.socket(user, path), "127.0.0.1", port
                         )
                         client.last_id = cursor
                         self.clients[user] = client
@@ -284,16 +297,9 @@ class LoadClient:
         return self.stats.retries
 
 
-async def _serve(pipe: Connection, target: Target, redis_port: int) -> None:
-    client = LoadClient(target, redis_port)
-    commands: dict[str, Callable[..., Any]] = {
-        "mint": client.mint,
-        "connect": client.connect,
-        "drop": client.drop,
-        "take": client.take,
-        "count": client.count,
-        "retries": client.retries,
-    }
+async def serve(pipe: Connection, client: LoadClient) -> None:
+    """Answer the benchmark's commands until it says stop."""
+    commands = client.commands()
     while True:
         name, kwargs = await asyncio.to_thread(pipe.recv)
         if name == "stop":
@@ -312,4 +318,4 @@ def run(pipe: Connection, target: Target, redis_port: int) -> None:
     """The load client process's entry point."""
     import uvloop
 
-    uvloop.run(_serve(pipe, target, redis_port))
+    uvloop.run(serve(pipe, LoadClient(target, redis_port)))

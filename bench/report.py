@@ -8,147 +8,15 @@ see the spread the medians hide.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.layouts import LAYOUTS, WORST, Layout
 from bench.rig import median
 
 Row = dict[str, Any]
-WORST = frozenset({"lost", "misrouted", "duplicated", "burst_lost"})  # any run's is reported
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one scenario's rows are grouped (the key, target last) and which figures show."""
-
-    title: str
-    key: tuple[str, ...]
-    columns: tuple[str, ...]
-    # The row a ratio is to: the same key but for this one field, which has this value.
-    baseline: tuple[str, str] = ("target", "insight")
-    baseline_name: str = "Insight's figure in the same group"
-
-
-LAYOUTS = {
-    "targeted_push": Layout(
-        "1. Targeted push: U users, events to random users at R/s",
-        ("users", "rate", "target"),
-        (
-            "p50_ms",
-            "p90_ms",
-            "p99_ms",
-            "max_ms",
-            "lost",
-            "misrouted",
-            "duplicated",
-            "server_cpu_us_per_event",
-            "rss_kib_per_connection",
-            "connect_seconds",
-            "redis_cpu_us_per_event",
-            "producer_cpu_us_per_event",
-        ),
-    ),
-    "highest_rate": Layout(
-        "2. Highest sustained rate of one server process (1,000 users, two producers)",
-        ("target",),
-        (
-            "sustained_per_s",
-            "p50_ms",
-            "p99_ms",
-            "server_cpu_us_per_event",
-            "failed_at_rate",
-            "failed_p99_ms",
-            "failed_lost",
-            "failed_delivered_per_s",
-            "failed_published_per_s",
-        ),
-    ),
-    "connections": Layout(
-        "3. Idle connections held by one server process",
-        ("target",),
-        (
-            "connections",
-            "accept_first",
-            "seconds_to_accept_first",
-            "seconds_to_accept_all",
-            "rss_mib",
-            "rss_kib_per_connection",
-            "burst_lost",
-        ),
-    ),
-    "scale_out": Layout(
-        "4. Scale-out: users split over 1, 2 and 4 server processes",
-        ("servers", "target"),
-        ("p50_ms", "p99_ms", "lost", "server_cpu_us_per_event", "delivered_per_s"),
-    ),
-    "reconnect_storm": Layout(
-        "5. Reconnect storm: every connection dropped and reopened at once while events flow",
-        ("target",),
-        (
-            "users",
-            "resumes",
-            "seconds_to_catch_up",
-            "told_to_retry",
-            "published",
-            "lost",
-            "duplicated",
-            "p99_ms",
-            "max_ms",
-        ),
-    ),
-    "job_pipeline": Layout(
-        "6. Job pipeline: POST /api/v1/orders to the toast at the socket",
-        ("rate", "target"),
-        ("jobs_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms"),
-    ),
-    "event_at_open": Layout(
-        "7. Event published the instant a socket opens, against a socket long open",
-        ("target",),
-        (
-            "rounds",
-            "open_p50_ms",
-            "open_p99_ms",
-            "steady_p50_ms",
-            "steady_p99_ms",
-            "open_over_steady_p50",
-        ),
-    ),
-    "cluster": Layout(
-        "8. One Redis against a Redis Cluster of 3 masters and 3 replicas (Insight)",
-        ("measure", "producer", "redis"),
-        (
-            "p50_ms",
-            "p99_ms",
-            "lost",
-            "misrouted",
-            "duplicated",
-            "publish_call_p50_ms",
-            "publish_call_p99_ms",
-            "server_cpu_us_per_event",
-            "producer_cpu_us_per_event",
-            "redis_cpu_us_per_event",
-            "masters_cpu_us_per_event",
-            "busiest_master_cpu_pct",
-            "busiest_master_commands_pct",
-            "sustained_per_s",
-            "failed_at_rate",
-            "failed_published_per_s",
-        ),
-        baseline=("redis", "single"),
-        baseline_name="the single Redis's figure for the same measure and producer "
-        "(for EVENTS_MIN_REPLICAS, without the setting)",
-    ),
-    "server_api": Layout(
-        "9. Server API: one HTTP publish and one presence read, against UIManager's publish",
-        ("users", "calls", "measure"),
-        ("p50_ms", "p99_ms", "cpu_us_per_call", "client_cpu_us_per_call"),
-        baseline=("measure", "publish, UIManager"),
-        baseline_name="UIManager's direct publish in the same run (CPU: the API process's "
-        "for HTTP, this process's for UIManager)",
-    ),
-}
 
 
 def medians(rows: Iterable[Row], layout: Layout) -> list[Row]:
@@ -204,6 +72,8 @@ def markdown(name: str, rows: list[Row]) -> str:
         f"(n.nnx) is the ratio to {layout.baseline_name}.",
         "",
     ]
+    if layout.note:
+        lines += [layout.note, ""]
     return "\n".join(lines)
 
 
@@ -258,6 +128,16 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
         axes[1].set(xlabel="server processes", ylabel="p99 latency (ms)")
     elif name == "cluster":
         _plot_cluster(rows, axes)
+    elif name == "rolling_deploy":
+        _grouped(axes[0], rows, "target", ("resume_p50_s", "resume_p99_s", "resume_max_s"))
+        _grouped(axes[1], rows, "target", ("outage_p50_s", "outage_p99_s", "outage_max_s"))
+        axes[0].set(ylabel="resume (s)")
+        axes[1].set(ylabel="outage each client saw (s)")
+    elif name == "large_replay":
+        _grouped(axes[0], rows, "measure", ("p50_ms", "p99_ms"))
+        _grouped(axes[1], rows, "measure", ("rss_before_mib", "rss_peak_mib", "rss_after_mib"))
+        axes[0].set(ylabel="other user's publish-to-frame (ms)", yscale="log")
+        axes[1].set(ylabel="edge RSS (MiB)")
     elif name == "server_api":
         labels = [str(r["measure"]).replace(", ", "\n") for r in rows]
         for axis, column in ((axes[0], "p50_ms"), (axes[1], "cpu_us_per_call")):
@@ -270,9 +150,11 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
             "reconnect_storm": ("seconds_to_catch_up", "lost"),
             "job_pipeline": ("p50_ms", "p99_ms"),
             "event_at_open": ("open_p50_ms", "steady_p50_ms"),
+            "jitter": ("replay_p99_s", "delivered_pct"),
         }[name]
         labels = [
-            f"{r['target']}" + (f" {r['rate']}/s" if "rate" in LAYOUTS[name].key else "")
+            textwrap.fill(str(r["target"]), 16)
+            + (f" {r['rate']}/s" if "rate" in LAYOUTS[name].key else "")
             for r in rows
         ]
         for axis, column in ((axes[0], left), (axes[1], right)):
@@ -286,6 +168,16 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _grouped(axis: Any, rows: list[Row], label: str, columns: tuple[str, ...]) -> None:
+    """One group of bars per row (named by its `label` field), one bar per column."""
+    width = 0.8 / len(columns)
+    for i, column in enumerate(columns):
+        positions = [x + (i - (len(columns) - 1) / 2) * width for x in range(len(rows))]
+        axis.bar(positions, [r.get(column) or 0 for r in rows], width, label=column)
+    names = [str(r[label]).replace(" of ", "\nof ") for r in rows]
+    axis.set_xticks(range(len(rows)), names, fontsize=7)
 
 
 def _plot_cluster(rows: list[Row], axes: Any) -> None:

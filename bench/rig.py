@@ -16,7 +16,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
@@ -123,7 +123,8 @@ class Rig:
 
     With `cluster`, that running Redis Cluster takes the private Redis's place: servers and
     producers get the URL of one of its nodes (they find the rest), and Redis CPU is summed
-    over every node, masters and replicas. The cluster is the caller's to stop."""
+    over every node, masters and replicas. The cluster is the caller's to stop. `client` is
+    the load client processes' entry point (`bench.churnclient.run` adds churn)."""
 
     def __init__(
         self,
@@ -132,8 +133,10 @@ class Rig:
         servers: int = 1,
         clients: int = 1,
         cluster: LocalCluster | None = None,
+        client: Callable[[Connection, Target, int], None] = loadclient.run,
     ) -> None:
         self.target = target
+        self.client_entry = client  # each load client process's entry point
         self.server_count = servers if target.has_server else 0
         self.client_count = clients
         self.workdir = Path(tempfile.mkdtemp(prefix=f"insight-bench-{target.name}-"))
@@ -152,7 +155,9 @@ class Rig:
         for _ in range(self.client_count):
             ours, theirs = SPAWN.Pipe()
             process = SPAWN.Process(
-                target=loadclient.run, args=(theirs, self.target, self.redis_port), daemon=True
+                target=self.client_entry,
+                args=(theirs, self.target, self.redis_port),
+                daemon=True,
             )
             process.start()
             self.pipes.append(ours)
@@ -229,6 +234,10 @@ class Rig:
             ],
         )
         return time.perf_counter() - started
+
+    def each(self, name: str, timeout: float = 600, **kwargs: Any) -> list[Any]:
+        """Ask every load client process the same command; their answers, in order."""
+        return self._call(name, [kwargs for _ in self.pipes], timeout)
 
     def retries(self) -> int:
         """Connections the servers turned away with 1012/1013 and the clients retried."""

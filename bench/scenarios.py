@@ -8,11 +8,13 @@ touch every target alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench import connect_latency, server_api
+from bench import churn, connect_latency, large_replay, server_api
+from bench.churn import QUICK_CHURN, ChurnSizes
+from bench.large_replay import QUICK_REPLAY, ReplaySizes
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
 from bench.targets import EDGE_ONLY, TARGETS, Target
@@ -42,6 +44,8 @@ class Sizes:
     jobs: int = 400
     connect_rounds: int = 300
     server_api_calls: int = 500
+    churn: ChurnSizes = field(default_factory=ChurnSizes)  # scenarios 10 and 11 (bench/churn.py)
+    replay: ReplaySizes = field(default_factory=ReplaySizes)  # scenario 12 (bench/large_replay.py)
 
 
 QUICK = Sizes(
@@ -60,6 +64,8 @@ QUICK = Sizes(
     jobs=10,
     connect_rounds=20,
     server_api_calls=30,
+    churn=QUICK_CHURN,
+    replay=QUICK_REPLAY,
 )
 
 
@@ -272,7 +278,8 @@ def server_api_calls(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]
         yield from server_api.measure(sizes.server_api_calls)
 
 
-SCENARIOS = {
+Scenario = Callable[[Sizes, tuple[Target, ...]], Iterator[Row]]
+SCENARIOS: dict[str, Scenario] = {
     "targeted_push": targeted_push,
     "highest_rate": highest_rate,
     "connections": connections,
@@ -282,4 +289,8 @@ SCENARIOS = {
     "event_at_open": event_at_open,
     "cluster": cluster,
     "server_api": server_api_calls,
+    # Proof under churn (issue 20); each module's docstring says what is measured and why.
+    "jitter": lambda sizes, targets: churn.jitter(sizes.churn, targets),
+    "rolling_deploy": lambda sizes, targets: churn.rolling_deploy(sizes.churn, targets),
+    "large_replay": lambda sizes, targets: large_replay.large_replay(sizes.replay, targets),
 }

@@ -32,6 +32,20 @@ from realtime.broker import LogStore, Page
 from realtime.frames import Key, Position
 
 PAGE_ENTRIES = 1024  # entries per page, whatever their size (a whole default-sized log)
+FIRST_PAGE_BYTES = 32 * 1024  # the first round's pages: most resumes are read whole in it
+PAGE_BYTES = 256 * 1024  # the most any page holds (give or take its last entry)
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Page reads in flight across an edge's connections: any at all (`any`: after a node came
+    back, thousands of connections catch up at once), and big ones (`bulk`). Redis builds a
+    page in one go while every other client's call waits, so the pages after a resume's
+    first round, which only a big log has, are read a few at a time: one client's replay of a
+    big log never queues more than a few pages ahead of other users' publishes."""
+
+    any: asyncio.Semaphore
+    bulk: asyncio.Semaphore
 
 
 @dataclass(slots=True)
@@ -59,7 +73,7 @@ async def catch_up(
     budget: int,
     announce: bool,
     read_timeout: float,
-    reads: asyncio.Semaphore | None = None,
+    reads: Reads | None = None,
 ) -> Outcome:
     """Replay what the connection missed from its positions, then let live events through
     (and, with `announce`, send `insight_ready`). Holds at most about `budget` bytes of replay
@@ -69,14 +83,21 @@ async def catch_up(
     async with connection.catch_up_lock:
         connection.hold_live_events()
         # A round's pages, and the frames spliced from them, beside the replayed frames still
-        # queued (at most half the budget when a round starts): about `budget` in all.
-        page_bytes = max(1, budget // (4 * len(connection.recipients)))
+        # queued (at most half the budget when a round starts): about `budget` in all. And
+        # no page bigger than PAGE_BYTES: Redis builds each in one go, while every other
+        # client's call waits.
+        page_bytes = max(1, min(PAGE_BYTES, budget // (4 * len(connection.recipients))))
         readings = [_Reading(i, p) for i, p in enumerate(connection.positions)]
-        replayed, gap = 0, False
+        replayed, gap, first = 0, False, True
         while True:
             let_go = connection.held_let_go
             pending = [r for r in readings if not r.done]
-            async with asyncio.timeout(read_timeout), reads or contextlib.nullcontext():
+            size = min(page_bytes, FIRST_PAGE_BYTES) if first else page_bytes
+            async with (
+                asyncio.timeout(read_timeout),
+                reads.any if reads else contextlib.nullcontext(),
+                reads.bulk if reads and not first else contextlib.nullcontext(),
+            ):
                 pages = await asyncio.gather(
                     *(
                         log.replay_page(
@@ -84,7 +105,7 @@ async def catch_up(
                             r.after,
                             check=not r.checked,
                             max_entries=PAGE_ENTRIES,
-                            max_bytes=page_bytes,
+                            max_bytes=size,
                         )
                         for r in pending
                     )
@@ -98,6 +119,7 @@ async def catch_up(
                     connection.adopt_epoch(reading.index, page.epoch)
                     reading.after = connection.positions[reading.index]
             replayed += _queue_round(connection, pending, pages)
+            first = False
             if all(r.done for r in readings):
                 if connection.held_let_go == let_go:
                     break

@@ -32,12 +32,13 @@ from edge.presence import Presence
 from edge.pump import log_broker_failure, pump
 from realtime.broker import Admission
 from realtime.broker.log_calls import start_position
-from realtime.frames import KINDS, Position, parse_cursor
+from realtime.frames import MAX_SEQ, Position, parse_cursor
 from realtime.recipients import recipients_of
 
 logger = logging.getLogger(__name__)
 
 SOCKET_PATH = "/api/v1/insight"
+ALWAYS = frozenset({"u", "a"})  # the kinds every connection listens as: its user, everyone
 CLOSE_TIMEOUT_SECONDS = 5.0  # served without `insight edge`: an ASGI close waits for the peer
 
 
@@ -141,10 +142,12 @@ async def _starting_point(
     published after the browser's `open` (or after a first frame, which can only follow it)
     is appended later, so its id is newer, and the catch-up that follows the subscription
     replays it. Starting from the logs' heads read after subscribing would lose what was
-    published in between. The clock is read only when `since` lacks a kind."""
+    published in between. The clock is read only when `since` lacks the user's or everyone's
+    position (the business's is in it only when the session had one; see `_position`): a
+    resume pays no extra Redis round trip before its upgrade."""
     requested = websocket.query_params.get("since")
     since = parse_cursor(requested) if requested else {}
-    if since is None or len(since) == len(KINDS):
+    if since is None or since.keys() >= ALWAYS:
         return since, None, False
     try:
         # Bounded: a Redis that stalls (SIGSTOP, a long script) must not hold the handshake.
@@ -157,11 +160,15 @@ async def _starting_point(
 
 def _position(kind: str, since: dict[str, Position], clock: tuple[int, int] | None) -> Position:
     """Where the connection starts in the log of `kind`: where `since` says, else from the
-    clock read at the handshake (read whenever `since` lacks a kind)."""
+    clock read at the handshake; a resume with no clock read whose cursor lacks the
+    business's position (the token names a business the resumed session had not) starts that
+    log at the cursor's oldest position, so that nothing published since is missed."""
     if kind in since:
         return since[kind]
-    assert clock is not None
-    return start_position(kind, clock)
+    if clock is not None:
+        return start_position(kind, clock)
+    oldest = min(position.key for position in since.values())
+    return Position(kind, None, (oldest[0] - 1, MAX_SEQ))
 
 
 def _check_request(websocket: WebSocket, settings: Settings) -> None:

@@ -13,7 +13,7 @@ import logging
 
 from core.security import issued_before
 from edge import telemetry
-from edge.catch_up import catch_up
+from edge.catch_up import Reads, catch_up
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
 from realtime.broker import LiveFeed, LogStore
@@ -22,7 +22,8 @@ from realtime.recipients import Recipient
 
 logger = logging.getLogger(__name__)
 
-PAGE_READS = 64  # page reads in flight at once (see Hub.__init__)
+PAGE_READS = 64  # page reads in flight at once (see edge.catch_up.Reads)
+BULK_READS = 2  # of them, pages of big logs, after a resume's first round
 
 
 class SubscribeTimeout(Exception):
@@ -45,10 +46,7 @@ class Hub:
         self.feed = feed
         self._subscribe_timeout = subscribe_timeout
         self._replay_budget = replay_budget
-        # Page reads in flight at once, connects and resyncs alike: after a node came back,
-        # thousands of connections catch up, and redis-py waits for a pooled connection for
-        # a limited time only.
-        self._reads = asyncio.Semaphore(PAGE_READS)
+        self._reads = Reads(asyncio.Semaphore(PAGE_READS), asyncio.Semaphore(BULK_READS))
         # live channel -> {connection: the index of that recipient in the connection's}
         self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
         self.connections: set[ClientConnection] = set()

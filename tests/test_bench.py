@@ -1,6 +1,8 @@
 """The benchmark harness itself: `make bench` figures are only worth quoting if the harness
 counts correctly. A tiny run of two scenarios, with real processes, must deliver every event
-it published, and Insight must lose nothing across a reconnect storm."""
+it published, and Insight must lose nothing across a reconnect storm; the churn scenarios
+(jitter, rolling deploy, large replays: issue 20) run in their quick sizes and must count
+what DESIGN.md promises (every event once, in order, every client resumed)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +72,68 @@ def test_a_quick_cluster_run_compares_one_redis_with_a_cluster(tmp_path: Path) -
     assert all(row["busiest_master_commands_pct"] for row in on_cluster)
     assert "x) |" in (tmp_path / "cluster.md").read_text()  # ratios to the single Redis
     assert (tmp_path / "cluster.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _quick(scenario: str, out: Path) -> list[dict[str, Any]]:
+    """One quick run of `scenario` against Insight; the rows it wrote."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--repeats", "1", "--scenarios", scenario,
+         "--targets", "insight", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / f"{scenario}.png").read_bytes().startswith(b"\x89PNG")
+    rows: list[dict[str, Any]] = json.loads((out / f"{scenario}.json").read_text())["runs"]
+    return rows
+
+
+def test_a_quick_jitter_run_counts_every_event_once_in_order_across_kills(tmp_path: Path) -> None:
+    rows = _quick("jitter", tmp_path)
+
+    measured = next(row for row in rows if row["source"] == "measured")
+    assert measured["published"] > 0
+    assert measured["delivered_pct"] == 100, measured
+    assert (measured["lost"], measured["duplicated"], measured["misrouted"]) == (0, 0, 0)
+    assert (measured["out_of_order"], measured["gaps"]) == (0, 0), measured
+    assert measured["killed"] == measured["reconnects"] > 0  # only the client killed sockets
+    assert measured["with_missed"] > 0
+    assert measured["replay_p99_s"] is not None
+    assert measured["connected_at_end"] == measured["clients"]
+    quoted = [row for row in rows if row["source"] != "measured"]
+    assert {row["target"] for row in quoted} >= {"AnyCable (published)"}
+    assert all("not measured" in row["source"] for row in quoted)
+    assert "x) |" in (tmp_path / "jitter.md").read_text()  # published figures as ratios
+
+
+def test_a_quick_rolling_deploy_moves_every_client_and_loses_nothing(tmp_path: Path) -> None:
+    (row,) = _quick("rolling_deploy", tmp_path)
+
+    assert row["published"] > 0
+    assert row["deploy_within_traffic"], row
+    assert (row["lost"], row["duplicated"], row["out_of_order"], row["gaps"]) == (0, 0, 0, 0)
+    assert len(row["steps"]) == row["edges"] == 2
+    # Each edge stopped had clients, and every one of them came back on another socket.
+    assert all(step["on_edge"] > 0 for step in row["steps"]), row["steps"]
+    assert row["moved"] == row["on_stopped_edges"], row
+    assert row["connected_at_end"] == row["clients"]
+    assert row["resume_p99_s"] is not None
+    assert row["outage_p99_s"] >= row["resume_p50_s"]
+
+
+def test_a_quick_large_replay_run_compares_latency_with_and_without_replays(
+    tmp_path: Path,
+) -> None:
+    baseline, replayed = _quick("large_replay", tmp_path)
+
+    assert baseline["measure"] == "no replays"
+    assert replayed["measure"].startswith(f"{replayed['sockets']} stalled resumes")
+    for row in (baseline, replayed):
+        assert row["published"] > 0
+        assert row["lost"] == 0, row
+        assert row["p99_ms"] is not None
+        assert row["commit"]
+    assert replayed["rss_peak_mib"] >= replayed["rss_before_mib"] > 0
+    assert replayed["rss_after_mib"] > 0
+    assert replayed["no_first_frame"] + sum(replayed["first_codes"].values()) == 20
+    assert isinstance(replayed["edge_closes_1013"], int)
+    assert "x) |" in (tmp_path / "large_replay.md").read_text()  # ratios to no replays

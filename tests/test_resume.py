@@ -214,3 +214,18 @@ def test_a_log_kept_less_than_a_types_default_ttl_shortens_it(redis_client: redi
     assert fields is not None
     expires_in = int(fields[b"x"]) / 1e6 - time.time()
     assert 100 < expires_in <= 120
+
+
+async def test_a_resume_into_a_business_replays_its_events_since_the_cursor(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    """A resume reads no clock before its upgrade (a reconnect storm pays no extra round trip
+    each): a cursor of a session without a business, resumed with a token that names one,
+    starts the business's log where the cursor stands, so nothing published meanwhile is lost."""
+    user, business = unique("u"), unique("b")
+    alone = await Client.connect(edge.ws_url, token(user))
+    await alone.close()
+    meanwhile = UIManager.for_business(business).show_toast("Welcome", "to the team", "info")
+    back = await Client.connect(edge.ws_url, token(user, business), since=alone.cursor)
+    assert [id_of(f) for f in back.frames if f["type"].startswith("ui_")] == [meanwhile]
+    await back.close()
