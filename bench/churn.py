@@ -1,7 +1,8 @@
 """Proof under churn (issue 20): delivery while sockets keep dying, and through a deploy.
 
 The protocol (docs/protocol.md) promises every missed event, in order, exactly once, to a
-client that comes back with `since`. Scenario 5 (the reconnect storm) tests that once; these test it continuously:
+client that comes back with `since`. Scenario 5 (the reconnect storm) tests that once; these
+test it continuously:
 
 10. Jitter: each client is its own user, receiving targeted events at `rate_per_client`/s;
     every ~`kill_every` s its socket is aborted without a close frame and it comes back
