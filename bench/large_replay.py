@@ -2,8 +2,8 @@
 
 The guarantee ("Nothing held", docs/protocol.md): a resume never holds more than
 WS_REPLAY_MAX_BYTES of replay per connection at once, and one client's replay never stalls
-other users' publishes. This puts both to the test: one user's log is filled with `events` events of ~`event_bytes` each
-(published with UIManager, as a worker would), then `sockets` sockets of that user resume
+other users' publishes. This puts both to the test: one user's log is filled with `events`
+events of ~`event_bytes` each (published with UIManager, as a worker would), then `sockets` sockets of that user resume
 from the log's start at once and never read (`bench.stalled`), while another user, connected
 and reading, receives `rate` events/s. Measured: that user's publish-to-frame latency
 (p50/p99) and how many of its events could be published at all (a publish waits while Redis
