@@ -3,14 +3,15 @@
 The guarantee ("Nothing held", docs/protocol.md): a resume never holds more than
 WS_REPLAY_MAX_BYTES of replay per connection at once, and one client's replay never stalls
 other users' publishes. This puts both to the test: one user's log is filled with `events`
-events of ~`event_bytes` each (published with UIManager, as a worker would), then `sockets` sockets of that user resume
-from the log's start at once and never read (`bench.stalled`), while another user, connected
-and reading, receives `rate` events/s. Measured: that user's publish-to-frame latency
-(p50/p99) and how many of its events could be published at all (a publish waits while Redis
-is busy); the edge's RSS (psutil) before, `settle` seconds after the stalled sockets are
-reset, and at its peak until then; how many of the stalled connections the edge still held
-at that moment and when it let go of the last (its /metrics); and the stalled sockets the
-edge refused at connect (a close frame first, 1013) or closed with 1013 (its own count).
+events of ~`event_bytes` each (published with UIManager, as a worker would), then `sockets`
+sockets of that user resume from the log's start at once and never read (`bench.stalled`),
+while another user, connected and reading, receives `rate` events/s. Measured: that user's
+publish-to-frame latency (p50/p99) and how many of its events could be published at all (a
+publish waits while Redis is busy); the edge's RSS (psutil) before, `settle` seconds after
+the stalled sockets are reset, and at its peak until then; how many of the stalled
+connections the edge still held at that moment and when it let go of the last (its
+/metrics); and the stalled sockets the edge refused at connect (a close frame first, 1013)
+or closed with 1013 (its own count).
 
 The comparison, in the same run and on the same edge: the same latency with no replays
 running, measured first. Every row carries the commit of the code measured, so that figures
