@@ -19,8 +19,8 @@ from core.config import Settings
 from core.db import new_session
 from core.models import Order, row_id
 from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
-from realtime.presence import revocation_mark
 from realtime.publisher import default_event_log
+from realtime.revocation import revocation_mark
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT; `insight token` mints one.")
 _server_key = HTTPBearer(

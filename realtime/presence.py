@@ -1,9 +1,9 @@
-"""Who is connected, and disconnecting a user, from any process (UIManager, the job API).
+"""Who is connected, on every edge, from any process (UIManager, the job API).
 
-Each function is one call of `realtime.broker.presence_calls`, which says what presence,
-the cap and revocation keep in Redis; the `_async` twins run the same call on the asyncio
-driver. The edge's own share (its counts, the cap at connect, the heartbeat) is
-`edge.presence`.
+Each function is one call of `realtime.broker.presence_calls`, which says what presence keeps
+in Redis; the `_async` twins run the same call on the asyncio driver. The edge's own share
+(its counts, the cap at connect, the heartbeat) is `edge.presence`; disconnecting a user,
+`realtime.revocation`.
 """
 
 from __future__ import annotations
@@ -35,27 +35,3 @@ def members(driver: SyncDriver, business: Recipient) -> dict[str, int]:
 async def members_async(driver: AsyncDriver, business: Recipient) -> dict[str, int]:
     """`members` for asyncio code."""
     return await driver.run(presence_calls.read_business(business))
-
-
-def revoke(driver: SyncDriver, user: Recipient, keep_seconds: int) -> int:
-    """Close the user's sockets on every edge and refuse the user's tokens issued up to now;
-    returns the mark (`presence_calls.revoke`)."""
-    return driver.run(presence_calls.revoke(user, keep_seconds))
-
-
-async def revoke_async(driver: AsyncDriver, user: Recipient, keep_seconds: int) -> int:
-    """`revoke` for asyncio code."""
-    return await driver.run(presence_calls.revoke(user, keep_seconds))
-
-
-def revocation_mark(driver: SyncDriver, user_id: str) -> int | None:
-    """The user's revocation mark, if one is held: tokens issued in or before this second
-    are refused (`core.security.issued_before` compares)."""
-    mark = driver.get(Recipient.user(user_id).revoked_key)
-    return None if mark is None else int(mark)
-
-
-async def revocation_mark_async(driver: AsyncDriver, user_id: str) -> int | None:
-    """`revocation_mark` for asyncio code."""
-    mark = await driver.get(Recipient.user(user_id).revoked_key)
-    return None if mark is None else int(mark)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from realtime import presence
+from realtime import presence, revocation
 from realtime.broker.topology import async_client, sync_client
 from realtime.eventlog import AsyncEventLog, EventLog, Retention
 from realtime.events import DEFAULT_TTL_SECONDS
@@ -139,7 +139,7 @@ class UIManager(Manager[str]):
         and refuse the user's tokens issued up to now, at the edges and the API; returns
         the mark: tokens whose `iat` is at most this (Unix seconds, the Redis clock)."""
         keep = events_settings().revocation_keep_seconds
-        return presence.revoke(self.log.driver, self.recipient, keep)
+        return revocation.revoke(self.log.driver, self.recipient, keep)
 
     def deliver(
         self,
@@ -191,7 +191,7 @@ class AsyncUIManager(Manager[Coroutine[Any, Any, str]]):
     async def disconnect(self) -> int:
         """`UIManager.disconnect`: close the user's sockets everywhere, refuse older tokens."""
         keep = events_settings().revocation_keep_seconds
-        return await presence.revoke_async((await self.log()).driver, self.recipient, keep)
+        return await revocation.revoke_async((await self.log()).driver, self.recipient, keep)
 
     async def deliver(
         self,

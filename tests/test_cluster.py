@@ -381,7 +381,7 @@ async def test_events_min_replicas_returns_only_once_the_replicas_hold_the_write
     sync and async; =2: no master has two, so both say so rather than pretend."""
     from realtime.broker.topology import async_client
     from realtime.eventlog import AsyncEventLog, Durability
-    from realtime.presence import revocation_mark
+    from realtime.revocation import revocation_mark
 
     durability = Durability(min_replicas=replicas, timeout_ms=200)
     users = [unique("durable") for _ in range(6)]  # over several masters

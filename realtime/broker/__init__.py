@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from realtime.broker.admission_calls import Admission
 from realtime.broker.log_calls import Page
-from realtime.broker.presence_calls import Admission, Entry, Marks, Stamp
+from realtime.broker.presence_calls import Entry, Marks, Stamp
 from realtime.frames import Position
 from realtime.options import PublishOptions
 from realtime.recipients import Recipient

@@ -19,14 +19,13 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from realtime.broker import Admission, Entry, Marks, Stamp
-from realtime.broker import presence_calls as calls
+from realtime.broker import Admission, Entry, Marks, Stamp, admission_calls, presence_calls
 from realtime.broker.drivers import AsyncClient, AsyncDriver
 from realtime.broker.log_calls import Retention
 from realtime.broker.redis_live import RedisLiveFeed
 from realtime.broker.topology import ClusterTopology, SingleNode, async_client, is_cluster_async
 from realtime.eventlog import AsyncEventLog
-from realtime.presence import revocation_mark_async
+from realtime.revocation import revocation_mark_async
 
 CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
 PRESENCE_CALLS = 16  # presence scripts in flight at once, on a cluster (within the pool too)
@@ -34,7 +33,7 @@ PIPELINE_CALLS = 256  # presence writes per pipeline round trip
 
 
 class RedisPresenceStore:
-    """The `PresenceStore` over Redis (`presence_calls`)."""
+    """The `PresenceStore` over Redis (`presence_calls`, `admission_calls`)."""
 
     def __init__(self, driver: AsyncDriver, *, concurrency: int | None = None) -> None:
         self._driver = driver
@@ -44,11 +43,11 @@ class RedisPresenceStore:
         self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
     ) -> Admission:
         async with self._calls or contextlib.nullcontext():
-            return await self._driver.run(calls.enter(user_id, issued_at, count, cap, by))
+            return await self._driver.run(admission_calls.enter(user_id, issued_at, count, cap, by))
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         """One script per hash slot, pipelined, PIPELINE_CALLS at a time."""
-        batch = calls.put(entries, by)
+        batch = presence_calls.put(entries, by)
         marks: Marks = []
         for start in range(0, len(batch), PIPELINE_CALLS):
             async with self._calls or contextlib.nullcontext():
