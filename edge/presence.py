@@ -13,13 +13,14 @@ announcement is closed by the next heartbeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from core.security import Identity, issued_before
 from realtime.broker import Admission, Entry, PresenceStore, Stamp
@@ -31,6 +32,25 @@ RETRACT_TIMEOUT_SECONDS = 2.0  # an edge that stops gives its entries up for thi
 OnRevoked = Callable[[str, int], object]  # (user id, mark): close the user's older sessions
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class Turns:
+    """One at a time per key: a lock per key, dropped once nobody holds it or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
 
 
 def new_edge_id() -> str:
@@ -60,6 +80,8 @@ class Presence:
         self._on_revoked = on_revoked
         self._counts: dict[Entry, int] = {}
         self._dirty: set[Entry] = set()  # changed since last written
+        self._entering: set[Entry] = set()  # users with a connect being admitted
+        self._turns = Turns()
         self._seq = itertools.count(1)
         self._flusher: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -95,22 +117,31 @@ class Presence:
 
     async def enter(self, identity: Identity) -> Admission:
         """Count a new connection of `identity`, unless its tokens are revoked or the user is
-        at the cap. Broker errors propagate (with nothing counted)."""
+        at the cap. Broker errors propagate (with nothing counted).
+
+        A user's connects on this edge are admitted one at a time, each against the
+        connections already admitted, and no other write of the user's count goes out while
+        one is in flight: a connect that ends up refused is never in presence, so it can
+        never make another edge refuse a connect the cap had room for."""
         if self._stopped:
             raise ConnectionError("the edge is stopping")
         own: Entry = (None, identity.user_id)
-        count = self._counts.get(own, 0) + 1
-        self._counts[own] = count
-        try:
-            admission = await self._store.enter(
-                identity.user_id, identity.issued_at, count, self._cap, self._stamp()
-            )
-        except BaseException:
-            self._change(own, -1)
-            raise
-        if admission is not Admission.ADMITTED:
-            self._change(own, -1)
-        elif identity.business_id is not None:
+        async with self._turns.turn(identity.user_id):
+            count = self._counts.get(own, 0) + 1
+            self._entering.add(own)
+            try:
+                admission = await self._store.enter(
+                    identity.user_id, identity.issued_at, count, self._cap, self._stamp()
+                )
+                if admission is Admission.ADMITTED:  # the script wrote `count`; if a socket
+                    self._counts[own] = self._counts.get(own, 0) + 1  # closed since, it is dirty
+            except BaseException:
+                self._dirty.add(own)  # the script may have run: write the true count again
+                raise
+            finally:
+                self._entering.discard(own)
+                self._flush_soon()
+        if admission is Admission.ADMITTED and identity.business_id is not None:
             self._change((identity.business_id, identity.user_id), +1)
         return admission
 
@@ -132,18 +163,21 @@ class Presence:
     def _change(self, entry: Entry, delta: int) -> None:
         self._counts[entry] = max(0, self._counts.get(entry, 0) + delta)
         self._dirty.add(entry)
-        if self._flusher is None and not self._stopped:
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flusher is None and not self._stopped and self._dirty - self._entering:
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush(), name="presence-flush"
             )
 
     async def _flush(self) -> None:
         """Write what changed, batched: whatever changes while a write is in flight goes in
-        the next one."""
+        the next one. A user with a connect in flight is written once it is answered."""
         try:
-            while self._dirty and not self._stopped:
-                entries = self._take(self._dirty)
-                self._dirty = set()
+            while not self._stopped and (ready := self._dirty - self._entering):
+                entries = self._take(ready)
+                self._dirty -= ready
                 try:
                     await self._write(entries)
                 except Exception as error:  # Redis errors, and redis-py's cluster ones
@@ -167,7 +201,8 @@ class Presence:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            entries = self._take(list(self._counts))
+            self._dirty |= self._entering  # written once their connects are answered
+            entries = self._take(self._counts.keys() - self._entering)
             started = asyncio.get_running_loop().time()
             try:
                 await self._write(entries)

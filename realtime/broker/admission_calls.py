@@ -6,9 +6,9 @@ the user's live channel and before the connection is caught up: it refuses a use
 tokens are revoked (below), and a connection that would take the user's live counts on every
 edge (this one's included, with this connection) past WS_MAX_CONNECTIONS_PER_USER; otherwise
 it writes this edge's new count. Counts of other edges are as their last scripts left them, so
-the cap holds across edges. One inexactness: connects of one user racing on one edge each
-count the others still in flight, so for one round trip a refused one may be counted (a
-neighbour then refused too early, never admitted past the cap). A socket that closes frees its
+the cap holds across edges. An edge admits a user's connects one at a time and never writes a
+connect still in flight, so a burst on several edges admits exactly the cap: never more, and
+never fewer because of a connect that was itself refused. A socket that closes frees its
 slot within a round trip; an edge that dies frees its slots within PRESENCE_TTL_SECONDS.
 """
 

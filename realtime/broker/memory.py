@@ -182,7 +182,15 @@ class MemoryPresence:
         self._live = live
         self._clock = clock
         self._counts: dict[Entry, dict[str, int]] = {}  # entry -> edge -> count
+        self._seqs: dict[tuple[Entry, str], int] = {}  # (entry, edge) -> seq of its last write
         self._marks: dict[str, int] = {}
+
+    def _put(self, entry: Entry, count: int, by: Stamp) -> None:
+        """Write one count, unless a newer write of the same edge is there (as the script)."""
+        if self._seqs.get((entry, by.edge), -1) > by.seq:
+            return
+        self._seqs[(entry, by.edge)] = by.seq
+        self._counts.setdefault(entry, {})[by.edge] = count
 
     async def enter(
         self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
@@ -191,16 +199,16 @@ class MemoryPresence:
         mark = self._marks.get(user_id)
         if mark is not None and (issued_at is None or int(issued_at) <= mark):
             return Admission.REVOKED
-        edges = self._counts.setdefault((None, user_id), {})
+        edges = self._counts.get((None, user_id), {})
         others = sum(n for other, n in edges.items() if other != edge)
         if cap > 0 and others + count > cap:
             return Admission.OVER_CAP
-        edges[edge] = count
+        self._put((None, user_id), count, by)
         return Admission.ADMITTED
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         for entry, count in entries.items():
-            self._counts.setdefault(entry, {})[by.edge] = count
+            self._put(entry, count, by)
         users = {user_id for business, user_id in entries if business is None}
         return [(user, self._marks[user]) for user in sorted(users) if user in self._marks]
 
