@@ -19,6 +19,7 @@ from core.config import Settings
 from core.db import new_session
 from core.models import Order, row_id
 from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
+from realtime.ids import CLIENT_PATTERN, CLIENT_RULE
 from realtime.publisher import default_event_log
 from realtime.revocation import revocation_mark
 
@@ -135,6 +136,19 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         description="Repeat a submission safely: the same key and body return the first job.",
+    ),
+]
+
+
+InsightClient = Annotated[
+    str | None,
+    Header(
+        alias="Insight-Client",
+        pattern=CLIENT_PATTERN.pattern,
+        description=(
+            "The browser tab submitting the job (insight.js adds it): the job's redirect and "
+            f"modal go to that tab only while it is connected. {CLIENT_RULE}."
+        ),
     ),
 ]
 

@@ -53,7 +53,13 @@ def create_app() -> FastAPI:
         JsonCORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "Insight-Client",
+            "X-Request-ID",
+        ],
         expose_headers=["Location", "X-Request-ID"],
         max_age=600,
     )

@@ -59,15 +59,17 @@ def submit(
     correlation_id: str | None,
     *,
     business_id: str | None = None,
+    client: str | None = None,
     add_rows: Callable[[Job], None] | None = None,
     conflict: Callable[[IntegrityError], Exception | None] | None = None,
 ) -> Job:
     """Store and enqueue a job (or find the one this Idempotency-Key already made).
 
-    `add_rows` runs only when a new job is made: it adds the rows the job refers to, and may
-    refuse the job by raising (nothing is committed then). `conflict` names the conflict that
-    a refused write of those rows was, when a concurrent job's rows came first (answered 409);
-    None for anything else, which stays an error.
+    `client` is the browser tab that submits it (`Insight-Client`), where its redirect and
+    modal go. `add_rows` runs only when a new job is made: it adds the rows the job refers
+    to, and may refuse the job by raising (nothing is committed then). `conflict` names the
+    conflict that a refused write of those rows was, when a concurrent job's rows came first
+    (answered 409); None for anything else, which stays an error.
     """
     fingerprint = hashlib.sha256(
         json.dumps({"kind": kind, "body": body}, sort_keys=True).encode()
@@ -86,6 +88,7 @@ def submit(
         request_hash=fingerprint,
         idempotency_key=idempotency_key,
         correlation_id=correlation_id,
+        client=client,
         deliveries=0,
         notified=False,
     )

@@ -77,6 +77,8 @@ class Job(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     correlation_id: Mapped[str | None] = mapped_column(String(100))
+    # The browser tab that submitted it (`Insight-Client`): its redirect and modal go there.
+    client: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)

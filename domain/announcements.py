@@ -32,11 +32,14 @@ if TYPE_CHECKING:
     Target = UIManager | AfterCommitUIManager
 
 
-def _ui(job: JobView, after_commit: Session | None = None) -> Target:
+def _ui(job: JobView, after_commit: Session | None = None, *, to_its_tab: bool = False) -> Target:
+    """Where the job's events go: every tab of its user; with `to_its_tab`, the tab that
+    submitted it while that tab is connected (its redirect and its modal)."""
     context = {"jobId": job.id}
     if job.correlation_id:
         context["requestId"] = job.correlation_id
-    ui = UIManager.for_user(job.user_id).with_context(**context)
+    client = job.client if to_its_tab else None
+    ui = UIManager.for_user(job.user_id, client=client).with_context(**context)
     return ui if after_commit is None else ui.after_commit(after_commit)
 
 
@@ -94,13 +97,13 @@ def payment_outcome(job: JobView, *, after_commit: Session | None = None) -> Non
     result = job.result or {}
     if job.status == "succeeded":
         _toast(ui, job, "Payment received", f"Order #{result['order_id']} is paid", "success")
-        ui.redirect(
+        _ui(job, after_commit, to_its_tab=True).redirect(
             result.get("success_url") or DEFAULT_SUCCESS_URL,
             idempotency_key=_key(job, "redirect"),
         )
     else:
         _toast(ui, job, "Payment failed", job.error or "The payment failed", "error")
-        ui.show_modal(
+        _ui(job, after_commit, to_its_tab=True).show_modal(
             "payment_failed",
             {
                 "jobId": job.id,

@@ -43,6 +43,7 @@ class JobView:
     error: str | None
     notified: bool
     correlation_id: str | None
+    client: str | None = None  # the browser tab that submitted it, if it said
 
     @property
     def finished(self) -> bool:
@@ -61,6 +62,7 @@ class JobView:
             job.error,
             job.notified,
             job.correlation_id,
+            job.client,
         )
 
 

@@ -139,7 +139,11 @@ def _queue_round(connection: ClientConnection, pending: list[_Reading], pages: l
     bound: Key | None = min(stopped) if stopped else None
     merged = heapq.merge(
         *(
-            [(key, reading.index, body) for key, _entry, body in page.entries]
+            [
+                (key, reading.index, body)
+                for key, _entry, body, tab in page.entries
+                if not tab or tab == connection.client  # an event for one tab: that tab's
+            ]
             for reading, page in zip(pending, pages, strict=True)
         )
     )

@@ -46,7 +46,7 @@ class ClientConnection:
 
     __slots__ = (
         "_changed", "_held", "_live_queued", "_outbox", "_parts", "_replayed_bytes", "capacity",
-        "catch_up_lock", "close_code", "gone", "held_let_go", "identity", "positions",
+        "catch_up_lock", "client", "close_code", "gone", "held_let_go", "identity", "positions",
         "recipients", "since", "wire",
     )  # fmt: skip
 
@@ -59,8 +59,10 @@ class ClientConnection:
         wire: FrameWriter | None = None,
         *,
         since: str | None = None,
+        client: str | None = None,
     ) -> None:
         self.identity = identity
+        self.client = client  # the browser tab that opened it (`client=`), if it said
         self.recipients = recipients
         self.positions = positions  # one per recipient, in the same order
         self._parts = [p.component().encode() for p in positions]

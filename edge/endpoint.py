@@ -33,6 +33,7 @@ from edge.pump import log_broker_failure, pump
 from realtime.broker import Admission
 from realtime.broker.log_calls import start_position
 from realtime.frames import MAX_SEQ, Position, parse_cursor
+from realtime.ids import CLIENT_PATTERN, CLIENT_RULE
 from realtime.recipients import recipients_of
 
 logger = logging.getLogger(__name__)
@@ -77,13 +78,14 @@ async def insight_socket(websocket: WebSocket) -> None:
             settings.ws_send_buffer,
             websocket.scope.get("extensions", {}).get(FRAME_WRITER_EXTENSION),
             since=websocket.query_params.get("since") or None,
+            client=websocket.query_params.get("client") or None,
         )
         try:
             # Subscribed before the revocation and cap check: a revocation after the check
             # reaches this connection on its channel.
             await hub.listen(connection)
             async with asyncio.timeout(settings.ws_subscribe_timeout_seconds):
-                admitted = _admitted(await presence.enter(identity))
+                admitted = _admitted(await presence.enter(identity, connection.client))
         except SubscribeTimeout as error:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "subscription not confirmed") from error
         except Refused:
@@ -121,7 +123,7 @@ async def insight_socket(websocket: WebSocket) -> None:
         if connection is not None and hub is not None:
             hub.detach(connection)
         if admitted and connection is not None and presence is not None:
-            presence.leave(connection.identity)
+            presence.leave(connection.identity, connection.client)
 
 
 def _admitted(admission: Admission) -> bool:
@@ -176,8 +178,11 @@ def _check_request(websocket: WebSocket, settings: Settings) -> None:
     if not settings.origin_allowed(websocket.headers.get("origin")):
         raise Refused(CloseCode.FORBIDDEN, "origin not allowed")
     params = websocket.query_params
-    if len(params.getlist("channel")) > 1 or len(params.getlist("since")) > 1:
+    if any(len(params.getlist(name)) > 1 for name in ("channel", "since", "client")):
         raise Refused(CloseCode.MALFORMED, "repeated query parameter")
+    client = params.get("client")
+    if client is not None and not CLIENT_PATTERN.fullmatch(client):
+        raise Refused(CloseCode.MALFORMED, f"client must be {CLIENT_RULE}")
     channel = params.get("channel") or DEFAULT_CHANNEL
     if channel not in CHANNELS:
         raise Refused(CloseCode.FORBIDDEN, "channel not allowed")

@@ -143,7 +143,7 @@ class Hub:
         listeners = self._by_channel.get(channel)
         if not listeners:
             return
-        coalesce_key, event_id, body = parse_announcement(data)
+        coalesce_key, event_id, tab, body = parse_announcement(data)
         event = parse_event_id(event_id)
         if event is None:
             # Not an event: a control announcement (an id no event has), costing the
@@ -157,6 +157,8 @@ class Hub:
             )
             return
         encoded_id = event_id.encode()
+        if tab:  # for one tab of the user (`realtime.broker.log_calls`): its connections only
+            listeners = {c: i for c, i in listeners.items() if c.client == tab}
         for connection, index in listeners.items():
             connection.offer(index, event, encoded_id, coalesce_key, body)
         telemetry.record_delivery(body, event, len(listeners))

@@ -80,7 +80,7 @@ class Presence:
         self._on_revoked = on_revoked
         self._counts: dict[Entry, int] = {}
         self._dirty: set[Entry] = set()  # changed since last written
-        self._entering: set[Entry] = set()  # users with a connect being admitted
+        self._entering: set[Entry] = set()  # users (and tabs) with a connect being admitted
         self._turns = Turns()
         self._seq = itertools.count(1)
         self._flusher: asyncio.Task[None] | None = None
@@ -115,9 +115,10 @@ class Presence:
                     extra={"edge": self.edge, "entries": len(entries), "error": repr(error)},
                 )
 
-    async def enter(self, identity: Identity) -> Admission:
-        """Count a new connection of `identity`, unless its tokens are revoked or the user is
-        at the cap. Broker errors propagate (with nothing counted).
+    async def enter(self, identity: Identity, client: str | None = None) -> Admission:
+        """Count a new connection of `identity` (opened by the browser tab `client`), unless
+        its tokens are revoked or the user is at the cap. Broker errors propagate (with
+        nothing counted).
 
         A user's connects on this edge are admitted one at a time, each against the
         connections already admitted, and no other write of the user's count goes out while
@@ -125,33 +126,38 @@ class Presence:
         never make another edge refuse a connect the cap had room for."""
         if self._stopped:
             raise ConnectionError("the edge is stopping")
-        own: Entry = (None, identity.user_id)
-        async with self._turns.turn(identity.user_id):
-            count = self._counts.get(own, 0) + 1
-            self._entering.add(own)
+        user = identity.user_id
+        written = [Entry(user)] if client is None else [Entry(user), Entry(user, tab=client)]
+        async with self._turns.turn(user):
+            counts = [self._counts.get(entry, 0) + 1 for entry in written]
+            tab = None if client is None else (client, counts[1])
+            self._entering.update(written)
             try:
                 admission = await self._store.enter(
-                    identity.user_id, identity.issued_at, count, self._cap, self._stamp()
+                    user, identity.issued_at, counts[0], self._cap, self._stamp(), tab
                 )
-                if admission is Admission.ADMITTED:  # the script wrote `count`; if a socket
-                    self._counts[own] = self._counts.get(own, 0) + 1  # closed since, it is dirty
+                if admission is Admission.ADMITTED:  # the script wrote `counts`; if a socket
+                    for entry in written:  # closed since, its entry is dirty
+                        self._counts[entry] = self._counts.get(entry, 0) + 1
             except BaseException:
-                self._dirty.add(own)  # the script may have run: write the true count again
+                self._dirty.update(written)  # the script may have run: write the true counts
                 raise
             finally:
-                self._entering.discard(own)
+                self._entering.difference_update(written)
                 self._flush_soon()
         if admission is Admission.ADMITTED and identity.business_id is not None:
-            self._change((identity.business_id, identity.user_id), +1)
+            self._change(Entry(user, business=identity.business_id), +1)
         return admission
 
-    def leave(self, identity: Identity) -> None:
+    def leave(self, identity: Identity, client: str | None = None) -> None:
         """An admitted connection closed: its slot is given back within a round trip."""
         if self._stopped:
             return
-        self._change((None, identity.user_id), -1)
+        self._change(Entry(identity.user_id), -1)
+        if client is not None:
+            self._change(Entry(identity.user_id, tab=client), -1)
         if identity.business_id is not None:
-            self._change((identity.business_id, identity.user_id), -1)
+            self._change(Entry(identity.user_id, business=identity.business_id), -1)
 
     async def revoked(self, identity: Identity) -> bool:
         """Whether the user's revocation mark refuses this identity's token (a renewal)."""

@@ -25,7 +25,9 @@ ignores them.
 
 **The announcement.** The append script publishes `<coalesce key>\\n<event id>\\n<body>` on the
 recipient's live channel (`ANNOUNCEMENT_LUA` is the expression it uses), parsed by
-`parse_announcement`.
+`parse_announcement`. An event for one tab of a user that has it connected carries the tab's
+id after the event id and a space (`<event id> <tab id>`): edges deliver it only to that tab's
+connections (see `realtime.broker.log_calls`).
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ MAX_SEQ = 2**64 - 1  # the largest part (milliseconds or sequence) of a Stream e
 _COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")
 _ID_PREFIX = b'{"id":"'
 
-# The Lua expression the append script publishes; `coalesce`, `event_id` and `body` are
-# locals of that script. Kept here, next to its parser.
-ANNOUNCEMENT_LUA = "coalesce .. '\\n' .. event_id .. '\\n' .. body"
+# The Lua expression the append script publishes; `coalesce`, `event_id`, `scope` (a space and
+# the tab's id, or '') and `body` are locals of that script. Kept here, next to its parser.
+ANNOUNCEMENT_LUA = "coalesce .. '\\n' .. event_id .. scope .. '\\n' .. body"
 
 # A control announcement on a user's live channel: the user was disconnected by the server
 # API (realtime.presence); its body is the revocation mark. No event id starts with "!", so
@@ -109,16 +111,18 @@ def event_id_of(frame_id: str) -> str:
     return frame_id.partition("_")[0]
 
 
-def announcement(coalesce_key: str, event_id: str, body: str) -> bytes:
+def announcement(coalesce_key: str, event_id: str, body: str, tab: str = "") -> bytes:
     """What `ANNOUNCEMENT_LUA` builds, for a producer that announces without the log."""
-    return f"{coalesce_key}\n{event_id}\n{body}".encode()
+    scope = f" {tab}" if tab else ""
+    return f"{coalesce_key}\n{event_id}{scope}\n{body}".encode()
 
 
-def parse_announcement(data: bytes) -> tuple[str, str, bytes]:
-    """(coalesce key, event id, body) of a live announcement."""
+def parse_announcement(data: bytes) -> tuple[str, str, str, bytes]:
+    """(coalesce key, event id, tab id or "", body) of a live announcement."""
     coalesce, _, rest = data.partition(b"\n")
     event_id, _, body = rest.partition(b"\n")
-    return coalesce.decode(), event_id.decode(), body
+    event_id, _, tab = event_id.partition(b" ")
+    return coalesce.decode(), event_id.decode(), tab.decode(), body
 
 
 def splice(cursor: bytes, body: bytes) -> bytes:

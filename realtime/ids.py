@@ -46,3 +46,17 @@ IdText = Annotated[
     Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN.pattern),
     AfterValidator(check_id),
 ]
+
+
+# A browser tab's id (`client=` on a socket, the `Insight-Client` header on the job API): made
+# by insight.js, so its alphabet can be strict. It appears in presence fields and announcements,
+# which is why it may hold no `:`, space or newline.
+CLIENT_RULE = "1-64 characters of A-Z, a-z, 0-9, _ and -"
+CLIENT_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_client(client: object) -> str:
+    """`client` if it is a valid tab id, else ValueError (whose message never quotes it)."""
+    if not isinstance(client, str) or not CLIENT_PATTERN.fullmatch(client):
+        raise ValueError(f"a tab id must be {CLIENT_RULE}")
+    return client

@@ -8,6 +8,7 @@ what the five calls return: an id, an awaitable of one, or nothing until the com
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Generic, Self, TypeVar
 
 from pydantic import JsonValue
@@ -23,6 +24,7 @@ from realtime.events import (
     encode_context,
     encode_event,
 )
+from realtime.ids import check_client
 from realtime.options import DEFAULT_OPTIONS, PublishOptions
 from realtime.recipients import Recipient
 
@@ -31,15 +33,21 @@ Result = TypeVar("Result")
 
 
 class Manager(Generic[Result]):
-    """A recipient, the context keys its events carry, and the five calls."""
+    """A recipient (and maybe one of a user's browser tabs), the context keys its events
+    carry, and the five calls."""
 
     def __init__(self, recipient: Recipient) -> None:
         self.recipient = recipient
+        self.client: str | None = None
         self._context = ""
 
     @classmethod
-    def for_user(cls, user_id: str | int) -> Self:
-        return cls(Recipient.user(user_id))
+    def for_user(cls, user_id: str | int, client: str | None = None) -> Self:
+        """The user's connections; with `client` (a tab's id, as its sockets' `client=`),
+        only that tab's while it is connected on some edge, else every one of the user's."""
+        manager = cls(Recipient.user(user_id))
+        manager.client = None if client is None else check_client(client)
+        return manager
 
     @classmethod
     def for_business(cls, business_id: str | int) -> Self:
@@ -62,6 +70,12 @@ class Manager(Generic[Result]):
 
     def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> Result:
         raise NotImplementedError
+
+    def scoped(self, options: PublishOptions) -> PublishOptions:
+        """`options`, for this manager's tab when it has one and they name none."""
+        if self.client is None or options.client is not None:
+            return options
+        return dataclasses.replace(options, client=self.client)
 
     def redirect(
         self, path: str, *, ttl: float | None = None, idempotency_key: str | None = None

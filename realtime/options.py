@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from realtime.ids import check_client
+
 # What an idempotency key may be: it becomes part of a Redis key name.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
@@ -20,11 +22,16 @@ class PublishOptions:
     type's default, `realtime.events.DEFAULT_TTL_SECONDS`; at most the log's retention).
     `coalesce_key`: a newer `ui_update` with the same key replaces an older one still waiting
     in a slow client's buffer (for snapshots, not deltas). `idempotency_key`: a repeat with the
-    same key within the retention returns the first event's id and publishes nothing."""
+    same key within the retention returns the first event's id and publishes nothing.
+    `client`: a user's event for one browser tab (its id, `client=` on its sockets): stored in
+    the user's log like any other, and delivered only to that tab's connections if the tab is
+    connected when it is published, else to all of the user's (see `realtime.broker.log_calls`).
+    """
 
     ttl: float | None = None
     coalesce_key: str | None = None
     idempotency_key: str | None = None
+    client: str | None = None
 
     def __post_init__(self) -> None:
         if self.ttl is not None and not self.ttl > 0:
@@ -35,6 +42,8 @@ class PublishOptions:
             self.idempotency_key
         ):
             raise ValueError("idempotency_key must be 1-200 printable ASCII characters, no spaces")
+        if self.client is not None:
+            check_client(self.client)
 
 
 DEFAULT_OPTIONS = PublishOptions()

@@ -122,7 +122,7 @@ class UIManager(Manager[str]):
         first call's id and publishes nothing."""
         log = self.log
         ttl = ttl_of(event.type, options.ttl, log.retention)
-        return log.append(self.recipient, self.body(event), ttl, options)
+        return log.append(self.recipient, self.body(event), ttl, self.scoped(options))
 
     # -- presence and disconnect (realtime.presence) ------------------------------------
 
@@ -178,7 +178,7 @@ class AsyncUIManager(Manager[Coroutine[Any, Any, str]]):
         """`UIManager.publish` for asyncio code."""
         log = await self.log()
         ttl = ttl_of(event.type, options.ttl, log.retention)
-        return await log.append(self.recipient, self.body(event), ttl, options)
+        return await log.append(self.recipient, self.body(event), ttl, self.scoped(options))
 
     async def connections(self) -> int:
         """The user's open sockets on every edge (a business: all its members')."""

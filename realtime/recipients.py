@@ -122,6 +122,12 @@ class Recipient:
         return f"{self._prefix}:presence"
 
     @property
+    def tabs_key(self) -> str:
+        """A user's hash of connected browser tabs: one field per tab and edge
+        (`<tab id>:<edge>`), whose values are presence's (`realtime.broker.presence_calls`)."""
+        return f"{self._prefix}:tabs"
+
+    @property
     def revoked_key(self) -> str:
         """A user's revocation mark: tokens issued in or before this second (Unix time, by
         the Redis clock) are refused (see `realtime.presence`)."""

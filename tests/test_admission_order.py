@@ -33,12 +33,18 @@ class HeldPresence:
         self.held: list[asyncio.Future[None]] = []
 
     async def enter(
-        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
+        self,
+        user_id: str,
+        issued_at: float | None,
+        count: int,
+        cap: int,
+        by: Stamp,
+        tab: tuple[str, int] | None = None,
     ) -> Admission:
         turn = asyncio.get_running_loop().create_future()
         self.held.append(turn)
         await turn
-        return await self._store.enter(user_id, issued_at, count, cap, by)
+        return await self._store.enter(user_id, issued_at, count, cap, by, tab)
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         return await self._store.put(entries, by)

@@ -47,15 +47,25 @@ export interface ConnectOptions {
   storageKey?: string;
   minDelayMs?: number;
   maxDelayMs?: number;
+  /** This tab's id (default: `tabId()`): a job it starts sends its redirect and modal here. */
+  client?: string;
 }
 
 export interface UIEventsHandle {
   close(): void;
   readonly status: ConnectionStatus;
   readonly cursor: string | null;
+  /** The tab id the sockets carry as `client=`. */
+  readonly client: string;
 }
 
 export function connectUIEvents(options: ConnectOptions): UIEventsHandle;
+
+/** This tab's id, made once and kept in sessionStorage (a reload keeps it). */
+export function tabId(storage?: Pick<Storage, "getItem" | "setItem"> | null): string;
+
+/** `fetch` with this tab's id as the `Insight-Client` header: use it for the job API. */
+export function insightFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
 """
 
 

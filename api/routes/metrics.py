@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentUser, IdempotencyKey, SessionDep
+from api.deps import CurrentUser, IdempotencyKey, InsightClient, SessionDep
 from api.schemas import JobAccepted, MetricsIn, refusals
 from api.submission import accepted, submit
 
@@ -24,6 +24,7 @@ def recalculate(
     request: Request,
     body: MetricsIn | None = None,
     idempotency_key: IdempotencyKey = None,
+    client: InsightClient = None,
 ) -> JSONResponse:
     """Recompute the caller's business metrics (or the named one, if it is the caller's)."""
     business_id = (body.business_id if body else None) or user.business_id
@@ -41,6 +42,7 @@ def recalculate(
         {"business_id": business_id},
         idempotency_key,
         request.state.request_id,
+        client=client,
         business_id=business_id,
     )
     return accepted(job)

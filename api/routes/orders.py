@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from api.deps import CurrentUser, IdempotencyKey, SessionDep, find_own_order
+from api.deps import CurrentUser, IdempotencyKey, InsightClient, SessionDep, find_own_order
 from api.schemas import JobAccepted, OrderIn, OrderItemOut, OrderOut, refusals
 from api.submission import accepted, submit
 from core.models import Order
@@ -29,6 +29,7 @@ def create_order(
     session: SessionDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
+    client: InsightClient = None,
 ) -> JSONResponse:
     """Accept an order; a worker creates it and tells the user's page when it is done."""
     job = submit(
@@ -38,6 +39,7 @@ def create_order(
         body.model_dump(mode="json"),
         idempotency_key,
         request.state.request_id,
+        client=client,
     )
     return accepted(job)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentUser, IdempotencyKey, SessionDep, find_own_order
+from api.deps import CurrentUser, IdempotencyKey, InsightClient, SessionDep, find_own_order
 from api.schemas import JobAccepted, PaymentIn, refusals
 from api.submission import accepted, submit
 from core.models import Job
@@ -26,6 +26,7 @@ def create_payment(
     session: SessionDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
+    client: InsightClient = None,
 ) -> JSONResponse:
     """Charge an order; the page gets a toast and a redirect, or a modal on a decline."""
     order = find_own_order(session, body.order_id, user.user_id)
@@ -44,6 +45,7 @@ def create_payment(
         body.model_dump(mode="json"),
         idempotency_key,
         request.state.request_id,
+        client=client,
         business_id=order.business_id,
         add_rows=add_payment,
         conflict=lambda error: payments.lost_to_another(error, order),

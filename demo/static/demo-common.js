@@ -1,5 +1,5 @@
 // What both demo pages share: who the visitor is, the job API, toasts, and the live connection.
-import { connectUIEvents } from "/static/insight.js";
+import { connectUIEvents, insightFetch } from "/static/insight.js";
 
 const params = new URLSearchParams(window.location.search);
 // Visible to browser tests: the frames seen, how often a token was fetched, the status.
@@ -42,7 +42,8 @@ export async function getToken(user) {
 export async function api(config, user, method, path, body) {
   if (!token) await getToken(user);
   const send = () =>
-    fetch(`${config.apiUrl}/api/v1${path}`, {
+    // insightFetch names this tab (Insight-Client): a payment's redirect comes back here only.
+    insightFetch(`${config.apiUrl}/api/v1${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),

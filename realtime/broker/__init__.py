@@ -112,9 +112,16 @@ class PresenceStore(Protocol):
     `presence_calls`); the edge's counting is `edge.presence`."""
 
     async def enter(
-        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
+        self,
+        user_id: str,
+        issued_at: float | None,
+        count: int,
+        cap: int,
+        by: Stamp,
+        tab: tuple[str, int] | None = None,
     ) -> Admission:
-        """Admit a connection of the user on the edge (its count there becoming `count`)."""
+        """Admit a connection of the user on the edge (its count there becoming `count`; a
+        tab's, `tab`: its id and its count there)."""
         ...
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:

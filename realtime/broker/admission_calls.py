@@ -31,15 +31,27 @@ class Admission(enum.Enum):
 
 
 def enter(
-    user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
+    user_id: str,
+    issued_at: float | None,
+    count: int,
+    cap: int,
+    by: Stamp,
+    tab: tuple[str, int] | None = None,
 ) -> Call[Admission]:
     """Admit a connection of the user on the edge, whose count there would become `count`:
     unless the user's revocation mark refuses a token issued at `issued_at`, or the user's
-    connections on every edge would pass `cap` (0: none)."""
+    connections on every edge would pass `cap` (0: none). A connection of a browser tab,
+    `tab` (its id, and the edge's count of its connections with this one), is written in the
+    user's tabs hash in the same step, so an event for that tab finds it connected as soon
+    as the connection is."""
     user = Recipient.user(user_id)
     iat = -1 if issued_at is None else math.floor(issued_at)
     keys = [user.presence_key, user.revoked_key]
-    return Call(ENTER, keys, [by.edge, count, by.seq, by.ttl_ms, cap, iat], _admission)
+    args: list[str | int] = [by.edge, count, by.seq, by.ttl_ms, cap, iat]
+    if tab is not None:
+        keys.append(user.tabs_key)
+        args.extend((f"{tab[0]}:{by.edge}", tab[1]))
+    return Call(ENTER, keys, args, _admission)
 
 
 def _admission(reply: list[Any]) -> Admission:

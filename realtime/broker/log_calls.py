@@ -26,6 +26,15 @@ Durability: with `EVENTS_MIN_REPLICAS=N` an append returns only once N replicas 
 event (`realtime.broker.call.Durability`); without it, once the master has it, and a
 failover that loses it is reported to the clients that had seen it as `insight_gap`.
 
+One tab: an event for one browser tab of a user (`PublishOptions.client`) is appended to the
+user's log like any other; the script reads, in the same step, whether the tab has a live
+entry in the user's tabs hash (written by the edges, as presence), and only then marks the
+entry and its announcement with the tab's id. Edges deliver a marked event, live and on
+replay, only to the connections that tab opened (`client=`); an unmarked one, to every
+connection of the user: a tab that is gone when its event is published does not lose it to
+nobody, every tab of the user gets it. The decision is made once, when the event is appended,
+so a replay delivers it exactly as it was delivered live.
+
 Idempotency: an append with an idempotency key remembers the id it returned under that key
 (in the recipient's slot, for the log's retention); a repeat returns that id and publishes
 nothing. Without a key each call makes one, kept briefly, so that a client library that
@@ -59,12 +68,13 @@ class Retention:
 @dataclass(frozen=True, slots=True)
 class Page:
     """A page of one recipient's log after a position: the log's epoch, whether events after
-    the position are gone, the entries that follow, in order, as (key, entry id, body), and
+    the position are gone, the entries that follow, in order, as (key, entry id, body, the
+    tab id of an event for one tab or ""), and
     whether more may follow the last entry it scanned (`scanned`, None if it scanned none)."""
 
     epoch: str
     gap: bool
-    entries: list[tuple[Key, str, bytes]]
+    entries: list[tuple[Key, str, bytes, str]]
     more: bool = False
     scanned: Key | None = None
 
@@ -87,6 +97,10 @@ def append(
     else:
         key, ttl_ms = f"key:{options.idempotency_key}", retention.max_age_seconds * 1000
     keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]
+    if options.client is not None:
+        if recipient.kind != "user":
+            raise ValueError("only a user's events can be for one of the user's tabs")
+        keys.append(recipient.tabs_key)
     args: list[str | int] = [
         recipient.live_channel,
         body,
@@ -99,6 +113,8 @@ def append(
         "1",
         retention.max_age_seconds * 1000,  # the metadata lives as long as the log
     ]
+    if options.client is not None:
+        args.append(options.client)
     return Call(APPEND, keys, args, as_text, durable=True)
 
 
@@ -145,9 +161,9 @@ def replay(
 def _page(reply: Any) -> Page:
     epoch, gap, more, scanned, *flat = reply
     entries = []
-    for index in range(0, len(flat), 2):
+    for index in range(0, len(flat), 3):
         entry = as_text(flat[index])
-        entries.append((entry_key(entry), entry, bytes(flat[index + 1])))
+        entries.append((entry_key(entry), entry, bytes(flat[index + 2]), as_text(flat[index + 1])))
     return Page(
         epoch=as_text(epoch),
         gap=bool(gap),

@@ -8,6 +8,7 @@ outside the recipient's slot.
 from __future__ import annotations
 
 from realtime.broker.call import Lua
+from realtime.broker.presence_scripts import HAS_LIVE_LUA
 from realtime.frames import ANNOUNCEMENT_LUA, MAX_SEQ
 
 _EPOCH_LUA = """
@@ -31,12 +32,15 @@ local function less(a, b)
 end
 """
 
-# KEYS: stream, meta, idempotency (the meta key again when the call has no key).
+# KEYS: stream, meta, idempotency (the meta key again when the call has no key), and for an
+#       event for one tab, the user's tabs hash.
 # ARGV: channel, body, ttl_us, max_len, max_age_us, coalesce key, idempotency ttl_ms,
-#       kind letter, '1' if KEYS[3] is an idempotency key, meta ttl_ms
+#       kind letter, '1' if KEYS[3] is an idempotency key, meta ttl_ms, and for an event for
+#       one tab, the tab's id.
 APPEND = Lua(
     "#!lua\n"
     + _EPOCH_LUA
+    + HAS_LIVE_LUA
     + """
 local stream, meta = KEYS[1], KEYS[2]
 local remembers = ARGV[9] == '1'
@@ -60,7 +64,14 @@ end
 local entry = string.format('%.0f-%.0f', micros, seq)
 local body = ARGV[2]
 local max_age = tonumber(ARGV[5])
-redis.call('XADD', stream, entry, 'f', body, 'x', string.format('%.0f', now + tonumber(ARGV[3])))
+local expires = string.format('%.0f', now + tonumber(ARGV[3]))
+local scope = ''
+if ARGV[11] and has_live(KEYS[4], ARGV[11] .. ':', math.floor(now / 1000)) then
+  scope = ' ' .. ARGV[11]
+  redis.call('XADD', stream, entry, 'f', body, 'x', expires, 't', ARGV[11])
+else
+  redis.call('XADD', stream, entry, 'f', body, 'x', expires)
+end
 local excess = redis.call('XLEN', stream) - tonumber(ARGV[4])
 if excess > 0 then
   local doomed = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
@@ -85,7 +96,8 @@ return event_id
 # KEYS: stream, meta.
 # ARGV: after entry, its epoch ('' when unknown), '1' to check that the position still holds,
 #       max entries, max bytes, meta ttl_ms, max_age_us
-# Returns {epoch, gap (0/1), more (0/1), last entry scanned ('' if none), entry, body, ...}:
+# Returns {epoch, gap (0/1), more (0/1), last entry scanned ('' if none), entry, tab id ('' for
+# every tab), body, ...}:
 # a page of the entries after the position, in order, expired ones left out. A page stops at
 # `max entries` or once it holds `max bytes` (or has scanned SCAN_FACTOR times as many
 # entries), with `more` set: the next page starts after the last entry scanned. The stream is
@@ -137,15 +149,17 @@ while true do
     + """)
   for _, entry in ipairs(chunk) do
     local fields = entry[2]
-    local frame, expires = nil, 0
+    local frame, expires, tab = nil, 0, ''
     for j = 1, #fields, 2 do
       if fields[j] == 'f' then frame = fields[j + 1] end
       if fields[j] == 'x' then expires = tonumber(fields[j + 1]) end
+      if fields[j] == 't' then tab = fields[j + 1] end
     end
     scanned = scanned + 1
     out[4] = entry[1]
     if frame and expires >= now then
       out[#out + 1] = entry[1]
+      out[#out + 1] = tab
       out[#out + 1] = frame
       taken = taken + 1
       bytes = bytes + #frame

@@ -34,7 +34,7 @@ def _micros() -> int:
 @dataclass
 class _Log:
     epoch: str
-    entries: list[tuple[Key, bytes, int]] = field(default_factory=list)  # key, body, expires
+    entries: list[tuple[Key, bytes, int, str]] = field(default_factory=list)  # + expires, tab
     last: Key | None = None
     trimmed: Key | None = None
 
@@ -42,10 +42,17 @@ class _Log:
 class MemoryLog:
     """The `LogStore`: each recipient's log, as `log_calls` keeps it in Redis."""
 
-    def __init__(self, retention: Retention, live: MemoryLiveFeed, clock: Clock) -> None:
+    def __init__(
+        self,
+        retention: Retention,
+        live: MemoryLiveFeed,
+        clock: Clock,
+        tab_connected: Callable[[str, str], bool] = lambda user, tab: False,
+    ) -> None:
         self.retention = retention
         self._live = live
         self._clock = clock
+        self._tab_connected = tab_connected
         self._logs: dict[str, _Log] = {}
         self._remembered: dict[tuple[str, str], str] = {}  # (recipient, key) -> event id
 
@@ -57,6 +64,8 @@ class MemoryLog:
         self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
     ) -> str:
         check_event(body, ttl, self.retention)
+        if options.client is not None and recipient.kind != "user":
+            raise ValueError("only a user's events can be for one of the user's tabs")
         key = options.idempotency_key
         if key is not None and (first := self._remembered.get((str(recipient), key))):
             return first
@@ -65,7 +74,10 @@ class MemoryLog:
         entry: Key = (now, 0)
         if log.last is not None and log.last[0] >= now:
             entry = (log.last[0], log.last[1] + 1)
-        log.entries.append((entry, body.encode(), now + int(ttl * 1_000_000)))
+        tab = options.client or ""
+        if tab and not self._tab_connected(recipient.ident, tab):
+            tab = ""  # the tab is gone: every tab of the user gets it
+        log.entries.append((entry, body.encode(), now + int(ttl * 1_000_000), tab))
         log.last = entry
         excess = len(log.entries) - self.retention.max_len
         if excess > 0:
@@ -74,7 +86,7 @@ class MemoryLog:
         event_id = f"{recipient.letter}{log.epoch}.{entry[0]}-{entry[1]}"
         if key is not None:
             self._remembered[(str(recipient), key)] = event_id
-        data = announcement(options.coalesce_key or "", event_id, body)
+        data = announcement(options.coalesce_key or "", event_id, body, tab)
         self._live.announce(recipient.live_channel.encode(), data)
         return event_id
 
@@ -97,15 +109,15 @@ class MemoryLog:
             named = after.key[1] != MAX_SEQ  # a position from the clock names no entry
             young = after.key[0] >= now - self.retention.max_age_seconds * 1_000_000
             if not gap and named and young:
-                gap = all(key != after.key for key, _, _ in log.entries)
-        entries: list[tuple[Key, str, bytes]] = []
+                gap = all(entry[0] != after.key for entry in log.entries)
+        entries: list[tuple[Key, str, bytes, str]] = []
         size, scanned, last = 0, 0, None
-        for key, body, expires in log.entries:
+        for key, body, expires, tab in log.entries:
             if key <= start:
                 continue
             scanned, last = scanned + 1, key
             if expires >= now:
-                entries.append((key, f"{key[0]}-{key[1]}", body))
+                entries.append((key, f"{key[0]}-{key[1]}", body, tab))
                 size += len(body)
             if len(entries) >= max_entries or size >= max_bytes or scanned >= 4 * max_entries:
                 return Page(log.epoch, gap, entries, more=True, scanned=last)
@@ -193,30 +205,41 @@ class MemoryPresence:
         self._counts.setdefault(entry, {})[by.edge] = count
 
     async def enter(
-        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
+        self,
+        user_id: str,
+        issued_at: float | None,
+        count: int,
+        cap: int,
+        by: Stamp,
+        tab: tuple[str, int] | None = None,
     ) -> Admission:
         edge = by.edge
         mark = self._marks.get(user_id)
         if mark is not None and (issued_at is None or int(issued_at) <= mark):
             return Admission.REVOKED
-        edges = self._counts.get((None, user_id), {})
+        edges = self._counts.get(Entry(user_id), {})
         others = sum(n for other, n in edges.items() if other != edge)
         if cap > 0 and others + count > cap:
             return Admission.OVER_CAP
-        self._put((None, user_id), count, by)
+        self._put(Entry(user_id), count, by)
+        if tab is not None:
+            self._put(Entry(user_id, tab=tab[0]), tab[1], by)
         return Admission.ADMITTED
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         for entry, count in entries.items():
             self._put(entry, count, by)
-        users = {user_id for business, user_id in entries if business is None}
+        users = {entry.user for entry in entries if entry.business is None and entry.tab is None}
         return [(user, self._marks[user]) for user in sorted(users) if user in self._marks]
 
     async def revocation_mark(self, user_id: str) -> int | None:
         return self._marks.get(user_id)
 
     def connections(self, user_id: str) -> int:
-        return sum(self._counts.get((None, user_id), {}).values())
+        return sum(self._counts.get(Entry(user_id), {}).values())
+
+    def tab_connected(self, user_id: str, tab: str) -> bool:
+        return any(self._counts.get(Entry(user_id, tab=tab), {}).values())
 
     def revoke(self, user_id: str) -> int:
         """Refuse the user's tokens issued up to now and announce it, as `presence_calls`."""
@@ -232,8 +255,8 @@ class MemoryBroker:
 
     def __init__(self, retention: Retention = RETENTION, clock: Clock = _micros) -> None:
         self.live = MemoryLiveFeed()
-        self.log = MemoryLog(retention, self.live, clock)
         self.presence = MemoryPresence(self.live, clock)
+        self.log = MemoryLog(retention, self.live, clock, self.presence.tab_connected)
 
     async def ping(self) -> bool:
         return True

@@ -7,7 +7,9 @@
 in Redis (key names in `realtime.recipients`): a user's hash `insight:{user:42}:presence` has
 one field per edge (its instance id), a business's hash `insight:{business:b1}:presence` one
 per member and edge (`42:<edge>`: the member's id encoded as in key names, `key_part`, which
-holds no `:`, so the first `:` ends it). A value is `<count>:<expires_ms>:<seq>`: the count
+holds no `:`, so the first `:` ends it), and a user's hash `insight:{user:42}:tabs` one per
+browser tab and edge (`<tab id>:<edge>`; a tab id holds no `:`), which the log's APPEND reads
+for an event addressed to one tab (`log_calls`). A value is `<count>:<expires_ms>:<seq>`: the count
 holds until `expires_ms` (the Redis clock) unless its edge writes it again, and `seq` orders one
 edge's writes, so a write that arrives late (a heartbeat that a connect overtook on another
 connection) never replaces a newer one. Every edge rewrites all its entries every
@@ -28,7 +30,7 @@ trip, where a user's is written before the connection is ready.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.crc import key_slot
 
@@ -47,7 +49,15 @@ class Stamp:
     ttl_ms: int
 
 
-Entry = tuple[str | None, str]  # (None, user): the user's count; (business, user): a member's
+class Entry(NamedTuple):
+    """What an edge counts: a user's connections; with `business`, the user's as a member of
+    that business; with `tab`, those of one of the user's browser tabs."""
+
+    user: str
+    business: str | None = None
+    tab: str | None = None
+
+
 Marks = list[tuple[str, int]]  # (user id, revocation mark) for the marks a PUT found set
 
 
@@ -66,8 +76,10 @@ def put(entries: dict[Entry, int], by: Stamp) -> list[Call[Marks]]:
     revocation marks it found set for the users of its entries."""
     edge = by.edge
     by_slot: dict[int, tuple[dict[str, int], list[str | int], list[str]]] = {}
-    for (business, user_id), count in entries.items():
-        if business is None:
+    for (user_id, business, tab), count in entries.items():
+        if tab is not None:
+            key, field, mark = Recipient.user(user_id).tabs_key, f"{tab}:{edge}", ""
+        elif business is None:
             user = Recipient.user(user_id)
             key, field, mark = user.presence_key, edge, user.revoked_key
         else:

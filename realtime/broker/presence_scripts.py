@@ -34,9 +34,32 @@ end
 """
 )
 
-# KEYS: the user's presence hash, the user's revocation mark.
+# A function for other scripts (the log's APPEND): whether the presence hash `key` holds a live
+# count under a field that starts with `prefix` (a tab's fields: `<tab id>:<edge>`), at `now`
+# (milliseconds, the Redis clock).
+HAS_LIVE_LUA = """
+local function has_live(key, prefix, now)
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, #prefix) == prefix then
+      local value = fields[i + 1]
+      local a = string.find(value, ':', 1, true)
+      local b = string.find(value, ':', a + 1, true)
+      if tonumber(string.sub(value, 1, a - 1)) > 0
+          and tonumber(string.sub(value, a + 1, b - 1)) >= now then
+        return true
+      end
+    end
+  end
+  return false
+end
+"""
+
+# KEYS: the user's presence hash, the user's revocation mark (and the user's tabs hash, for a
+#       connection of a tab).
 # ARGV: edge, this edge's count with the new connection, seq, ttl_ms, cap (0: none), the
-#       token's iat (whole seconds; -1 without one).
+#       token's iat (whole seconds; -1 without one) (and the tab's field, `<tab id>:<edge>`, and
+#       this edge's count of the tab's connections with the new one).
 # Returns {0 admitted | 1 revoked | 2 over the cap, the user's connections on every edge}.
 _ENTER = (
     "#!lua\n"
@@ -58,6 +81,7 @@ for i = 1, #fields, 2 do
 end
 if cap > 0 and others + count > cap then return {2, others} end
 put(presence, edge, count, seq, now, ttl)
+if ARGV[7] then put(KEYS[3], ARGV[7], tonumber(ARGV[8]), seq, now, ttl) end
 return {0, others + count}
 """
 )

@@ -40,10 +40,17 @@ class RedisPresenceStore:
         self._calls = asyncio.Semaphore(concurrency) if concurrency else None
 
     async def enter(
-        self, user_id: str, issued_at: float | None, count: int, cap: int, by: Stamp
+        self,
+        user_id: str,
+        issued_at: float | None,
+        count: int,
+        cap: int,
+        by: Stamp,
+        tab: tuple[str, int] | None = None,
     ) -> Admission:
+        call = admission_calls.enter(user_id, issued_at, count, cap, by, tab)
         async with self._calls or contextlib.nullcontext():
-            return await self._driver.run(admission_calls.enter(user_id, issued_at, count, cap, by))
+            return await self._driver.run(call)
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
         """One script per hash slot, pipelined, PIPELINE_CALLS at a time."""

@@ -1,6 +1,7 @@
 // The browser's side of the session: Insight tokens from this app's own server (never from
 // a URL), and calls to the job API with the current one. The job API answers this origin
 // cross-origin because it is in the services' ALLOWED_ORIGINS.
+import { insightFetch } from "../hooks/insight.js";
 import type { JobAccepted } from "./types";
 
 export const API_URL = (process.env.NEXT_PUBLIC_INSIGHT_API ?? "http://127.0.0.1:8000").replace(
@@ -41,8 +42,9 @@ function describe(detail: unknown): string {
 }
 
 async function call<T>(user: string, method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
+  // insightFetch names this tab (Insight-Client): a job's redirect and modal come back here only.
   const send = async (token: string) =>
-    fetch(`${API_URL}/api/v1${path}`, {
+    insightFetch(`${API_URL}/api/v1${path}`, {
       method,
       cache: "no-store",
       headers: {
