@@ -114,3 +114,32 @@ def test_a_reload_resumes_from_the_stored_cursor_without_repeats(
     expect(page.locator(".toast", has_text="While away")).to_be_visible()
     expect(page.locator(".toast", has_text="Before the reload")).to_have_count(0)  # not twice
     screenshot(page)
+
+
+def test_a_payment_redirects_and_a_decline_opens_the_modal_only_in_the_tab_that_paid(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    """Two tabs of one user (each its own sessionStorage, so its own tab id): a job's toasts
+    reach both, its redirect and its modal only the tab whose click submitted it."""
+    paying, watching = open_demo(context, demo, "carol"), open_demo(context, demo, "carol")
+    tab_ids = [
+        page.evaluate("sessionStorage.getItem('insight:tab')") for page in (paying, watching)
+    ]
+    assert None not in tab_ids
+    assert tab_ids[0] != tab_ids[1]
+
+    create_order(paying)
+    paying.click("#pay-visa")
+    paying.wait_for_url("**/orders?status=success*")
+    expect(watching.locator(".toast.success", has_text="Payment received")).to_be_visible()
+
+    create_order(watching)
+    watching.click("#pay-declined")
+    expect(watching.locator("#modal")).to_be_visible()
+    # The paying tab, now on the orders page, gets the decline's toast but not its modal.
+    expect(paying.locator(".toast.error", has_text="Payment failed")).to_be_visible()
+    screenshot(watching)
+    for page, unwanted in ((watching, "ui_redirect"), (paying, "ui_modal")):
+        seen = page.evaluate(f"window.insightDemo.frames.filter(f => f.type === '{unwanted}')")
+        assert seen == [], seen
+    assert "status=success" not in watching.url
