@@ -207,7 +207,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             job: dict[str, Any] = self.get(f"/jobs/{job_id}", token).json()
-            if job["status"] in ("succeeded", "failed"):
+            if job["status"] in ("succeeded", "failed", "cancelled"):
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
