@@ -42,15 +42,10 @@ def create_order(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Accept an order; a worker creates it and tells the user's page when it is done."""
-    job = submit(
-        session,
-        user,
-        "order",
-        body.model_dump(mode="json"),
-        idempotency_key,
-        request.state.request_id,
+    body_json = body.model_dump(mode="json")
+    return accepted(
+        submit(session, user, "order", body_json, idempotency_key, request.state.request_id)
     )
-    return accepted(job)
 
 
 @router.post(
@@ -69,15 +64,10 @@ def import_orders(
     """Accept 1 to 1,000 orders as one job: the orders workers create them in parallel, with
     one progress bar (done of total) and one toast at the end. An invalid order refuses the
     batch (422 naming it, e.g. `["body", "orders", 17, "items", 0, "quantity"]`)."""
-    job = submit(
-        session,
-        user,
-        "import",
-        body.model_dump(mode="json"),
-        idempotency_key,
-        request.state.request_id,
+    body_json = body.model_dump(mode="json")
+    return accepted(
+        submit(session, user, "import", body_json, idempotency_key, request.state.request_id)
     )
-    return accepted(job)
 
 
 def order_out(order: Order) -> OrderOut:
