@@ -46,7 +46,10 @@ def create_app() -> FastAPI:
     app.add_middleware(
         publish.BodyLimits,
         max_bytes=MAX_BODY_BYTES,
-        by_path={f"/api/v1{path}": limit for path, limit in publish.BODY_LIMITS.items()},
+        by_path={
+            f"/api/v1{path}": limit
+            for path, limit in {**publish.BODY_LIMITS, **orders.BODY_LIMITS}.items()
+        },
     )
     # The demo page (served by the edge) and other browser clients call the API cross-origin.
     app.add_middleware(

@@ -21,6 +21,9 @@ from realtime.ids import IdText
 MAX_AMOUNT = 99_999_999
 # The largest request body the API reads (api.refusals.BodyLimit answers 413 past it).
 MAX_BODY_BYTES = 64 * 1024
+# An import: up to MAX_IMPORT orders of a few items each (about 1 KiB an order).
+MAX_IMPORT = 1000
+IMPORT_MAX_BODY_BYTES = 1024 * 1024
 
 
 def _iso_currency(code: str) -> str:
@@ -80,6 +83,12 @@ class OrderIn(_Body):
         if sum(i.quantity * i.unit_amount for i in self.items) > MAX_AMOUNT:
             raise ValueError(f"items: the order total exceeds {MAX_AMOUNT} minor units")
         return self
+
+
+class ImportIn(_Body):
+    """A batch of orders, created as one job; one invalid order refuses the whole batch."""
+
+    orders: list[OrderIn] = Field(min_length=1, max_length=MAX_IMPORT)
 
 
 class PaymentIn(_Body):
@@ -155,7 +164,10 @@ _REFUSALS: dict[int, tuple[type[BaseModel], str]] = {
     403: (Problem, "Not the caller's to ask for"),
     404: (Problem, "No such resource of the caller's"),
     409: (Problem, "The resource's state does not allow it"),
-    413: (Problem, f"The body is over {MAX_BODY_BYTES} bytes"),
+    413: (
+        Problem,
+        f"The body is over {MAX_BODY_BYTES} bytes ({IMPORT_MAX_BODY_BYTES} for an import)",
+    ),
     422: (Invalid, "Invalid input, naming the field"),
 }
 

@@ -113,6 +113,7 @@ def submit(
         producer().send_task(
             job_type.task,
             args=[job.id],
+            task_id=job.id,  # a cancel that outlives its grace revokes the message by it
             queue=job_type.queue,
             headers={"request_id": correlation_id},
         )

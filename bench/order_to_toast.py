@@ -79,8 +79,9 @@ async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list
 
 
 @contextmanager
-def job_system() -> Iterator[Ports]:
-    """The process set of `make run` on a private Redis and a fresh SQLite database."""
+def job_system(orders_workers: int = 1) -> Iterator[Ports]:
+    """The process set of `make run` on a private Redis and a fresh SQLite database, with
+    `orders_workers` pool processes on the orders queue."""
     workdir = Path(tempfile.mkdtemp(prefix="insight-bench-jobs-"))
     redis_server = LocalRedis(free_port(), workdir / "redis").start()
     database_url = f"sqlite:///{workdir / 'bench.db'}"
@@ -90,6 +91,9 @@ def job_system() -> Iterator[Ports]:
     settings = Settings(redis_url=redis_server.url, jwt_secret=SECRET)
     ports = Ports(api=free_port(), edge=free_port(), stripe=free_port())
     extra, services = plan(settings, ports)
+    for service in services:
+        if service.name == "worker-orders":
+            service.argv[service.argv.index("-c") + 1] = str(orders_workers)
     processes = [
         subprocess.Popen(
             s.argv, env={**env, **extra}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

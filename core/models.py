@@ -82,6 +82,16 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    # A batch's part (an order of POST /orders/import) names its batch; it is announced
+    # through the batch, never on its own.
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    started_at: Mapped[datetime | None]
+    # By when the job must have moved on (finished, or been delivered again): past it, and a
+    # grace, the sweep calls it lost (domain/sweep.py).
+    deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    cancel_requested_at: Mapped[datetime | None]
+    # Set once the job passed its point of no return: a cancel then lets it end as it would.
+    irrevocable: Mapped[bool] = mapped_column(default=False)
     # Set once the outcome was published to the user's page: a redelivered task that finds a
     # finished job publishes only if this is still false (see domain/jobs.py).
     notified: Mapped[bool] = mapped_column(default=False)

@@ -53,17 +53,28 @@ def progress(
     percent: int,
     status: JobStatus = "running",
     *,
+    done: int | None = None,
+    total: int | None = None,
+    eta_seconds: int | None = None,
     after_commit: Session | None = None,
 ) -> None:
-    """A ui_update the page can draw as a progress bar."""
+    """The job's `job_progress` ui_update, which the page draws as a progress bar: the one
+    place every kind reports itself, while it runs and once more when it ends."""
+    data: dict[str, Any] = {
+        "type": "job_progress",
+        "jobId": job.id,
+        "kind": job.kind,
+        "percent": percent,
+        "status": status,
+    }
+    if done is not None and total is not None:
+        data.update(done=done, total=total)
+    if eta_seconds is not None:
+        data["etaSeconds"] = eta_seconds
+    if job.attempt > 1:
+        data["attempt"] = job.attempt
     _ui(job, after_commit).update_ui(
-        {
-            "type": "job_progress",
-            "jobId": job.id,
-            "kind": job.kind,
-            "percent": percent,
-            "status": status,
-        },
+        data,
         coalesce_key=f"job:{job.id}",
         idempotency_key=_key(job, f"progress:{percent}:{status}"),
     )
@@ -80,11 +91,18 @@ def _closing(job: JobView, after_commit: Session | None) -> Target:
     return _ui(job, after_commit)
 
 
+def _cancelled(ui: Target, job: JobView, what: str) -> None:
+    """The toast of a job that stopped because its owner asked it to."""
+    _toast(ui, job, f"{what} cancelled", f"The {what.lower()} was cancelled", "info")
+
+
 def order_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
     """An order job's end: a toast naming the new order, or saying why there is none."""
     ui = _closing(job, after_commit)
     result = job.result or {}
-    if job.status == "succeeded":
+    if job.status == "cancelled":
+        _cancelled(ui, job, "Order")
+    elif job.status == "succeeded":
         _toast(ui, job, "Order created", f"Order #{result['order_id']} created", "success")
     else:
         _toast(ui, job, "Order failed", f"The order could not be created: {job.error}", "error")
@@ -95,7 +113,9 @@ def payment_outcome(job: JobView, *, after_commit: Session | None = None) -> Non
     modal that explains the decline."""
     ui = _closing(job, after_commit)
     result = job.result or {}
-    if job.status == "succeeded":
+    if job.status == "cancelled":
+        _cancelled(ui, job, "Payment")
+    elif job.status == "succeeded":
         _toast(ui, job, "Payment received", f"Order #{result['order_id']} is paid", "success")
         _ui(job, after_commit, to_its_tab=True).redirect(
             result.get("success_url") or DEFAULT_SUCCESS_URL,
@@ -124,6 +144,26 @@ def metrics_outcome(job: JobView, *, after_commit: Session | None = None) -> Non
         push_metrics(job.business_id, figures, job, after_commit=after_commit)
     elif job.status == "failed":
         _toast(ui, job, "Metrics failed", job.error or "Could not compute metrics", "error")
+    elif job.status == "cancelled":
+        _cancelled(ui, job, "Metrics")
+
+
+def import_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
+    """An import's one toast: how many of its orders were created and how many were not."""
+    ui = _closing(job, after_commit)
+    counts = job.result or {}
+    created, failed = counts.get("created", 0), counts.get("failed", 0)
+    skipped = counts.get("cancelled", 0) + counts.get("lost", 0)
+    not_created = f"{created} orders created, {failed + skipped} not created"
+    variant: ToastVariant
+    if job.status == "cancelled":
+        title, variant, description = "Import cancelled", "info", not_created
+    elif job.status == "failed":
+        title, variant, description = "Import failed", "error", f"{job.error}: {not_created}"
+    else:
+        title, variant = "Orders imported", "success" if failed == 0 else "warning"
+        description = f"{created} orders created, {failed} failed"
+    _toast(ui, job, title, description, variant)
 
 
 def push_metrics(

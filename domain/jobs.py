@@ -1,24 +1,27 @@
 """A job's lifecycle: begin a delivery, finish, remember publication.
 
 Every delivery of a task message (first run, retry or redelivery after a crash) starts with
-`begin`, which counts it and tells the task whether there is still work to do, so the task is
-idempotent by construction.
+`begin`, which counts it, gives it a deadline and tells the task whether there is still work to
+do, so the task is idempotent by construction. A finished job stays as it finished: whichever
+of the worker, a cancel or the sweep of lost jobs ends it first, the others find it finished.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.models import Job
+from core.models import Job, utcnow
 
 # The kinds of job the API accepts (each is a row of domain/registry.py) and where a job stands.
-JobKind = Literal["order", "payment", "metrics"]
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed")
+JobKind = Literal["order", "payment", "metrics", "import"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+UNFINISHED: tuple[JobStatus, ...] = ("queued", "running")
 
 # Deliveries of one job, retries and redeliveries together, after which it is failed for good:
 # a message that kills its worker every time must not loop forever.
@@ -43,6 +46,9 @@ class JobView:
     error: str | None
     notified: bool
     correlation_id: str | None
+    attempt: int = 1  # the delivery this is: 2 and more after a retry or a redelivery
+    parent_id: str | None = None  # the batch this job is an order of
+    started_at: datetime | None = None
     client: str | None = None  # the browser tab that submitted it, if it said
 
     @property
@@ -62,6 +68,9 @@ class JobView:
             job.error,
             job.notified,
             job.correlation_id,
+            max(job.deliveries, 1),
+            job.parent_id,
+            job.started_at,
             job.client,
         )
 
@@ -73,8 +82,9 @@ def _locked(session: Session, job_id: str) -> Job:
     return job
 
 
-def begin(session: Session, job_id: str) -> JobView:
-    """Count this delivery; mark the job running, or failed if it was delivered too often."""
+def begin(session: Session, job_id: str, seconds: float) -> JobView:
+    """Count this delivery, which must end within `seconds`; mark the job running, or failed if
+    it was delivered too often."""
     job = _locked(session, job_id)
     job.deliveries += 1
     if job.status not in FINISHED:
@@ -83,12 +93,20 @@ def begin(session: Session, job_id: str) -> JobView:
             job.error = f"gave up after {MAX_DELIVERIES} attempts"
         else:
             job.status = "running"
+            job.started_at = job.started_at or utcnow()
+            job.deadline_at = utcnow() + timedelta(seconds=seconds)
     return JobView.of(job)
+
+
+def extend(session: Session, job_id: str, seconds: float) -> None:
+    """The job is still moving (a retry is scheduled, a batch's order finished): it has
+    `seconds` more before the sweep may call it lost."""
+    _locked(session, job_id).deadline_at = utcnow() + timedelta(seconds=seconds)
 
 
 def succeed(session: Session, job_id: str, result: dict[str, Any]) -> JobView:
     job = _locked(session, job_id)
-    if job.status != "failed":
+    if job.status in UNFINISHED:
         job.status, job.result, job.error = "succeeded", result, None
     return JobView.of(job)
 
@@ -97,11 +115,48 @@ def fail(
     session: Session, job_id: str, reason: str, result: dict[str, Any] | None = None
 ) -> JobView:
     job = _locked(session, job_id)
-    if job.status != "succeeded":
+    if job.status in UNFINISHED:
         job.status, job.error = "failed", reason
         if result is not None:
             job.result = result
     return JobView.of(job)
+
+
+def cancel(session: Session, job_id: str, result: dict[str, Any] | None = None) -> JobView:
+    """End an unfinished job as cancelled (a finished one stays as it is)."""
+    job = _locked(session, job_id)
+    if job.status in UNFINISHED:
+        job.status = "cancelled"
+        if result is not None:
+            job.result = result
+    return JobView.of(job)
+
+
+class AlreadyFinished(Exception):
+    """A cancel of a job that has finished: there is nothing left to stop."""
+
+
+def request_cancel(session: Session, job_id: str) -> JobView:
+    """Ask the job to stop: a queued job is cancelled at once (its message finds it finished),
+    a running one at its next checkpoint (`point_of_no_return`); raises AlreadyFinished."""
+    job = _locked(session, job_id)
+    if job.status in FINISHED:
+        raise AlreadyFinished(f"job {job_id} has already {job.status}")
+    job.cancel_requested_at = job.cancel_requested_at or utcnow()
+    if job.status == "queued":
+        job.status = "cancelled"
+    return JobView.of(job)
+
+
+def point_of_no_return(session: Session, job_id: str) -> JobView | None:
+    """Settle a cancel against the job's point of no return, in the caller's transaction,
+    which does the irrevocable step: the cancelled job if a cancel came first (the step must
+    not be taken), else None, and from then on a cancel lets the job end as it would."""
+    job = _locked(session, job_id)
+    if job.cancel_requested_at is not None and not job.irrevocable:
+        return cancel(session, job_id)
+    job.irrevocable = True
+    return None
 
 
 def mark_notified(session: Session, job_id: str) -> None:

@@ -119,6 +119,13 @@ def discard(session: Session, job_id: str) -> None:
     session.execute(delete(Payment).where(Payment.job_id == job_id))
 
 
+def withdraw(session: Session, job_id: str) -> None:
+    """The payment of a job cancelled before Stripe was called holds its order no more."""
+    payment = session.scalars(select(Payment).where(Payment.job_id == job_id)).one_or_none()
+    if payment is not None and payment.status == "pending" and advance(payment, "failed"):
+        payment.failure_reason = "cancelled"
+
+
 def _payment(session: Session, job_id: str) -> Payment:
     payment = session.scalars(
         select(Payment).where(Payment.job_id == job_id).with_for_update()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, get_args
 
 from domain import payments
-from domain.announcements import metrics_outcome, order_outcome, payment_outcome
+from domain.announcements import import_outcome, metrics_outcome, order_outcome, payment_outcome
 from domain.jobs import JobKind, JobView
 
 if TYPE_CHECKING:
@@ -39,17 +39,30 @@ class JobType:
     announce: Announcer
     # Removes the rows that were committed with a job whose message never reached the queue.
     cleanup: Callable[[Session, str], None] | None = None
+    # Lets go of what a job held that ends cancelled before its point of no return.
+    release: Callable[[Session, str], None] | None = None
 
 
 # kind: JobType(task, queue, TimeLimit(soft, hard) in seconds, announcer[, cleanup])
 JOB_TYPES: dict[JobKind, JobType] = {
     "order": JobType("orders.create", "orders", TimeLimit(30, 45), order_outcome),
     # Stripe calls time out at 20 s, retried with backoff.
+    # Its point of no return: the commit before Stripe is called (payments.prepare).
     "payment": JobType(
-        "payments.charge", "payments", TimeLimit(60, 90), payment_outcome, payments.discard
+        "payments.charge",
+        "payments",
+        TimeLimit(60, 90),
+        payment_outcome,
+        payments.discard,
+        payments.withdraw,
     ),
     "metrics": JobType("metrics.recalculate", "metrics", TimeLimit(60, 90), metrics_outcome),
+    # The batch's own task only hands its orders to the group (domain/batch.py); each order
+    # then runs within the order's limits, and each one finished gives the batch that long again.
+    "import": JobType("orders.import", "orders", TimeLimit(60, 90), import_outcome),
 }
+# An order of an import: a task of its own, announced through its batch, not a job kind.
+BATCH_ORDER_TASK = "orders.import_one"
 QUEUES = tuple(dict.fromkeys(job_type.queue for job_type in JOB_TYPES.values()))
 
 

@@ -79,6 +79,17 @@ def call(api: ServerProcess, method: str, path: str, key: str | None) -> httpx.R
     return httpx.request(method, f"{api.http_url}/api/v1{path}", headers=headers, timeout=10)
 
 
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate `process` (a worker, beat), killed if it has not exited within 15 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 @dataclass
 class Worker:
     """`celery -A workers worker` for all three queues, one pool process."""
@@ -139,16 +150,35 @@ class Worker:
         return [int(pid) for pid in out.stdout.split()]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop(self.process)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Beat:
+    """`celery -A workers beat`: the periodic metrics push and the sweep of lost jobs."""
+
+    env: dict[str, str]
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Beat:
+        log = self.directory / f"beat-{uuid.uuid4().hex[:6]}.log"
+        schedule = self.directory / f"beat-schedule-{uuid.uuid4().hex[:6]}"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers", "beat", "-s", str(schedule)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def stop(self) -> None:
+        stop(self.process)
 
 
 @dataclass
@@ -207,7 +237,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             job: dict[str, Any] = self.get(f"/jobs/{job_id}", token).json()
-            if job["status"] in ("succeeded", "failed"):
+            if job["status"] in ("succeeded", "failed", "cancelled"):
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")

@@ -3,7 +3,8 @@ measures. (The API sends by task name through a producer of its own, `api.submis
 the same settings: `domain.reliability`.)
 
 celery -A workers worker -Q orders      # one worker per queue in production
-celery -A workers beat                  # the periodic metrics push
+celery -A workers beat                  # the periodic metrics push and the sweep of
+                                        # lost jobs (workers/sweeper.py)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def create_celery() -> Celery:
             "options": {"expires": METRICS_EVERY_SECONDS},  # a late push is superseded anyway
         }
     }
+    app.conf.beat_scheduler = "workers.sweeper:SweepingScheduler"
     return app
 
 

@@ -1,14 +1,17 @@
-"""GET /jobs/{job_id}: where a submitted job stands."""
+"""GET /jobs/{job_id}: where a submitted job stands; POST /jobs/{job_id}/cancel: stop it."""
 
 from __future__ import annotations
 
 import re
 
 from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import JobOut, refusals
 from core.models import Job
+from core.security import Identity
+from domain import cancel, jobs, outcome
 
 router = APIRouter(tags=["jobs"])
 
@@ -23,9 +26,10 @@ _JOB_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 )
 def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     """Status, result (an order job's holds `order_id`) and error of one of the caller's jobs."""
-    job = session.get(Job, job_id) if _JOB_ID.fullmatch(job_id) else None
-    if job is None or job.user_id != user.user_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return _job_out(_own_job(session, job_id, user))
+
+
+def _job_out(job: Job) -> JobOut:
     return JobOut(
         job_id=job.id,
         kind=job.kind,
@@ -35,3 +39,37 @@ def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
+
+
+def _own_job(session: Session, job_id: str, user: Identity) -> Job:
+    job = session.get(Job, job_id) if _JOB_ID.fullmatch(job_id) else None
+    if job is None or job.user_id != user.user_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return job
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses=refusals(401, 404, 409, 422),
+)
+def cancel_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
+    """Ask one of the caller's jobs to stop: it ends `cancelled` unless it already passed its
+    point of no return (a payment once Stripe was called), then it ends as it would have."""
+    job = _own_job(session, job_id, user)
+    if job.parent_id is not None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job_id} is an order of an import: cancel the import"
+        )
+    try:
+        view = cancel.request(session, job_id)
+    except jobs.AlreadyFinished as finished:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(finished)) from None
+    told = outcome.announce(session, view) if view.finished else None
+    session.commit()
+    if told is not None:
+        outcome.remember(told)
+    session.refresh(job)
+    return _job_out(job)

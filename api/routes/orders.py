@@ -1,4 +1,5 @@
-"""POST /orders (a job that creates the order), GET /orders, GET /orders/{order_id}."""
+"""POST /orders (a job that creates the order), POST /orders/import (one job, many orders),
+GET /orders, GET /orders/{order_id}."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from api.deps import CurrentUser, IdempotencyKey, InsightClient, SessionDep, find_own_order
-from api.schemas import JobAccepted, OrderIn, OrderItemOut, OrderOut, refusals
+from api.schemas import (
+    IMPORT_MAX_BODY_BYTES,
+    ImportIn,
+    JobAccepted,
+    OrderIn,
+    OrderItemOut,
+    OrderOut,
+    refusals,
+)
 from api.submission import accepted, submit
 from core.models import Order
 
 router = APIRouter(tags=["orders"])
+# The routes here whose bodies may be bigger than the API's default (api/main.py).
+BODY_LIMITS = {"/orders/import": IMPORT_MAX_BODY_BYTES}
 
 
 @router.post(
@@ -32,16 +43,49 @@ def create_order(
     client: InsightClient = None,
 ) -> JSONResponse:
     """Accept an order; a worker creates it and tells the user's page when it is done."""
-    job = submit(
-        session,
-        user,
-        "order",
-        body.model_dump(mode="json"),
-        idempotency_key,
-        request.state.request_id,
-        client=client,
+    body_json = body.model_dump(mode="json")
+    return accepted(
+        submit(
+            session,
+            user,
+            "order",
+            body_json,
+            idempotency_key,
+            request.state.request_id,
+            client=client,
+        )
     )
-    return accepted(job)
+
+
+@router.post(
+    "/orders/import",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=refusals(400, 401, 413, 422),
+)
+def import_orders(
+    body: ImportIn,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+    client: InsightClient = None,
+) -> JSONResponse:
+    """Accept 1 to 1,000 orders as one job: the orders workers create them in parallel, with
+    one progress bar (done of total) and one toast at the end. An invalid order refuses the
+    batch (422 naming it, e.g. `["body", "orders", 17, "items", 0, "quantity"]`)."""
+    body_json = body.model_dump(mode="json")
+    return accepted(
+        submit(
+            session,
+            user,
+            "import",
+            body_json,
+            idempotency_key,
+            request.state.request_id,
+            client=client,
+        )
+    )
 
 
 def order_out(order: Order) -> OrderOut:

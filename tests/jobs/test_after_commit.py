@@ -302,19 +302,20 @@ def queued_order_job(sessions: sessionmaker[Session], user: str) -> str:
 def test_an_order_job_whose_last_transaction_rolls_back_announces_no_outcome(
     sessions: sessionmaker[Session], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.tasks import base
+    from domain import outcome
     from workers.tasks import orders as order_tasks
 
     user = unique("u")
     job_id = queued_order_job(sessions, user)
+    announce = outcome.announce
 
     def queue_then_fail(session: Session, job: Any) -> None:
-        base.announce_outcome(session, job)
+        announce(session, job)
         assert pending_count(session) == 2  # progress 100 and the toast, waiting
         raise OperationalError("COMMIT", {}, Exception("the database went away"))
 
     with monkeypatch.context() as patch:
-        patch.setattr(order_tasks, "announce_outcome", queue_then_fail)
+        patch.setattr(outcome, "announce", queue_then_fail)
         with pytest.raises(OperationalError):
             order_tasks.create_order(job_id)
     with sessions() as session:

@@ -129,7 +129,7 @@ def test_an_upgrade_keeps_the_rows_and_reaches_the_models(at_0001: str, engine: 
 
     migrate(at_0001)
 
-    assert revision_of(engine) == "0003"
+    assert revision_of(engine) == "0004"
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         if engine.dialect.name == "sqlite":  # its tables were rebuilt with foreign keys off

@@ -72,10 +72,10 @@ def test_a_job_delivered_too_often_is_failed_for_good(sessions: sessionmaker[Ses
         job = new_job(session)
     for _ in range(jobs.MAX_DELIVERIES):
         with sessions() as session:
-            assert jobs.begin(session, job.id).status == "running"
+            assert jobs.begin(session, job.id, 45).status == "running"
             session.commit()
     with sessions() as session:
-        final = jobs.begin(session, job.id)
+        final = jobs.begin(session, job.id, 45)
         session.commit()
     assert final.status == "failed"
     assert "gave up" in (final.error or "")

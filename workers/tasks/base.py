@@ -1,6 +1,6 @@
 """What every job task shares: its name and time limits from the registry, retries of transient
-errors, and a failed job (announced to the user) when a task gives up, instead of a job left
-"running" forever."""
+errors (each pushing the job's deadline back by its countdown), a failed job (announced to the
+user) when a task gives up, and the cancel checkpoint between its steps."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from domain import announcements, jobs, reliability
+from domain import announcements, jobs, outcome, reliability
 from domain.jobs import JobKind
 from domain.payments import TransientPaymentError
 from domain.registry import JOB_TYPES
@@ -51,11 +50,18 @@ class JobTask(Task):  # type: ignore[misc]
         logger.error("job failed", extra={"job_id": job_id, "task_id": task_id, "error": repr(exc)})
         try:
             with session_scope() as session:
-                job = jobs.fail(session, job_id, human_reason(exc))
-                announce_outcome(session, job)
-            remember_notified(job)
+                told = outcome.announce(session, jobs.fail(session, job_id, human_reason(exc)))
+            outcome.remember(told)
         except Exception:
             logger.exception("could not record the failure", extra={"job_id": job_id})
+
+    def retry(self, *args: Any, countdown: float | None = None, **kwargs: Any) -> Any:
+        """A retry waits out its countdown before it runs again: the job's deadline moves."""
+        job_id = self.request.args[0] if self.request.args else None
+        if job_id is not None and countdown is not None:
+            with session_scope() as session:
+                jobs.extend(session, job_id, countdown + (self.time_limit or 0))
+        return super().retry(*args, countdown=countdown, **kwargs)
 
 
 def time_limits(kind: JobKind) -> dict[str, int]:
@@ -87,32 +93,15 @@ def human_reason(error: BaseException) -> str:
     return "something went wrong on our side; please try again"
 
 
-def begin(job_id: str, progress: int | None = None) -> jobs.JobView:
-    """Count this delivery of the job (committed); the view says whether work remains.
-
-    With `progress`, a job with work left shows that percentage once the count is committed."""
+def begin(kind: JobKind, job_id: str, progress: int | None = None) -> jobs.JobView:
+    """Count this delivery of the job (committed) within `kind`'s hard time limit; the view says
+    whether work remains. With `progress`, a job with work left shows that percentage once the
+    count is committed."""
     with session_scope() as session:
-        job = jobs.begin(session, job_id)
+        job = jobs.begin(session, job_id, JOB_TYPES[kind].limits.hard)
         if progress is not None and not job.finished:
             announcements.progress(job, progress, after_commit=session)
     return job
-
-
-def announce_outcome(session: Session, job: jobs.JobView) -> None:
-    """Tell the page how `job` ended once `session`, which ended it, commits (nothing if it
-    rolls back), unless an earlier delivery already did; then call `remember_notified`.
-
-    The notified mark cannot share that transaction: if the publish after the commit failed,
-    a retry would find the job notified and never announce it."""
-    if not job.notified:
-        JOB_TYPES[job.kind].announce(job, after_commit=session)
-
-
-def remember_notified(job: jobs.JobView) -> None:
-    """After the announcement went out: later deliveries of the job do not announce it again."""
-    if not job.notified:
-        with session_scope() as session:
-            jobs.mark_notified(session, job.id)
 
 
 def finish(job: jobs.JobView) -> None:
@@ -120,5 +109,10 @@ def finish(job: jobs.JobView) -> None:
     already did, then remember it."""
     if job.notified:
         return
-    JOB_TYPES[job.kind].announce(job)
-    remember_notified(job)
+    if job.parent_id is None:
+        JOB_TYPES[job.kind].announce(job)
+        outcome.remember(job)
+        return
+    with session_scope() as session:  # an order of a batch counts towards its batch
+        told = outcome.announce(session, job)
+    outcome.remember(told)

@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from core.db import session_scope
-from domain import announcements, jobs, metrics
+from domain import announcements, cancel, jobs, metrics, outcome
 from workers.celery_app import app
-from workers.tasks.base import (
-    announce_outcome,
-    begin,
-    finish,
-    job_task,
-    remember_notified,
-    time_limits,
-)
+from workers.tasks.base import begin, finish, job_task, time_limits
+
+
+def _compute(session: Session, job: jobs.JobView) -> jobs.JobView:
+    if not job.business_id:
+        return jobs.fail(session, job.id, "the job names no business")
+    figures = metrics.business_metrics(session, job.business_id)
+    return jobs.succeed(session, job.id, {"business_id": job.business_id, "metrics": figures})
 
 
 @job_task("metrics")
 def recalculate(job_id: str) -> None:
-    job = begin(job_id)
-    if not job.finished:
-        with session_scope() as session:
-            if job.business_id:
-                figures = metrics.business_metrics(session, job.business_id)
-                job = jobs.succeed(
-                    session, job_id, {"business_id": job.business_id, "metrics": figures}
-                )
-            else:
-                job = jobs.fail(session, job_id, "the job names no business")
-            announce_outcome(session, job)  # published when this commits, dropped if not
-        remember_notified(job)
-    else:  # an earlier delivery did the work (or the job was delivered too often)
+    job = begin("metrics", job_id, progress=10)
+    if job.finished:  # an earlier delivery did the work (or the job was delivered too often)
         finish(job)
+        return
+    with session_scope() as session:
+        job = cancel.checkpoint(session, job_id) or _compute(session, job)
+        told = outcome.announce(session, job)  # published when this commits, dropped if not
+    outcome.remember(told)
 
 
 @app.task(name="metrics.push_all", **time_limits("metrics"))

@@ -1,7 +1,7 @@
 """jobs remember the browser tab that started them
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-07 01:30:00.000000
 
 A job submitted with the `Insight-Client` header (a tab's id, docs/jobs.md, "Jobs drive the
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
