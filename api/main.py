@@ -12,7 +12,18 @@ from fastapi.responses import PlainTextResponse
 
 from api.middleware import RequestId
 from api.refusals import JsonCORSMiddleware, invalid_request
-from api.routes import health, jobs, metrics, orders, payments, presence, publish, users, webhooks
+from api.routes import (
+    health,
+    job_events,
+    jobs,
+    metrics,
+    orders,
+    payments,
+    presence,
+    publish,
+    users,
+    webhooks,
+)
 from api.schemas import MAX_BODY_BYTES
 from api.telemetry import Measure, metrics_endpoint
 from core.config import get_settings
@@ -28,6 +39,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     yield
     await app.state.redis.aclose()
+    if getattr(app.state, "job_broker", None) is not None:  # job streams were served
+        await app.state.job_broker.close()
 
 
 def create_app() -> FastAPI:
@@ -83,6 +96,7 @@ def create_app() -> FastAPI:
         payments.router,
         metrics.router,
         jobs.router,
+        job_events.router,
         webhooks.router,
         publish.router,
         presence.router,

@@ -1,4 +1,5 @@
-"""GET /jobs/{job_id}: where a submitted job stands; POST /jobs/{job_id}/cancel: stop it."""
+"""GET /jobs/{job_id}: where a submitted job stands; POST /jobs/{job_id}/cancel: stop it
+(GET /jobs/{job_id}/events, the job followed live, is `api.routes.job_events`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from sqlalchemy.orm import Session
 from api.deps import CurrentUser, SessionDep
 from api.schemas import JobOut, refusals
 from core.models import Job
-from core.security import Identity
 from domain import cancel, jobs, outcome
 
 router = APIRouter(tags=["jobs"])
@@ -26,7 +26,7 @@ _JOB_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 )
 def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     """Status, result (an order job's holds `order_id`) and error of one of the caller's jobs."""
-    return _job_out(_own_job(session, job_id, user))
+    return _job_out(own_job(session, job_id, user.user_id))
 
 
 def _job_out(job: Job) -> JobOut:
@@ -41,9 +41,10 @@ def _job_out(job: Job) -> JobOut:
     )
 
 
-def _own_job(session: Session, job_id: str, user: Identity) -> Job:
+def own_job(session: Session, job_id: str, user_id: str) -> Job:
+    """The user's job `job_id`; 404 for a malformed id or anyone else's."""
     job = session.get(Job, job_id) if _JOB_ID.fullmatch(job_id) else None
-    if job is None or job.user_id != user.user_id:
+    if job is None or job.user_id != user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job
 
@@ -57,7 +58,7 @@ def _own_job(session: Session, job_id: str, user: Identity) -> Job:
 def cancel_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     """Ask one of the caller's jobs to stop: it ends `cancelled` unless it already passed its
     point of no return (a payment once Stripe was called), then it ends as it would have."""
-    job = _own_job(session, job_id, user)
+    job = own_job(session, job_id, user.user_id)
     if job.parent_id is not None:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"job {job_id} is an order of an import: cancel the import"
