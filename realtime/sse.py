@@ -55,11 +55,11 @@ def closing(code: int, reason: str) -> bytes:
     return message(body.encode(), event=CLOSE_EVENT)
 
 
-def resume_point(last_event_id: str | None, since: str | None) -> str | None:
-    """Where a stream resumes from: the `Last-Event-ID` header (sent by the client's own
-    reconnect, so newer than a `since` left in its URL), else the `since` query parameter;
-    None for neither. Raises BadResume, naming the field, for a value no stream ever sent
-    as an id (control characters, not ASCII, too long)."""
+def resume_point(last_event_id: str | None, since: str | None) -> tuple[str, str] | None:
+    """Where a stream resumes from, and the field that said so: the `Last-Event-ID` header
+    (sent by the client's own reconnect, so newer than a `since` left in its URL), else the
+    `since` query parameter; None for neither. Raises BadResume, naming the field, for a value
+    no stream ever sent as an id (control characters, not ASCII, too long)."""
     for field, value in (("Last-Event-ID", last_event_id), ("since", since)):
         if value is None or value == "":
             continue  # an empty Last-Event-ID is what a client sends that saw no id
@@ -67,5 +67,5 @@ def resume_point(last_event_id: str | None, since: str | None) -> str | None:
             raise BadResume(field, f"longer than {MAX_ID_LENGTH} characters")
         if not value.isascii() or not value.isprintable():
             raise BadResume(field, "is not printable ASCII")
-        return value
+        return field, value
     return None
