@@ -97,7 +97,8 @@ class SseClient:
         return client
 
     async def _read(self) -> None:
-        event, data, event_id = "message", [], None
+        event, event_id = "message", None
+        data: list[str] = []
         try:
             async for line in self.response.aiter_lines():
                 if line == "":

@@ -111,9 +111,13 @@ async def test_a_stream_resumed_after_a_drop_gets_what_it_missed_in_order_then_l
     assert last_seen == first.cursor
     await first.close()
     missed = [ui.update_ui({"n": n}) if n % 2 else team.update_ui({"n": n}) for n in range(6)]
-    resume = {"last_event_id": last_seen} if how == "Last-Event-ID" else {"since": last_seen}
+    by_header = how == "Last-Event-ID"
     second = await SseClient.connect(
-        two_edges[1].http_url, jwt=token(user, business), wait_ready=False, **resume
+        two_edges[1].http_url,
+        jwt=token(user, business),
+        wait_ready=False,
+        last_event_id=last_seen if by_header else None,
+        since=None if by_header else last_seen,
     )
     marker = ui.refresh()
     assert await ui_ids_until(second, marker) == [*missed, marker]
