@@ -14,12 +14,20 @@
 // message on the open socket), so a long-lived page never drops its socket. By default it does what
 // the seed's useUIEvents hook does: redirect sets the location, refresh reloads, and ui_update
 // and ui_modal become window CustomEvents 'ui-update' and 'ui-modal' with the data as detail.
+//
+// Where WebSockets cannot open (a proxy that refuses the upgrade), it falls back by itself to
+// Server-Sent Events (GET .../insight/sse, opened with a one-stream ticket bought with the token,
+// so no JWT is ever in a URL) after `fallbackAfter` attempts that never reach `open`, and tries
+// the WebSocket again after `retryWebSocketMs`; `transport: "sse"` forces SSE. A stream is
+// driven exactly as a socket (`openStream` dresses it as one): the same resume, dedupe, close
+// codes and backoff; its renewal reopens it with a fresh ticket and the cursor before `exp`.
 
 const FATAL_CODES = new Set([4400, 4403]); // the request itself is wrong: retrying cannot help
 const UNAUTHORIZED = 4401;
 const SERVER_RESTARTING = 1012;
 const TRY_AGAIN_LATER = 1013;
 const TOO_MANY_CONNECTIONS = 4429;
+const ABNORMAL = 1006; // closed without a code: the network, or a refusal a browser hides
 
 // A frame's id is the connection's whole resume cursor after that frame: one component per
 // log it listens to (`<kind><epoch>.<micros>-<n>`, kind u, b or a), joined by "_", the
@@ -80,6 +88,60 @@ const defaults = {
   onGap: (since) => window.dispatchEvent(new CustomEvent("ui-gap", { detail: { since } })),
 };
 
+// The SSE endpoints beside a socket URL: ws(s)://host/api/v1/insight -> http(s)://host/...
+function streamUrls(url) {
+  const base = url.split("?")[0].replace(/^ws(s?):/, "http$1:").replace(/\/$/, "");
+  return { sse: `${base}/sse`, tickets: `${base}/tickets` };
+}
+
+// An SSE stream dressed as the WebSocket `open` drives: onopen, onmessage, onclose({code,
+// reason}) and readyState. The server's `insight_close` message carries the code a socket
+// would have closed with; a stream lost or refused without one closes 1006. EventSource's own
+// reconnect is never used: its ticket is spent, so `open` reconnects with a fresh one.
+function openStream(urls, query, token, { EventSourceImpl, fetchImpl }) {
+  const stream = { readyState: 0, onopen: null, onmessage: null, onclose: null };
+  let source = null;
+  function end(code, reason) {
+    if (stream.readyState === 3) return;
+    stream.readyState = 3;
+    if (source) source.close();
+    if (stream.onclose) stream.onclose({ code, reason });
+  }
+  stream.close = (code = 1000, reason = "") => end(code, reason);
+  stream.send = () => {}; // nothing travels upstream on a stream
+  (async () => {
+    let answer;
+    try {
+      answer = await fetchImpl(urls.tickets, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}` },
+      });
+    } catch {
+      return end(ABNORMAL, "ticket request failed");
+    }
+    if (answer.status === 401) return end(UNAUTHORIZED, "unauthorized");
+    if (!answer.ok) return end(TRY_AGAIN_LATER, `ticket refused: ${answer.status}`);
+    const { ticket } = await answer.json();
+    if (stream.readyState === 3) return;
+    query.set("ticket", ticket);
+    source = new EventSourceImpl(`${urls.sse}?${query}`);
+    source.onopen = () => {
+      stream.readyState = 1;
+      if (stream.onopen) stream.onopen();
+    };
+    source.onmessage = (message) => stream.onmessage && stream.onmessage({ data: message.data });
+    source.addEventListener("insight_close", (message) => {
+      let closing = {};
+      try {
+        closing = JSON.parse(message.data);
+      } catch {}
+      end(closing.code || ABNORMAL, closing.reason || "");
+    });
+    source.onerror = () => end(ABNORMAL, "stream lost");
+  })();
+  return stream;
+}
+
 export function connectUIEvents(options) {
   const {
     url,
@@ -92,6 +154,11 @@ export function connectUIEvents(options) {
     minDelayMs = 250,
     maxDelayMs = 30000,
     WebSocketImpl = globalThis.WebSocket,
+    transport: forced = "auto",
+    fallbackAfter = 2,
+    retryWebSocketMs = 5 * 60000,
+    EventSourceImpl = globalThis.EventSource,
+    fetchImpl = (...args) => globalThis.fetch(...args),
   } = options;
   if (!url) throw new Error("connectUIEvents: url is required");
   if (!token && !getToken) throw new Error("connectUIEvents: token or getToken is required");
@@ -112,10 +179,25 @@ export function connectUIEvents(options) {
   let currentToken = token || null;
   let needFreshToken = !token;
   let cursor = storage ? storage.getItem(storageKey) : null;
+  let transport = forced === "sse" ? "sse" : "websocket";
+  let unopened = 0; // WebSocket attempts in a row that never reached `open`
+  let retryWebSocketAt = 0;
 
   function setStatus(next, detail) {
     status = next;
-    onStatus(next, detail);
+    onStatus(next, { ...detail, transport });
+  }
+
+  function chooseTransport() {
+    if (forced !== "auto") return forced === "sse" ? "sse" : "websocket";
+    if (unopened < fallbackAfter) return "websocket";
+    if (transport === "websocket") {
+      retryWebSocketAt = Date.now() + retryWebSocketMs; // it failed again: SSE for a while
+      return "sse";
+    }
+    if (Date.now() < retryWebSocketAt) return "sse";
+    unopened = fallbackAfter - 1; // one more try; if it fails too, back to SSE at once
+    return "websocket";
   }
 
   function remember(id) {
@@ -148,6 +230,8 @@ export function connectUIEvents(options) {
       }
       if (socket !== ws || ws.readyState !== 1) return;
       currentToken = fresh;
+      // A stream cannot renew in band: reopen it now, with the fresh token and the cursor.
+      if (transport === "sse") return ws.close(SERVER_RESTARTING, "renewal");
       ws.send(JSON.stringify({ type: "auth", token: fresh }));
       scheduleRenewal(ws, fresh);
     }, renewIn);
@@ -169,6 +253,7 @@ export function connectUIEvents(options) {
 
   async function open() {
     if (closedByUser) return;
+    transport = chooseTransport();
     setStatus(attempt === 0 ? "connecting" : "reconnecting");
     if (needFreshToken) {
       try {
@@ -183,11 +268,20 @@ export function connectUIEvents(options) {
     const query = new URLSearchParams({ channel });
     if (cursor) query.set("since", cursor);
     const target = `${url}${url.includes("?") ? "&" : "?"}${query}`;
-    // The token travels as a subprotocol, not in the URL, so it stays out of access logs.
-    const ws = new WebSocketImpl(target, ["insight", `insight.bearer.${currentToken}`]);
+    // The token travels as a subprotocol (or buys a ticket), never in the URL, so it stays
+    // out of access logs.
+    const ws =
+      transport === "sse"
+        ? openStream(streamUrls(url), query, currentToken, { EventSourceImpl, fetchImpl })
+        : new WebSocketImpl(target, ["insight", `insight.bearer.${currentToken}`]);
     socket = ws;
     const opening = currentToken;
-    ws.onopen = () => scheduleRenewal(ws, opening);
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      if (transport === "websocket") unopened = 0;
+      scheduleRenewal(ws, opening);
+    };
     ws.onmessage = (message) => {
       let frame;
       try {
@@ -217,6 +311,10 @@ export function connectUIEvents(options) {
       socket = null;
       clearTimeout(renewal);
       if (closedByUser) return setStatus("closed");
+      if (!opened && transport === "websocket" && forced === "auto") {
+        unopened += 1;
+        if (unopened === fallbackAfter) return schedule(0); // to SSE now
+      }
       if (FATAL_CODES.has(event.code)) {
         return setStatus("refused", { code: event.code, reason: event.reason });
       }
