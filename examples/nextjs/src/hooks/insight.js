@@ -190,7 +190,7 @@ export function connectUIEvents(options) {
 
   function chooseTransport() {
     if (forced !== "auto") return forced === "sse" ? "sse" : "websocket";
-    if (unopened < fallbackAfter) return "websocket";
+    if (unopened < fallbackAfter || !EventSourceImpl) return "websocket";
     if (transport === "websocket") {
       retryWebSocketAt = Date.now() + retryWebSocketMs; // it failed again: SSE for a while
       return "sse";
@@ -311,8 +311,8 @@ export function connectUIEvents(options) {
       socket = null;
       clearTimeout(renewal);
       if (closedByUser) return setStatus("closed");
-      if (!opened && transport === "websocket" && forced === "auto") {
-        unopened += 1;
+      if (!opened && event.code === ABNORMAL && transport === "websocket" && forced === "auto") {
+        unopened += 1; // the upgrade itself failed: a refusal of the edge would have opened
         if (unopened === fallbackAfter) return schedule(0); // to SSE now
       }
       if (FATAL_CODES.has(event.code)) {
