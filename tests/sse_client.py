@@ -1,5 +1,5 @@
 """A Server-Sent Events client for tests, with the WebSocket client's interface
-(`tests.harness.Client`: frames, until, events, silent_for, cursor), so that one guarantee
+(`tests.harness.Frames`: frames, until, events, silent_for, cursor), so that one guarantee
 test drives either transport. Messages are read by a task of their own into a queue, so a
 bounded wait that times out never breaks the stream."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness import WAIT
+from tests.harness import WAIT, Frames
 
 SSE_PATH = "/api/v1/insight/sse"
 TICKETS_PATH = "/api/v1/insight/tickets"
@@ -46,7 +46,7 @@ async def ticket_for(http_url: str, jwt: str) -> str:
 
 
 @dataclass
-class SseClient:
+class SseClient(Frames):
     """One SSE stream, its messages parsed as they arrive."""
 
     http: httpx.AsyncClient
@@ -145,31 +145,6 @@ class SseClient:
             self.frames.append(frame)
             return frame
 
-    async def until(self, done: Any, timeout: float = WAIT) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv(timeout)
-                if done(frame):
-                    return frame
-
-    async def events(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
-        received: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
-            while len(received) < count:
-                frame = await self.recv(timeout)
-                if frame["type"].startswith("ui_"):
-                    received.append(frame)
-        return received
-
-    async def silent_for(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    if (await self.recv(seconds))["type"].startswith("ui_"):
-                        return False
-        except TimeoutError:
-            return True
-
     async def closed_with(self, timeout: float = WAIT) -> tuple[int, str]:
         """Read until the server ends the stream; its `insight_close` code and reason."""
         with contextlib.suppress(StreamEnded):
@@ -178,10 +153,6 @@ class SseClient:
                     await self.recv(timeout)
         assert self.closing is not None, "the stream ended without insight_close"
         return int(self.closing["code"]), str(self.closing["reason"])
-
-    @property
-    def cursor(self) -> str:
-        return str(next(f["id"] for f in reversed(self.frames) if "id" in f))
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -11,41 +11,22 @@ with the smallest receive buffer the kernel allows and then never reads again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from cli.local_redis import LocalRedis
 from realtime import UIManager
-from tests.harness import Edge, start_edge, unique
+from tests.harness import Edge, unique
 from tests.sse_client import ticket_for
 from tests.stalled_peer import StalledPeer
-from tests.test_nothing_held import BOUND, PING_INTERVAL, PING_TIMEOUT, fill, released_within
+from tests.test_nothing_held import BOUND, fill, released_within, stalling_edge
+
+__all__ = ["stalling_edge"]  # the fixture (fast pings), used by name
 
 pytestmark = pytest.mark.anyio
 
 KEEPALIVE = 1.0  # the stall is seen at a keep-alive, so the bound allows one more
-
-
-@pytest.fixture
-def stalling_edge(redis_server: LocalRedis, artifacts: Path) -> Iterator[Callable[..., Edge]]:
-    started: list[Edge] = []
-
-    def start(**env: str) -> Edge:
-        settings = {
-            "WS_PING_INTERVAL_SECONDS": str(PING_INTERVAL),
-            "WS_PING_TIMEOUT_SECONDS": str(PING_TIMEOUT),
-            "SSE_KEEPALIVE_SECONDS": str(KEEPALIVE),
-            **env,
-        }
-        edge = start_edge(redis_server.url, artifacts, **settings)
-        started.append(edge)
-        return edge
-
-    yield start
-    for edge in started:
-        edge.stop()
+SSE = {"SSE_KEEPALIVE_SECONDS": str(KEEPALIVE)}
 
 
 async def stalled_readers(edge: Edge, jwt: str, count: int) -> list[StalledPeer]:
@@ -58,7 +39,7 @@ async def stalled_readers(edge: Edge, jwt: str, count: int) -> list[StalledPeer]
 async def test_a_full_buffer_drops_a_reader_that_never_reads_within_the_bound(
     stalling_edge: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
-    edge = stalling_edge(WS_SEND_BUFFER="8")
+    edge = stalling_edge(WS_SEND_BUFFER="8", **SSE)
     user = unique("stalled")
     peers = await stalled_readers(edge, token(user), 3)
     try:
@@ -74,7 +55,7 @@ async def test_a_full_buffer_drops_a_reader_that_never_reads_within_the_bound(
 async def test_a_transport_that_takes_nothing_for_a_ping_deadline_is_dropped(
     stalling_edge: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
-    edge = stalling_edge(WS_SEND_BUFFER="100000")  # a buffer the fill cannot overflow
+    edge = stalling_edge(WS_SEND_BUFFER="100000", **SSE)  # a buffer the fill cannot overflow
     user = unique("stalled")
     peers = await stalled_readers(edge, token(user), 1)
     try:
@@ -87,7 +68,7 @@ async def test_a_transport_that_takes_nothing_for_a_ping_deadline_is_dropped(
 async def test_a_revoked_reader_that_never_reads_is_released_within_the_bound(
     stalling_edge: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
-    edge = stalling_edge(WS_SEND_BUFFER="100000", WS_PING_TIMEOUT_SECONDS="600")
+    edge = stalling_edge(WS_SEND_BUFFER="100000", WS_PING_TIMEOUT_SECONDS="600", **SSE)
     user = unique("stalled")
     peers = await stalled_readers(edge, token(user), 1)
     try:
