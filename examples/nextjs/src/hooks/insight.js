@@ -14,20 +14,11 @@
 // message on the open socket), so a long-lived page never drops its socket. By default it does what
 // the seed's useUIEvents hook does: redirect sets the location, refresh reloads, and ui_update
 // and ui_modal become window CustomEvents 'ui-update' and 'ui-modal' with the data as detail.
-//
-// Where WebSockets cannot open (a proxy that refuses the upgrade), it falls back by itself to
-// Server-Sent Events (GET .../insight/sse, opened with a one-stream ticket bought with the token,
-// so no JWT is ever in a URL) after `fallbackAfter` attempts that never reach `open`, and tries
-// the WebSocket again after `retryWebSocketMs`; `transport: "sse"` forces SSE. A stream is
-// driven exactly as a socket (`openStream` dresses it as one): the same resume, dedupe, close
-// codes and backoff; its renewal reopens it with a fresh ticket and the cursor before `exp`.
+// Where WebSockets never open, it falls back to Server-Sent Events, driven as a socket
+// (insight-wire.js), and renewed by reopening with a fresh ticket; `transport: "sse"` forces it.
 
-const FATAL_CODES = new Set([4400, 4403]); // the request itself is wrong: retrying cannot help
-const UNAUTHORIZED = 4401;
-const SERVER_RESTARTING = 1012;
-const TRY_AGAIN_LATER = 1013;
-const TOO_MANY_CONNECTIONS = 4429;
-const ABNORMAL = 1006; // closed without a code: the network, or a refusal a browser hides
+import { ABNORMAL, FATAL_CODES, SERVER_RESTARTING, TOO_MANY_CONNECTIONS } from "./insight-wire.js";
+import { TRY_AGAIN_LATER, UNAUTHORIZED, openStream, streamUrls } from "./insight-wire.js";
 
 // A frame's id is the connection's whole resume cursor after that frame: one component per
 // log it listens to (`<kind><epoch>.<micros>-<n>`, kind u, b or a), joined by "_", the
@@ -87,60 +78,6 @@ const defaults = {
   onToast: (toast) => window.dispatchEvent(new CustomEvent("ui-toast", { detail: toast })),
   onGap: (since) => window.dispatchEvent(new CustomEvent("ui-gap", { detail: { since } })),
 };
-
-// The SSE endpoints beside a socket URL: ws(s)://host/api/v1/insight -> http(s)://host/...
-function streamUrls(url) {
-  const base = url.split("?")[0].replace(/^ws(s?):/, "http$1:").replace(/\/$/, "");
-  return { sse: `${base}/sse`, tickets: `${base}/tickets` };
-}
-
-// An SSE stream dressed as the WebSocket `open` drives: onopen, onmessage, onclose({code,
-// reason}) and readyState. The server's `insight_close` message carries the code a socket
-// would have closed with; a stream lost or refused without one closes 1006. EventSource's own
-// reconnect is never used: its ticket is spent, so `open` reconnects with a fresh one.
-function openStream(urls, query, token, { EventSourceImpl, fetchImpl }) {
-  const stream = { readyState: 0, onopen: null, onmessage: null, onclose: null };
-  let source = null;
-  function end(code, reason) {
-    if (stream.readyState === 3) return;
-    stream.readyState = 3;
-    if (source) source.close();
-    if (stream.onclose) stream.onclose({ code, reason });
-  }
-  stream.close = (code = 1000, reason = "") => end(code, reason);
-  stream.send = () => {}; // nothing travels upstream on a stream
-  (async () => {
-    let answer;
-    try {
-      answer = await fetchImpl(urls.tickets, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${token}` },
-      });
-    } catch {
-      return end(ABNORMAL, "ticket request failed");
-    }
-    if (answer.status === 401) return end(UNAUTHORIZED, "unauthorized");
-    if (!answer.ok) return end(TRY_AGAIN_LATER, `ticket refused: ${answer.status}`);
-    const { ticket } = await answer.json();
-    if (stream.readyState === 3) return;
-    query.set("ticket", ticket);
-    source = new EventSourceImpl(`${urls.sse}?${query}`);
-    source.onopen = () => {
-      stream.readyState = 1;
-      if (stream.onopen) stream.onopen();
-    };
-    source.onmessage = (message) => stream.onmessage && stream.onmessage({ data: message.data });
-    source.addEventListener("insight_close", (message) => {
-      let closing = {};
-      try {
-        closing = JSON.parse(message.data);
-      } catch {}
-      end(closing.code || ABNORMAL, closing.reason || "");
-    });
-    source.onerror = () => end(ABNORMAL, "stream lost");
-  })();
-  return stream;
-}
 
 export function connectUIEvents(options) {
   const {
