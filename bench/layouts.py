@@ -34,6 +34,28 @@ class Layout:
 
 
 LAYOUTS = {
+    "blocked_page": Layout(
+        "14. A page whose WebSocket a proxy refuses: time to its first event (Chromium)",
+        ("page", "target"),
+        ("open_ms", "first_event_ms"),
+        baseline=("page", "websocket"),
+        baseline_name="the same page whose WebSocket opens",
+        note="insight.js with its defaults: the WebSocket tried twice (fallbackAfter), then SSE.",
+    ),
+    "sse": Layout(
+        "13. Server-Sent Events against WebSockets on one edge: U users, events at R/s",
+        ("users", "rate", "target"),
+        (
+            "p50_ms",
+            "p99_ms",
+            "server_cpu_us_per_event",
+            "rss_kib_per_connection",
+            "lost",
+            "misrouted",
+            "duplicated",
+        ),
+        baseline_name="the same edge's WebSocket figure",
+    ),
     "targeted_push": Layout(
         "1. Targeted push: U users, events to random users at R/s",
         ("users", "rate", "target"),

@@ -24,7 +24,7 @@ from typing import Any, cast
 import hiredis
 
 from bench.common import token
-from bench.targets import Target
+from bench.targets import SSE, Target
 
 Record = tuple[str, int, int, str]
 RETRY_CODES = {1012, 1013}  # the server asks the client to come back (restarting, overloaded)
@@ -177,6 +177,51 @@ class WebSocketClient(asyncio.Protocol):
             self.record(json.loads(raw))
 
 
+class SseClient(WebSocketClient):
+    """One Server-Sent Events stream as one user of the Insight edge: a GET with the token
+    in its Authorization header, a chunked `text/event-stream` answer whose `data:` lines
+    are the frames a socket would get, handed to the same `text`."""
+
+    def __init__(self, target: Target, user: str, stats: Stats, path: str, jwt: str) -> None:
+        super().__init__(target, user, stats, path)
+        self.jwt = jwt
+        self.events = b""  # the stream's bytes without their chunk framing, not yet parsed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {self.jwt}\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 200"):
+                raise ConnectionError(f"{self.user}: stream refused: {buffer[:80]!r}")
+            self.upgraded = True
+            buffer = buffer[end + 4 :]
+        while True:  # chunks: `<size in hex>\r\n<data>\r\n`
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                break
+            size = int(buffer[:line_end], 16)
+            if len(buffer) < line_end + 2 + size + 2:
+                break
+            self.events += buffer[line_end + 2 : line_end + 2 + size]
+            buffer = buffer[line_end + 4 + size :]
+        self.buffer = buffer
+        *messages, self.events = self.events.split(b"\n\n")
+        for message in messages:
+            for line in message.split(b"\n"):
+                if line.startswith(b"data: "):
+                    self.text(line[6:].decode())
+
+
 class FloorSubscriber(asyncio.Protocol):
     """The floor: raw SUBSCRIBE on one Redis connection, no WebSocket anywhere."""
 
@@ -217,6 +262,8 @@ class LoadClient:
 
     def socket(self, user: str, path: str) -> WebSocketClient:
         """The protocol of one connection (a subclass may watch more than latencies)."""
+        if self.target.name == SSE:
+            return SseClient(self.target, user, self.stats, path, self.tokens[user])
         return WebSocketClient(self.target, user, self.stats, path)
 
     def commands(self) -> dict[str, Callable[..., Any]]:

@@ -151,6 +151,8 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
             "job_pipeline": ("p50_ms", "p99_ms"),
             "event_at_open": ("open_p50_ms", "steady_p50_ms"),
             "jitter": ("replay_p99_s", "delivered_pct"),
+            "sse": ("server_cpu_us_per_event", "rss_kib_per_connection"),
+            "blocked_page": ("open_ms", "first_event_ms"),
         }[name]
         labels = [
             textwrap.fill(str(r["target"]), 16)

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench import churn, connect_latency, large_replay, server_api
+from bench import blocked_page, churn, connect_latency, large_replay, server_api
 from bench.churn import QUICK_CHURN, ChurnSizes
 from bench.large_replay import QUICK_REPLAY, ReplaySizes
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig, Window
-from bench.targets import EDGE_ONLY, TARGETS, Target
+from bench.targets import BY_NAME, EDGE_ONLY, SSE_TARGET, TARGETS, Target
 from core.config import Settings
 from tests.local_cluster import LocalCluster, running_cluster
 
@@ -46,6 +46,9 @@ class Sizes:
     server_api_calls: int = 500
     churn: ChurnSizes = field(default_factory=ChurnSizes)  # scenarios 10 and 11 (bench/churn.py)
     replay: ReplaySizes = field(default_factory=ReplaySizes)  # scenario 12 (bench/large_replay.py)
+    sse_users: int = 1_000  # scenario 13: SSE against WebSockets
+    sse_rate: int = 2_000
+    page_rounds: int = 10  # scenario 14: a page whose WebSocket is refused (bench/blocked_page.py)
 
 
 QUICK = Sizes(
@@ -58,6 +61,9 @@ QUICK = Sizes(
     idle_connections=200,
     accept_timed=100,
     edges=(1, 2),
+    sse_users=50,
+    sse_rate=200,
+    page_rounds=2,
     storm_users=50,
     storm_rate=100,
     job_rates=(5,),
@@ -75,6 +81,19 @@ def _users(count: int) -> list[str]:
 
 def _row(window: Window, **extra: Any) -> Row:
     return {**extra, **window.as_dict()}
+
+
+def sse_against_websocket(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
+    """13. The same edge, its U users on Server-Sent Events or on WebSockets, events to random
+    users at R/s: latency, the edge's CPU per event and its memory per idle connection."""
+    for target in (BY_NAME["insight"], SSE_TARGET):
+        with Rig(target) as rig:
+            idle = rig.server_rss()
+            rig.connect(_users(sizes.sse_users))
+            rss = rig.server_rss()
+            window = rig.traffic(sizes.sse_rate, sizes.seconds)
+            kib = round((rss - idle) / 1024 / sizes.sse_users, 1)
+            yield _row(window, users=sizes.sse_users, rss_kib_per_connection=kib)
 
 
 def targeted_push(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
@@ -293,4 +312,6 @@ SCENARIOS: dict[str, Scenario] = {
     "jitter": lambda sizes, targets: churn.jitter(sizes.churn, targets),
     "rolling_deploy": lambda sizes, targets: churn.rolling_deploy(sizes.churn, targets),
     "large_replay": lambda sizes, targets: large_replay.large_replay(sizes.replay, targets),
+    "sse": sse_against_websocket,
+    "blocked_page": lambda sizes, targets: blocked_page.measure(sizes.page_rounds),
 }

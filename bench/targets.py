@@ -32,6 +32,7 @@ from bench.common import start_edge, start_uvicorn
 Publish = Callable[[str, dict[str, Any]], object]
 
 EDGE_ONLY = "insight-edge"
+SSE = "insight-sse"  # the Insight edge, its clients on Server-Sent Events (docs/sse.md)
 PEER_APPS = {
     "socketio": "bench.peers.socketio_server:app",
     "broadcaster": "bench.peers.broadcaster_server:app",
@@ -51,7 +52,7 @@ class Target:
     @property
     def is_insight(self) -> bool:
         """Served by the Insight edge, and spoken to in its protocol."""
-        return self.name in ("insight", EDGE_ONLY)
+        return self.name in ("insight", EDGE_ONLY, SSE)
 
     @property
     def resumes(self) -> bool:
@@ -66,6 +67,8 @@ class Target:
         return None
 
     def path(self, user: str, token: str | None, since: str | None) -> str:
+        if self.name == SSE:  # the token travels in a header (bench.loadclient.SseClient)
+            return "/api/v1/insight/sse" + (f"?since={quote(since)}" if since else "")
         if self.is_insight:
             cursor = f"&since={quote(since)}" if since else ""
             return f"/api/v1/insight?token={token}{cursor}"
@@ -75,7 +78,7 @@ class Target:
 
     def publisher(self, redis_url: str) -> Publish:
         """How a producer process sends `data` to one user (called once per process)."""
-        if self.name == "insight":
+        if self.name in ("insight", SSE):
             os.environ.update(
                 REDIS_URL=redis_url, EVENTS_REDIS_URL=redis_url, ENVIRONMENT="development"
             )
@@ -128,3 +131,4 @@ def _frames_without_the_log(redis_url: str) -> Publish:
 
 TARGETS = tuple(Target(name) for name in ("insight", "socketio", "broadcaster", "floor"))
 BY_NAME = {target.name: target for target in TARGETS}
+SSE_TARGET = Target(SSE)  # compared with Insight's WebSockets in its own scenario only

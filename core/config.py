@@ -133,6 +133,11 @@ class Settings(EventsSettings):
     presence_ttl_seconds: float = Field(30.0, ge=1, le=3600)
     # One user's sockets across all edges; the next one is closed with 4429. 0: no cap.
     ws_max_connections_per_user: int = Field(50, ge=0)
+    # Server-Sent Events: how long a ticket (POST /api/v1/insight/tickets) may wait for its
+    # stream, and the longest an open stream goes without a byte (a comment line), so that
+    # proxies keep it open.
+    sse_ticket_seconds: int = Field(30, ge=1, le=300)
+    sse_keepalive_seconds: float = Field(15.0, gt=0, le=15.0)
 
     # A worker serves its Prometheus metrics (tasks, queue depths) on this port when set.
     worker_metrics_port: int | None = None

@@ -3,8 +3,9 @@
 Stateless apart from its connections: every instance subscribes only to the recipients
 connected to it, so instances scale out behind any load balancer without sticky sessions.
 
-`/api/v1/insight` goes straight to its handler, and everything else (probes, metrics, the
-client at /static, the demo when it is on, lifespan) to a FastAPI app. A WebSocket lives for
+`/api/v1/insight` (and its SSE twin, and tickets) goes straight to its handler, and everything
+else (probes, metrics, the client at /static, the demo when it is on, lifespan) to a FastAPI
+app. A WebSocket lives for
 hours, and every ASGI layer it passes through (FastAPI's exit stacks, Starlette's exception and
 routing middleware) stays suspended on its stack for as long as it is open: memory held by
 every connection for nothing it uses (measured: bench/results/design-figures.md).
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from core.config import READY_CHECK_SECONDS, get_settings
@@ -33,6 +34,8 @@ from core.json_logs import configure_logging
 from edge.endpoint import SOCKET_PATH, insight_socket
 from edge.engine import BrokerFactory, Engine, redis_broker
 from edge.serving import served_by_insight
+from edge.sse_endpoint import SSE_PATH, insight_sse
+from edge.tickets import TICKETS_PATH, tickets_endpoint
 from realtime.events import frame_json_schema
 
 logger = logging.getLogger(__name__)
@@ -119,15 +122,35 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
 
 
 class Edge:
-    """The edge's ASGI app: the WebSocket endpoint first, the FastAPI app for the rest."""
+    """The edge's ASGI app: the WebSocket and SSE endpoints first (the SSE stream and the
+    ticket route behind CORS for ALLOWED_ORIGINS, so that a page on another origin may use
+    them), the FastAPI app for the rest."""
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
+        origins = get_settings().allowed_origins
+        self.routes: dict[str, ASGIApp] = {
+            SSE_PATH: CORSMiddleware(
+                insight_sse,
+                allow_origins=origins,
+                allow_methods=["GET"],
+                allow_headers=["Authorization", "Last-Event-ID"],
+            ),
+            TICKETS_PATH: CORSMiddleware(
+                tickets_endpoint,
+                allow_origins=origins,
+                allow_methods=["POST"],
+                allow_headers=["Authorization"],
+            ),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and _route_path(scope) == SOCKET_PATH:
             scope["app"] = self.api  # where the handler finds settings and the hub
             await insight_socket(WebSocket(scope, receive, send))
+        elif scope["type"] == "http" and (route := self.routes.get(_route_path(scope))):
+            scope["app"] = self.api
+            await route(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 

@@ -24,6 +24,7 @@ are let go, since every one of them is in the logs, and the catch-up reads on fo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from core.security import Identity
 from edge import telemetry
@@ -37,7 +38,8 @@ Held = tuple[int, Position, bytes, str, bytes]  # (recipient index, event, id, c
 
 
 class ClientConnection:
-    """Delivery state of one WebSocket; the endpoint owns the socket, the hub feeds this.
+    """Delivery state of one WebSocket or SSE stream; the endpoint owns the socket, the hub
+    feeds this.
 
     A process holds tens of thousands of these for hours, so it keeps no per-connection
     object it does not need while idle: slots rather than a dict, a list rather than a deque
@@ -46,7 +48,8 @@ class ClientConnection:
 
     __slots__ = (
         "_changed", "_held", "_live_queued", "_outbox", "_parts", "_replayed_bytes", "capacity",
-        "catch_up_lock", "client", "close_code", "gone", "held_let_go", "identity", "positions",
+        "catch_up_lock", "client", "close_code", "encode", "gone", "held_let_go", "identity",
+        "positions",
         "recipients", "since", "wire",
     )  # fmt: skip
 
@@ -60,6 +63,7 @@ class ClientConnection:
         *,
         since: str | None = None,
         client: str | None = None,
+        encode: Callable[[bytes], bytes] = text_frame,
     ) -> None:
         self.identity = identity
         self.client = client  # the browser tab that opened it (`client=`), if it said
@@ -69,6 +73,7 @@ class ClientConnection:
         self.since = since  # what the client asked to resume from, if anything
         self.capacity = capacity
         self.wire = wire  # the socket's direct writer, when its server offers one
+        self.encode = encode  # a frame's bytes on the wire: a WebSocket frame, an SSE message
         self.close_code: CloseCode | None = None
         self.gone = False  # the peer went away: nobody to send frames or a close code to
         # (coalesce key, frame, is_live); replayed frames are bounded by the log's retention
@@ -106,7 +111,7 @@ class ClientConnection:
             self._outbox
             or self.close_code is not None
             or self.wire is None
-            or not self.wire.write_frame(text_frame(payload))
+            or not self.wire.write_frame(self.encode(payload))
         ):
             self._enqueue_live(payload, coalesce_key)
 

@@ -22,6 +22,9 @@ import struct
 from typing import Protocol
 
 FRAME_WRITER_EXTENSION = "insight.frame_writer"
+# A streaming HTTP response's writer (an SSE stream's), put in the scope of every GET request
+# by `insight edge`'s HTTP protocol (`edge.protocols.stream`).
+STREAM_WRITER_EXTENSION = "insight.stream_writer"
 
 _TEXT_FIN = 0x81  # FIN bit and the text opcode; the mask bit stays 0 (RFC 6455, 5.1)
 
@@ -48,4 +51,11 @@ class FrameWriter(Protocol):
 
     async def wait_writable(self) -> None:
         """Return once the transport takes data again (at once if it does now)."""
+        ...
+
+
+class StreamWriter(FrameWriter, Protocol):
+    def finish(self, last: bytes) -> None:
+        """End the response with `last` and close the connection, without waiting for the
+        peer (aborted a few seconds later if it has not taken it all)."""
         ...

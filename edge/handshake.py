@@ -9,6 +9,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from realtime.ids import CLIENT_PATTERN
+
 DEFAULT_CHANNEL = "ui_events"
 CHANNELS = frozenset({DEFAULT_CHANNEL})
 
@@ -25,6 +27,11 @@ BEARER_SUBPROTOCOL_PREFIX = "insight.bearer."
 # handshake can exceed anyway.
 MAX_TOKEN_LENGTH = 8192
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def well_formed_client(value: object) -> str | None:
+    """`value` if it can name a browser tab (`client=`: 1-64 of A-Z a-z 0-9 _ -); else None."""
+    return value if isinstance(value, str) and CLIENT_PATTERN.fullmatch(value) else None
 
 
 def well_formed_token(value: object) -> str | None:
@@ -65,3 +72,14 @@ def auth_message(text: str) -> AuthMessage | None:
     if not isinstance(message, dict) or message.get("type") != "auth":
         return None
     return AuthMessage(well_formed_token(message.get("token")))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <JWT>` header if it is shaped like one; None
+    for no header, another scheme, or a token that cannot be a JWT. Never raises."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return well_formed_token(token.strip())

@@ -1,6 +1,7 @@
-"""One open socket's life after its handshake: the writer that drains its send buffer, the
-reader that polices what the client sends (and renews the session in band), the timer of its
-token's expiry, and its first catch-up from the logs, until one of them ends the session.
+"""One open session's life after its open, whatever its transport: the writer that drains
+its send buffer, the reader that watches the client (a WebSocket's polices what it sends and
+renews the session in band, `read_websocket`; an SSE stream's waits for it to leave), the timer
+of its token's expiry, and its first catch-up from the logs, until one of them ends it.
 
 Inbound frames are read by one helper task, and the token's expiry is a timer, so an open
 socket costs its own ASGI task and one more (and, while it catches up, a third): at tens of
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -20,7 +23,7 @@ from core.config import Settings
 from core.security import Identity, InvalidToken, accepted_until, verify_token_async
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
-from edge.frame_writer import FrameWriter, text_frame
+from edge.frame_writer import FrameWriter
 from edge.handshake import auth_message
 from edge.hub import Hub
 from edge.presence import Presence
@@ -50,7 +53,7 @@ async def _renewed(current: Identity, token: str, settings: Settings) -> Identit
     return identity
 
 
-class _Expiry:
+class Expiry:
     """Closes the connection with 4401 when its token is no longer accepted (`exp` plus the
     leeway, `core.security.accepted_until`); a renewal moves the moment."""
 
@@ -72,22 +75,21 @@ class _Expiry:
             self._handle.cancel()
 
 
+Reader = Callable[[Expiry], Coroutine[Any, Any, None]]  # watches the client (a helper task)
+SendFrame = Callable[[bytes], Awaitable[None]]  # one frame through ASGI, without a wire
+
+
 async def pump(
-    websocket: WebSocket,
-    connection: ClientConnection,
-    settings: Settings,
-    hub: Hub,
-    presence: Presence,
+    connection: ClientConnection, settings: Settings, hub: Hub, read: Reader, send: SendFrame
 ) -> CloseCode:
     """Send what the fan-out could not write at once, until the connection must close, and
-    return why.
+    return why; raises what `read` raised when the peer went away.
 
-    Inbound frames are read (and policed) by one helper task, and the token's expiry is a
-    timer, so an open socket costs its own ASGI task and one more: at tens of thousands of
-    connections per process, every task is memory.
+    Frames go to the connection's wire when its server offers one (`edge.frame_writer`),
+    else one at a time through `send`.
     """
-    expiry = _Expiry(connection, accepted_until(connection.identity, settings))
-    reader = asyncio.create_task(_read(websocket, connection, settings, expiry, hub, presence))
+    expiry = Expiry(connection, accepted_until(connection.identity, settings))
+    reader = asyncio.create_task(read(expiry))
     # The replay of what the client missed runs beside the writer, which drains it to the
     # socket as it is queued: a page is read only once the socket took the previous ones.
     catching_up = asyncio.create_task(_catch_up(hub, connection))
@@ -95,14 +97,14 @@ async def pump(
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
         else:
-            await _drain_through_asgi(websocket, connection)
+            await _drain_through_asgi(connection, send)
     finally:
         expiry.cancel()
         reader.cancel()
         catching_up.cancel()
         await asyncio.gather(reader, catching_up, return_exceptions=True)
     if not reader.cancelled() and (error := reader.exception()) is not None:
-        raise error  # the peer went away (WebSocketDisconnect)
+        raise error  # the peer went away (WebSocketDisconnect, ClientDisconnect)
     assert connection.close_code is not None
     return connection.close_code
 
@@ -126,7 +128,8 @@ async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> Non
         if connection.close_code is not None or connection.gone:
             return
         frames = connection.take(WIRE_BATCH_FRAMES, WIRE_BATCH_BYTES)
-        if not wire.write_frame(b"".join(text_frame(frame) for frame in frames)):
+        encode = connection.encode
+        if not wire.write_frame(b"".join(encode(frame) for frame in frames)):
             raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
 
 
@@ -143,20 +146,19 @@ async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) 
             wait.cancel()
 
 
-async def _drain_through_asgi(websocket: WebSocket, connection: ClientConnection) -> None:
-    send = websocket.send
+async def _drain_through_asgi(connection: ClientConnection, send: SendFrame) -> None:
     while await connection.wait():
         for frame in connection.take(1, WIRE_BATCH_BYTES):
-            await send({"type": "websocket.send", "text": frame.decode()})
+            await send(frame)
 
 
-async def _read(
+async def read_websocket(
     websocket: WebSocket,
     connection: ClientConnection,
     settings: Settings,
-    expiry: _Expiry,
     hub: Hub,
     presence: Presence,
+    expiry: Expiry,
 ) -> None:
     """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
     else is ignored. Ends the session on a frame that is too big, on a token that may not

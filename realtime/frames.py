@@ -43,6 +43,7 @@ MAX_SEQ = 2**64 - 1  # the largest part (milliseconds or sequence) of a Stream e
 
 _COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")
 _ID_PREFIX = b'{"id":"'
+_READY_ID = b'"type":"insight_ready","id":"'
 
 # The Lua expression the append script publishes; `coalesce`, `event_id`, `scope` (a space and
 # the tab's id, or '') and `body` are locals of that script. Kept here, next to its parser.
@@ -128,6 +129,18 @@ def parse_announcement(data: bytes) -> tuple[str, str, str, bytes]:
 def splice(cursor: bytes, body: bytes) -> bytes:
     """The frame of `body` (`{"type":...}`) for a connection whose cursor is `cursor`."""
     return _ID_PREFIX + cursor + b'",' + body[1:]
+
+
+def frame_id(frame: bytes) -> bytes | None:
+    """A frame's `id` without parsing it: an event's comes first (`splice`), `insight_ready`'s
+    right after its type (its shape has no nested object); `insight_gap` has none."""
+    if frame.startswith(_ID_PREFIX):
+        return frame[7 : frame.index(b'"', 7)]
+    start = frame.find(_READY_ID)
+    if start < 0:
+        return None
+    start += len(_READY_ID)
+    return frame[start : frame.index(b'"', start)]
 
 
 def ready_frame(cursor: str) -> bytes:

@@ -121,6 +121,11 @@ class Recipient:
         per edge process, a business's one per member and edge (`<key_part(user id)>:<edge>`)."""
         return f"{self._prefix}:presence"
 
+    def ticket_key(self, secret: str) -> str:
+        """A stream ticket of this user, by its secret part (see `realtime.broker.ticket_calls`):
+        in the user's slot, so that whichever edge the stream reaches spends it there."""
+        return f"{self._prefix}:ticket:{secret}"
+
     @property
     def tabs_key(self) -> str:
         """A user's hash of connected browser tabs: one field per tab and edge

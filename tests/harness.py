@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,53 @@ def start_edge(
     return served_by(APP, port, env, log_dir / f"edge-{port}.log").start()
 
 
+class Frames(ABC):
+    """What a test reads from any stream of frames (a WebSocket, an SSE stream), given `recv`,
+    which receives and records the next frame in `frames`."""
+
+    frames: list[dict[str, Any]]
+
+    @abstractmethod
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
+        """The next frame, recorded in `frames`."""
+
+    async def until(self, done: Any, timeout: float = WAIT) -> dict[str, Any]:
+        """Receive until a frame satisfies `done`; returns it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if done(frame):
+                    return frame
+
+    async def events(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+        """The next `count` UI events (control frames are recorded but skipped)."""
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while len(received) < count:
+                frame = await self.recv(timeout)
+                if frame["type"].startswith("ui_"):
+                    received.append(frame)
+        return received
+
+    async def silent_for(self, seconds: float) -> bool:
+        """True if no UI event arrives within `seconds` (for asserting non-delivery)."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    frame = await self.recv(seconds)
+                    if frame["type"].startswith("ui_"):
+                        return False
+        except TimeoutError:
+            return True
+
+    @property
+    def cursor(self) -> str:
+        """The last id seen (events and the ready frame both carry one)."""
+        return str(next(f["id"] for f in reversed(self.frames) if "id" in f))
+
+
 @dataclass
-class Client:
+class Client(Frames):
     """A WebSocket client that records every frame it receives."""
 
     ws: ClientConnection
@@ -193,35 +239,6 @@ class Client:
         self.frames.append(frame)
         return frame
 
-    async def until(self, done: Any, timeout: float = WAIT) -> dict[str, Any]:
-        """Receive until a frame satisfies `done`; returns it."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv(timeout)
-                if done(frame):
-                    return frame
-
-    async def events(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
-        """The next `count` UI events (control frames are recorded but skipped)."""
-        received: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
-            while len(received) < count:
-                frame = await self.recv(timeout)
-                if frame["type"].startswith("ui_"):
-                    received.append(frame)
-        return received
-
-    async def silent_for(self, seconds: float) -> bool:
-        """True if no UI event arrives within `seconds` (for asserting non-delivery)."""
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    frame = await self.recv(seconds)
-                    if frame["type"].startswith("ui_"):
-                        return False
-        except TimeoutError:
-            return True
-
     async def closed_with(self, timeout: float = WAIT) -> int:
         """Receive (and record) frames until the server closes; returns the close code."""
         try:
@@ -233,11 +250,6 @@ class Client:
         received = self.ws.protocol.close_rcvd
         assert received is not None, "closed without a close frame from the server"
         return int(received.code)
-
-    @property
-    def cursor(self) -> str:
-        """The last id seen (events and the ready frame both carry one)."""
-        return str(next(f["id"] for f in reversed(self.frames) if "id" in f))
 
     async def close(self) -> None:
         await self.ws.close()

@@ -16,9 +16,13 @@ from tests.harness import WAIT, Edge
 
 
 class StalledPeer:
-    """A WebSocket client that completes the handshake and then never reads again."""
+    """A client that completes the handshake (or an SSE stream's response head) and then never
+    reads again."""
 
-    def __init__(self, port: int, token: str, *, since: str | None = None) -> None:
+    def __init__(
+        self, port: int, token: str, *, since: str | None = None, sse_ticket: str | None = None
+    ) -> None:
+        """A WebSocket peer; or, given `sse_ticket`, an SSE reader of that ticket's stream."""
         self.sock = socket.socket()
         # Before connecting, so that the window it advertises stays small (the kernel
         # rounds it up to its minimum).
@@ -26,18 +30,22 @@ class StalledPeer:
         self.sock.settimeout(WAIT)
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /api/v1/insight?token={token}{f'&since={since}' if since else ''} "
-                "HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if sse_ticket is not None:
+            request = f"GET /api/v1/insight/sse?ticket={sse_ticket} HTTP/1.1\r\n"
+            upgrade, expected = "", b"HTTP/1.1 200"
+        else:
+            request = f"GET /api/v1/insight?token={token}{f'&since={since}' if since else ''} "
+            request += "HTTP/1.1\r\n"
+            upgrade = (
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            )
+            expected = b"HTTP/1.1 101"
+        self.sock.sendall(f"{request}Host: 127.0.0.1\r\n{upgrade}\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:  # one byte at a time: read nothing past the head
             head += self.sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        assert head.startswith(expected), head
 
     def close(self) -> None:
         self.sock.close()

@@ -175,7 +175,8 @@ def test_insight_js_backs_off_on_4429_without_hammering() -> None:
     assert 2 <= len(opened) <= 5, opened
     assert all(gap >= 400 for gap in gaps), gaps
     assert all(gap >= 800 for gap in gaps[1:]), gaps
-    assert ["reconnecting", {"code": 4429, "reason": "too many connections"}] in result["statuses"]
+    refused = {"code": 4429, "reason": "too many connections", "transport": "websocket"}
+    assert ["reconnecting", refused] in result["statuses"]
     # A 1006 (an ordinary drop) is retried much sooner: the cap's backoff is its own.
     dropped = run_client(1006, "", 3000, get_token=True)
     assert len(dropped["opened"]) > len(opened)
@@ -188,4 +189,5 @@ def test_insight_js_treats_revoked_like_any_4401() -> None:
     assert with_get_token["tokens"] == len(with_get_token["opened"])  # a new token each time
     fixed = run_client(4401, "revoked", 800, get_token=False)
     assert len(fixed["opened"]) == 1  # a fixed token is never retried
-    assert ["unauthorized", {"code": 4401, "reason": "revoked"}] in fixed["statuses"]
+    revoked = {"code": 4401, "reason": "revoked", "transport": "websocket"}
+    assert ["unauthorized", revoked] in fixed["statuses"]

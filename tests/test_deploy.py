@@ -79,6 +79,15 @@ def test_the_proxy_passes_websocket_upgrades_to_both_edges() -> None:
     assert "$args" not in nginx
 
 
+def test_the_proxy_streams_sse_unbuffered_with_long_timeouts() -> None:
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    sse = nginx.split("location = /api/v1/insight/sse {", 1)[1].split("}", 1)[0]
+    assert "proxy_buffering off;" in sse
+    assert "gzip off;" in sse
+    assert "proxy_read_timeout 1h;" in sse
+    assert 'proxy_set_header Connection "";' in sse
+
+
 def test_prometheus_scrapes_api_edges_and_every_worker_replica() -> None:
     config = (ROOT / "deploy" / "prometheus.yml").read_text()
     for target in ("api:8000", "edge-a:8001", "edge-b:8001", "worker-orders", "port: 9101"):

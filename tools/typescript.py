@@ -22,6 +22,8 @@ export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
 export type ConnectionStatus =
   | "idle" | "connecting" | "open" | "reconnecting" | "closed" | "unauthorized" | "refused";
 
+export type Transport = "websocket" | "sse";
+
 export interface ConnectOptions {
   /** ws(s)://host/api/v1/insight */
   url: string;
@@ -41,7 +43,18 @@ export interface ConnectOptions {
    * user has too many sockets open: the client waits longer each time); "unauthorized" after
    * 4401 without getToken (reason "revoked": the user was disconnected by the server).
    */
-  onStatus?: (status: ConnectionStatus, detail?: { code?: number; reason?: string }) => void;
+  onStatus?: (
+    status: ConnectionStatus,
+    detail?: { code?: number; reason?: string; transport?: Transport },
+  ) => void;
+  /**
+   * "auto" (default): a WebSocket, and Server-Sent Events after `fallbackAfter` (2) attempts
+   * that never open, trying the WebSocket again after `retryWebSocketMs` (5 min); "sse" forces
+   * SSE (a ticket from POST .../insight/tickets, renewed by reopening before `exp`).
+   */
+  transport?: "auto" | Transport;
+  fallbackAfter?: number;
+  retryWebSocketMs?: number;
   /** Where the resume cursor is kept (default: sessionStorage). */
   storage?: Pick<Storage, "getItem" | "setItem"> | null;
   storageKey?: string;

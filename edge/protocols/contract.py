@@ -10,7 +10,8 @@ import textwrap
 from dataclasses import dataclass, field
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
@@ -69,7 +70,7 @@ UVICORN_RELIANCE = (
     ),
     Reliance(
         HttpToolsProtocol,
-        attributes=("server_state", "loop", "logger", "transport"),
+        attributes=("server_state", "loop", "logger", "transport", "scope", "cycle", "flow"),
         methods={
             "__init__": ("self", "config", "server_state", "app_state", "_loop"),
             "connection_made": ("self", "transport"),
@@ -83,6 +84,14 @@ UVICORN_RELIANCE = (
         },
         calls={"data_received": ("send_400_response",)},
     ),
+    Reliance(
+        RequestResponseCycle,
+        attributes=(
+            "scope", "response_started", "response_complete", "disconnected",
+            "chunked_encoding", "keep_alive", "message_event",
+        ),
+    ),
+    Reliance(FlowControl, attributes=("write_paused",), methods={"drain": ("self",)}),
     Reliance(ServerState, attributes=("default_headers",)),
 )  # fmt: skip
 

@@ -5,7 +5,8 @@ uvicorn's own, as of 0.54, bounds a request head neither in time nor in size: a 
 sends it a byte at a time (slowloris), or sends nothing, holds the socket, and a 1 MB header
 is buffered and answered. This one gives every head WS_HANDSHAKE_TIMEOUT_SECONDS from its
 first byte (from the accept, for a new connection) and `MAX_HEAD_BYTES`, then answers 408,
-414 or 431 and closes.
+414 or 431 and closes. And every GET request gets a `StreamWire` in its scope: the writer of
+an SSE stream (`edge.protocols.stream`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from edge.frame_writer import STREAM_WRITER_EXTENSION
+from edge.protocols.stream import StreamWire
 
 # The most a request head (request line and headers) may take, all lines together. Each line
 # of a WebSocket handshake is also held to websockets' MAX_LINE_LENGTH (8 KiB); browsers send
@@ -94,6 +98,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_open = self._head_begun = False
         self._stop_head_clock()
         super().on_headers_complete()
+        cycle = self.cycle
+        if self.scope["method"] == "GET" and cycle is not None and cycle.scope is self.scope:
+            # The ASGI task is created but has not run yet, so it sees the extension.
+            extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+            extensions[STREAM_WRITER_EXTENSION] = StreamWire(
+                cycle, self.flow, self.transport, self.loop
+            )
 
     def _count(self, size: int, status: HTTPStatus) -> None:
         self._head_parsed += size

@@ -6,7 +6,8 @@ Three parts, as centrifuge draws its `Broker` and `PresenceManager`:
 - the **live feed**: the edge's subscriptions to recipients' live channels (hold, release),
   delivering each announcement to a `Listener`, and telling it when channels stop and
   resume flowing;
-- the **presence store**: who is connected where, the per-user cap, revocation marks.
+- the **presence store**: who is connected where, the per-user cap, revocation marks;
+- the **ticket store**: stream tickets, each spent once on whichever edge (`ticket_calls`).
 
 Implementations: Redis, one server or a cluster (`realtime.broker.redis_broker`; the calls
 themselves, built once for both, are `log_calls` and `presence_calls`, run by `drivers`), and
@@ -37,6 +38,7 @@ __all__ = [
     "Page",
     "PresenceStore",
     "Stamp",
+    "TicketStore",
 ]
 
 
@@ -133,8 +135,19 @@ class PresenceStore(Protocol):
         ...
 
 
+class TicketStore(Protocol):
+    """Stream tickets of users: kept for a while, spent once (see `ticket_calls`)."""
+
+    async def issue(self, user_id: str, secret: str, identity: str, ttl_ms: int) -> None:
+        """Keep the user's ticket `secret`, standing for `identity`, for `ttl_ms`."""
+
+    async def spend(self, user_id: str, secret: str) -> str | None:
+        """The identity of the user's ticket `secret`, once; None if unknown or spent."""
+        ...
+
+
 class Broker(Protocol):
-    """The three parts, and the broker's own life."""
+    """The parts, and the broker's own life."""
 
     @property
     def log(self) -> LogStore: ...
@@ -144,6 +157,9 @@ class Broker(Protocol):
 
     @property
     def presence(self) -> PresenceStore: ...
+
+    @property
+    def tickets(self) -> TicketStore: ...
 
     async def ping(self) -> bool:
         """Whether the broker answers (readiness)."""

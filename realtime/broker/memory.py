@@ -250,13 +250,29 @@ class MemoryPresence:
         return mark
 
 
+class MemoryTickets:
+    """The `TicketStore`: tickets kept until spent or expired, by the broker's clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tickets: dict[tuple[str, str], tuple[str, int]] = {}  # -> identity, expires
+
+    async def issue(self, user_id: str, secret: str, identity: str, ttl_ms: int) -> None:
+        self._tickets[(user_id, secret)] = (identity, self._clock() + ttl_ms * 1000)
+
+    async def spend(self, user_id: str, secret: str) -> str | None:
+        identity, expires = self._tickets.pop((user_id, secret), (None, 0))
+        return identity if expires > self._clock() else None
+
+
 class MemoryBroker:
-    """The three parts over one clock (microseconds; tests may drive it)."""
+    """The parts over one clock (microseconds; tests may drive it)."""
 
     def __init__(self, retention: Retention = RETENTION, clock: Clock = _micros) -> None:
         self.live = MemoryLiveFeed()
         self.presence = MemoryPresence(self.live, clock)
         self.log = MemoryLog(retention, self.live, clock, self.presence.tab_connected)
+        self.tickets = MemoryTickets(clock)
 
     async def ping(self) -> bool:
         return True

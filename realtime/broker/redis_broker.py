@@ -19,12 +19,21 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from realtime.broker import Admission, Entry, Marks, Stamp, admission_calls, presence_calls
+from realtime.broker import (
+    Admission,
+    Entry,
+    Marks,
+    Stamp,
+    admission_calls,
+    presence_calls,
+    ticket_calls,
+)
 from realtime.broker.drivers import AsyncClient, AsyncDriver
 from realtime.broker.log_calls import Retention
 from realtime.broker.redis_live import RedisLiveFeed
 from realtime.broker.topology import ClusterTopology, SingleNode, async_client, is_cluster_async
 from realtime.eventlog import AsyncEventLog
+from realtime.recipients import Recipient
 from realtime.revocation import revocation_mark_async
 
 CLUSTER_READS = 32  # reads from the logs in flight at once, on a cluster
@@ -68,6 +77,20 @@ class RedisPresenceStore:
             return await revocation_mark_async(self._driver, user_id)
 
 
+class RedisTicketStore:
+    """The `TicketStore` over Redis (`ticket_calls`)."""
+
+    def __init__(self, driver: AsyncDriver) -> None:
+        self._driver = driver
+
+    async def issue(self, user_id: str, secret: str, identity: str, ttl_ms: int) -> None:
+        user = Recipient.user(user_id)
+        await self._driver.run(ticket_calls.issue(user, secret, identity, ttl_ms))
+
+    async def spend(self, user_id: str, secret: str) -> str | None:
+        return await self._driver.run(ticket_calls.spend(Recipient.user(user_id), secret))
+
+
 class RedisBroker:
     """The broker seam over Redis: `connect` it, then hand it to the edge."""
 
@@ -80,6 +103,7 @@ class RedisBroker:
         self.presence = RedisPresenceStore(
             self.log.driver, concurrency=PRESENCE_CALLS if cluster else None
         )
+        self.tickets = RedisTicketStore(self.log.driver)
 
     @classmethod
     async def connect(

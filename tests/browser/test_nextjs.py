@@ -151,7 +151,13 @@ def create_order(visit: Visit) -> str:
 
 def test_the_example_uses_the_products_client_and_hook_unchanged() -> None:
     """The copies in src/hooks/ (what `npm run sync-insight` writes) are edge/static's."""
-    for name in ("insight.js", "insight.d.ts", "useUIEvents.ts"):
+    for name in (
+        "insight.js",
+        "insight-wire.js",
+        "insight-tab.js",
+        "insight.d.ts",
+        "useUIEvents.ts",
+    ):
         copy = (APP / "src" / "hooks" / name).read_bytes()
         assert copy == (ROOT / "edge" / "static" / name).read_bytes(), (
             f"examples/nextjs/src/hooks/{name} differs: run `npm run sync-insight` there"

@@ -10,7 +10,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const source = resolve(process.argv[2] ?? join(here, "..", "..", "..", "edge", "static"));
 const target = join(here, "..", "src", "hooks");
 
-for (const name of ["insight.js", "insight.d.ts", "useUIEvents.ts"]) {
+for (const name of ["insight.js", "insight-wire.js", "insight-tab.js", "insight.d.ts", "useUIEvents.ts"]) {
   copyFileSync(join(source, name), join(target, name));
   console.log(`${join(source, name)} -> src/hooks/${name}`);
 }

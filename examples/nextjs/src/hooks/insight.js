@@ -14,12 +14,14 @@
 // message on the open socket), so a long-lived page never drops its socket. By default it does what
 // the seed's useUIEvents hook does: redirect sets the location, refresh reloads, and ui_update
 // and ui_modal become window CustomEvents 'ui-update' and 'ui-modal' with the data as detail.
+// Where WebSockets never open, it falls back to Server-Sent Events, driven as a socket
+// (insight-wire.js), and renewed by reopening with a fresh ticket; `transport: "sse"` forces it.
 
-const FATAL_CODES = new Set([4400, 4403]); // the request itself is wrong: retrying cannot help
-const UNAUTHORIZED = 4401;
-const SERVER_RESTARTING = 1012;
-const TRY_AGAIN_LATER = 1013;
-const TOO_MANY_CONNECTIONS = 4429;
+import { ABNORMAL, FATAL_CODES, SERVER_RESTARTING, TOO_MANY_CONNECTIONS } from "./insight-wire.js";
+import { defaultStorage, tabId } from "./insight-tab.js";
+
+export { insightFetch, tabId } from "./insight-tab.js";
+import { TRY_AGAIN_LATER, UNAUTHORIZED, openStream, streamUrls } from "./insight-wire.js";
 
 // A frame's id is the connection's whole resume cursor after that frame: one component per
 // log it listens to (`<kind><epoch>.<micros>-<n>`, kind u, b or a), joined by "_", the
@@ -63,43 +65,6 @@ function renewalDelayMs(lifetimeMs) {
   return Math.max(0, lifetimeMs - Math.min(60000, lifetimeMs / 5));
 }
 
-function defaultStorage() {
-  try {
-    return window.sessionStorage;
-  } catch {
-    return null; // storage disabled: resume only within this page's lifetime
-  }
-}
-
-// The tab's id: made once per tab and kept in sessionStorage, so a reload keeps it. Sockets
-// carry it as `client=`, and `insightFetch` as the `Insight-Client` header of the app's job API
-// calls: a job started from this tab sends its redirect and its modal to this tab only.
-const TAB_KEY = "insight:tab";
-const TAB_ID = /^[A-Za-z0-9_-]{1,64}$/;
-let pageTab = null; // without storage: one id for this page's lifetime
-
-function newTabId() {
-  const bytes = new Uint8Array(16);
-  globalThis.crypto.getRandomValues(bytes);
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-export function tabId(storage = defaultStorage()) {
-  const kept = storage ? storage.getItem(TAB_KEY) : pageTab;
-  if (kept && TAB_ID.test(kept)) return kept;
-  const made = newTabId();
-  if (storage) storage.setItem(TAB_KEY, made);
-  else pageTab = made;
-  return made;
-}
-
-// `fetch`, with this tab's id in the `Insight-Client` header.
-export function insightFetch(input, init = {}) {
-  const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
-  headers.set("Insight-Client", tabId());
-  return fetch(input, { ...init, headers });
-}
-
 const defaults = {
   onRedirect: (target) => window.location.assign(target),
   onRefresh: () => window.location.reload(),
@@ -121,6 +86,11 @@ export function connectUIEvents(options) {
     minDelayMs = 250,
     maxDelayMs = 30000,
     WebSocketImpl = globalThis.WebSocket,
+    transport: forced = "auto",
+    fallbackAfter = 2,
+    retryWebSocketMs = 5 * 60000,
+    EventSourceImpl = globalThis.EventSource,
+    fetchImpl = (...args) => globalThis.fetch(...args),
   } = options;
   const client = options.client || tabId(storage);
   if (!url) throw new Error("connectUIEvents: url is required");
@@ -142,10 +112,25 @@ export function connectUIEvents(options) {
   let currentToken = token || null;
   let needFreshToken = !token;
   let cursor = storage ? storage.getItem(storageKey) : null;
+  let transport = forced === "sse" ? "sse" : "websocket";
+  let unopened = 0; // WebSocket attempts in a row that never reached `open`
+  let retryWebSocketAt = 0;
 
   function setStatus(next, detail) {
     status = next;
-    onStatus(next, detail);
+    onStatus(next, { ...detail, transport });
+  }
+
+  function chooseTransport() {
+    if (forced !== "auto") return forced === "sse" ? "sse" : "websocket";
+    if (unopened < fallbackAfter || !EventSourceImpl) return "websocket";
+    if (transport === "websocket") {
+      retryWebSocketAt = Date.now() + retryWebSocketMs; // it failed again: SSE for a while
+      return "sse";
+    }
+    if (Date.now() < retryWebSocketAt) return "sse";
+    unopened = fallbackAfter - 1; // one more try; if it fails too, back to SSE at once
+    return "websocket";
   }
 
   function remember(id) {
@@ -178,6 +163,8 @@ export function connectUIEvents(options) {
       }
       if (socket !== ws || ws.readyState !== 1) return;
       currentToken = fresh;
+      // A stream cannot renew in band: reopen it now, with the fresh token and the cursor.
+      if (transport === "sse") return ws.close(SERVER_RESTARTING, "renewal");
       ws.send(JSON.stringify({ type: "auth", token: fresh }));
       scheduleRenewal(ws, fresh);
     }, renewIn);
@@ -199,6 +186,7 @@ export function connectUIEvents(options) {
 
   async function open() {
     if (closedByUser) return;
+    transport = chooseTransport();
     setStatus(attempt === 0 ? "connecting" : "reconnecting");
     if (needFreshToken) {
       try {
@@ -213,11 +201,20 @@ export function connectUIEvents(options) {
     const query = new URLSearchParams({ channel, client });
     if (cursor) query.set("since", cursor);
     const target = `${url}${url.includes("?") ? "&" : "?"}${query}`;
-    // The token travels as a subprotocol, not in the URL, so it stays out of access logs.
-    const ws = new WebSocketImpl(target, ["insight", `insight.bearer.${currentToken}`]);
+    // The token travels as a subprotocol (or buys a ticket), never in the URL, so it stays
+    // out of access logs.
+    const ws =
+      transport === "sse"
+        ? openStream(streamUrls(url), query, currentToken, { EventSourceImpl, fetchImpl })
+        : new WebSocketImpl(target, ["insight", `insight.bearer.${currentToken}`]);
     socket = ws;
     const opening = currentToken;
-    ws.onopen = () => scheduleRenewal(ws, opening);
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      if (transport === "websocket") unopened = 0;
+      scheduleRenewal(ws, opening);
+    };
     ws.onmessage = (message) => {
       let frame;
       try {
@@ -247,6 +244,10 @@ export function connectUIEvents(options) {
       socket = null;
       clearTimeout(renewal);
       if (closedByUser) return setStatus("closed");
+      if (!opened && event.code === ABNORMAL && transport === "websocket" && forced === "auto") {
+        unopened += 1; // the upgrade itself failed: a refusal of the edge would have opened
+        if (unopened === fallbackAfter) return schedule(0); // to SSE now
+      }
       if (FATAL_CODES.has(event.code)) {
         return setStatus("refused", { code: event.code, reason: event.reason });
       }
