@@ -14,6 +14,7 @@ from realtime import PublishOptions, Recipient, UIManager
 from realtime.broker import log_calls
 from realtime.broker.log_calls import Retention
 from tests.harness import Client, Edge, eventually, id_of, unique
+from tests.sse_client import SseClient
 
 pytestmark = pytest.mark.anyio
 
@@ -86,6 +87,24 @@ async def test_a_tab_that_resumes_gets_what_was_for_it_and_other_tabs_never_do(
     assert replayed == [for_b, everyone]
     for client in (mine, theirs, again_mine, again_theirs):
         await client.close()
+
+
+async def test_a_tab_on_server_sent_events_is_a_tab_like_any_other(
+    edge_factory: Callable[..., Edge], token: Callable[..., str]
+) -> None:
+    first, second = edge_factory(), edge_factory()
+    user = unique("u")
+    streaming = await SseClient.connect(first.http_url, jwt=token(user), query={"client": "tab-s"})
+    socket = await tab(second, token(user), "tab-w")
+    for_stream = UIManager.for_user(user, client="tab-s").redirect("/orders/1")
+    for_socket = UIManager.for_user(user, client="tab-w").show_modal("payment_failed", {})
+    assert [id_of(f) for f in await streaming.events(1)] == [for_stream]
+    assert [id_of(f) for f in await socket.events(1)] == [for_socket]
+    await streaming.close()
+    await eventually(lambda: UIManager.for_user(user).connections() == 1)
+    fallback = UIManager.for_user(user, client="tab-s").redirect("/orders/2")
+    assert [id_of(f) for f in await socket.events(1)] == [fallback]
+    await socket.close()
 
 
 @pytest.mark.parametrize("client", ["", "has space", "a:b", "x" * 65, "é", "tab\n"])
