@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from api.deps import CurrentUser, IdempotencyKey, InsightClient, SessionDep, find_own_order
 from api.schemas import (
@@ -22,6 +22,8 @@ from api.schemas import (
 )
 from api.submission import accepted, submit
 from core.models import Order
+from core.security import Identity
+from domain.jobs import JobKind
 
 router = APIRouter(tags=["orders"])
 # The routes here whose bodies may be bigger than the API's default (api/main.py).
@@ -43,18 +45,7 @@ def create_order(
     client: InsightClient = None,
 ) -> JSONResponse:
     """Accept an order; a worker creates it and tells the user's page when it is done."""
-    body_json = body.model_dump(mode="json")
-    return accepted(
-        submit(
-            session,
-            user,
-            "order",
-            body_json,
-            idempotency_key,
-            request.state.request_id,
-            client=client,
-        )
-    )
+    return _accept("order", body, user, session, request, idempotency_key, client)
 
 
 @router.post(
@@ -74,18 +65,23 @@ def import_orders(
     """Accept 1 to 1,000 orders as one job: the orders workers create them in parallel, with
     one progress bar (done of total) and one toast at the end. An invalid order refuses the
     batch (422 naming it, e.g. `["body", "orders", 17, "items", 0, "quantity"]`)."""
+    return _accept("import", body, user, session, request, idempotency_key, client)
+
+
+def _accept(
+    kind: JobKind,
+    body: OrderIn | ImportIn,
+    user: Identity,
+    session: Session,
+    request: Request,
+    idempotency_key: str | None,
+    client: str | None,
+) -> JSONResponse:
     body_json = body.model_dump(mode="json")
-    return accepted(
-        submit(
-            session,
-            user,
-            "import",
-            body_json,
-            idempotency_key,
-            request.state.request_id,
-            client=client,
-        )
+    job = submit(
+        session, user, kind, body_json, idempotency_key, request.state.request_id, client=client
     )
+    return accepted(job)
 
 
 def order_out(order: Order) -> OrderOut:

@@ -30,6 +30,14 @@ async def tab(edge: Edge, token: str, client: str, since: str | None = None) -> 
     return await Client.connect(edge.ws_url, token, since=since, query={"client": client})
 
 
+def pay(stack: Stack, token: str, order_id: str, method: str, client: str) -> str:
+    """Pay for the order from the tab `client` (its Insight-Client header); the job's id."""
+    body = {"order_id": order_id, "payment_method": method, "success_url": "/thanks"}
+    answer = stack.post("/payments", token, body, **{"Insight-Client": client})
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["job_id"])
+
+
 async def no_redirect_or_modal_for(user: str, *tabs: Client) -> None:
     """The tabs were sent no redirect and no modal beyond those read already: a marker
     published now arrives after anything published earlier (toasts and updates, such as the
@@ -48,10 +56,7 @@ async def test_a_payment_redirects_and_a_decline_opens_the_modal_in_the_tab_that
     other = await tab(edge_factory(), token(user), "tab-other")
 
     order_id = await create_order(stack, paying, token(user))
-    body = {"order_id": order_id, "payment_method": "pm_card_visa", "success_url": "/thanks"}
-    job_id = stack.post("/payments", token(user), body, **{"Insight-Client": "tab-paying"}).json()[
-        "job_id"
-    ]
+    job_id = pay(stack, token(user), order_id, "pm_card_visa", "tab-paying")
     seen = await frames_for_job(paying, job_id, is_redirect)
     assert [f["target"] for f in seen if is_redirect(f)] == ["/thanks"]
     assert any(is_toast(f) for f in seen)
@@ -60,10 +65,7 @@ async def test_a_payment_redirects_and_a_decline_opens_the_modal_in_the_tab_that
 
     # A decline, paid from the other tab: the modal opens there only.
     declined_order = await create_order(stack, other, token(user))
-    body = {"order_id": declined_order, "payment_method": "pm_card_chargeDeclined"}
-    job_id = stack.post("/payments", token(user), body, **{"Insight-Client": "tab-other"}).json()[
-        "job_id"
-    ]
+    job_id = pay(stack, token(user), declined_order, "pm_card_chargeDeclined", "tab-other")
     seen = await frames_for_job(other, job_id, is_modal)
     assert [f["data"]["type"] for f in seen if is_modal(f)] == ["payment_failed"]
     await frames_for_job(paying, job_id, is_toast)
@@ -82,10 +84,7 @@ async def test_with_the_paying_tab_gone_every_tab_is_redirected_and_a_reload_rep
     await paying.close()
     await eventually(lambda: UIManager.for_user(user).connections() == 1)
 
-    body = {"order_id": order_id, "payment_method": "pm_card_visa", "success_url": "/thanks"}
-    job_id = stack.post("/payments", token(user), body, **{"Insight-Client": "tab-paying"}).json()[
-        "job_id"
-    ]
+    job_id = pay(stack, token(user), order_id, "pm_card_visa", "tab-paying")
     seen = await frames_for_job(other, job_id, is_redirect)
     assert [f["target"] for f in seen if is_redirect(f)] == ["/thanks"]
 
