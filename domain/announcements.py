@@ -22,6 +22,7 @@ from domain.jobs import JobStatus, JobView
 from domain.payments import DEFAULT_SUCCESS_URL
 from domain.webhooks import PaymentChange
 from realtime import AsyncUIManager, UIManager
+from realtime.payloads import JobProgress, MetricsUpdate, PaymentUpdate
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -54,13 +55,7 @@ def progress(
 ) -> None:
     """A ui_update the page can draw as a progress bar."""
     _ui(job, after_commit).update_ui(
-        {
-            "type": "job_progress",
-            "jobId": job.id,
-            "kind": job.kind,
-            "percent": percent,
-            "status": status,
-        },
+        JobProgress(jobId=job.id, kind=job.kind, percent=percent, status=status),
         coalesce_key=f"job:{job.id}",
         idempotency_key=_key(job, f"progress:{percent}:{status}"),
     )
@@ -136,7 +131,7 @@ def push_metrics(
         ui = ui.with_context(jobId=job.id)
     target: Target = ui if after_commit is None else ui.after_commit(after_commit)
     target.update_ui(
-        {"type": "metrics_update", "businessId": business_id, "metrics": metrics},
+        MetricsUpdate(businessId=business_id, metrics=metrics),
         coalesce_key=f"metrics:{business_id}",
         idempotency_key=_key(job, "metrics") if job is not None else None,
     )
@@ -150,12 +145,11 @@ async def payment_update(change: PaymentChange) -> None:
         AsyncUIManager.for_user(change.user_id)
         .with_context(jobId=change.job_id)
         .update_ui(
-            {
-                "type": "payment_update",
-                "paymentId": str(change.payment_id),
-                "orderId": str(change.order_id),
-                "jobId": change.job_id,
-                "status": change.status,
-            },
+            PaymentUpdate(
+                paymentId=str(change.payment_id),
+                orderId=str(change.order_id),
+                jobId=change.job_id,
+                status=change.status,
+            ),
         )
     )

@@ -33,7 +33,7 @@ from core.json_logs import configure_logging
 from edge.endpoint import SOCKET_PATH, insight_socket
 from edge.engine import BrokerFactory, Engine, redis_broker
 from edge.serving import served_by_insight
-from realtime.events import frame_json_schema
+from realtime.registry import event_registry
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
 
     @app.get("/api/v1/events/schema", tags=["protocol"])
     async def schema() -> dict[str, object]:
-        """JSON Schema of the frames this edge sends (the five UI events, the control frames)."""
-        return frame_json_schema()
+        """JSON Schema of the frames this edge sends (the declared events, the control frames)."""
+        return event_registry().frame_json_schema()
 
     return app
 

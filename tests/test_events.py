@@ -16,9 +16,11 @@ from realtime.events import (
     Toast,
     Update,
     encode_event,
-    event_json_schema,
-    parse_event,
 )
+from realtime.registry import load_registry
+
+_insight = load_registry(())
+parse_event = _insight.parse
 
 SEED_FRAMES: list[tuple[Any, dict[str, Any]]] = [
     (Redirect(target="/orders?status=success"),
@@ -67,7 +69,7 @@ def test_a_bad_event_raises_an_error_naming_the_field(bad: dict[str, Any], field
 
 
 def test_json_schema_describes_the_five_events() -> None:
-    schema = event_json_schema()
+    schema = _insight.json_schema()
     mapping = schema["discriminator"]["mapping"]
     assert set(mapping) == {"ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal"}
     toast = schema["$defs"]["Toast"]

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from realtime.events import CONTEXT_KEYS, Gap, Ready, event_json_schema
+from realtime.events import CONTEXT_KEYS, Gap, Ready
+from realtime.registry import EventRegistry, load_registry
 
 DECLARATIONS = Path(__file__).resolve().parent.parent / "edge" / "static" / "insight.d.ts"
 
@@ -95,9 +96,9 @@ def _interface(name: str, schema: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render() -> str:
-    """The whole declaration file."""
-    schema = event_json_schema()
+def render(registry: EventRegistry | None = None) -> str:
+    """The whole declaration file, of Insight's own events unless `registry` is given."""
+    schema = (registry or load_registry(())).json_schema()
     definitions = schema["$defs"]
     events = [str(ref).rsplit("/", 1)[-1] for ref in schema["discriminator"]["mapping"].values()]
     parts = [

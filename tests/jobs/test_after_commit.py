@@ -27,6 +27,7 @@ from core.models import Job, Order
 from realtime import Recipient, UIManager
 from realtime.after_commit import pending_count
 from realtime.eventlog import EventLog
+from realtime.payloads import JobProgress
 from realtime.publisher import default_event_log
 from tests.harness import Client, Edge, unique
 
@@ -61,6 +62,10 @@ def job_row(user: str, kind: str = "order") -> Job:
         deliveries=0,
         notified=False,
     )
+
+
+def finished(job_id: str) -> JobProgress:
+    return JobProgress(jobId=job_id, kind="order", status="succeeded", percent=100)
 
 
 def logged(client: redis.Redis, user: str) -> list[dict[str, Any]]:
@@ -112,7 +117,7 @@ def test_a_committed_transaction_publishes_each_event_once_in_order(
         row = job_row(user)
         session.add(row)
         later = UIManager.for_user(user).after_commit(session).with_context(jobId=row.id)
-        later.update_ui({"type": "job_progress", "percent": 100}, idempotency_key=f"{row.id}:p")
+        later.update_ui(finished(row.id), idempotency_key=f"{row.id}:p")
         later.show_toast("Order created", "#1", "success", idempotency_key=f"{row.id}:t")
         later.redirect("/orders", idempotency_key=f"{row.id}:r")
         session.flush()
@@ -184,7 +189,7 @@ async def test_the_page_gets_the_events_only_after_the_commit_and_then_finds_the
     session.add(row)
     later = UIManager.for_user(user).with_context(jobId=row.id).after_commit(session)
     later.show_toast("Order created", "#1", "success")
-    later.update_ui({"type": "job_progress", "percent": 100})
+    later.update_ui(finished(row.id))
     later.redirect("/orders")
     session.flush()
     assert await client.silent_for(0.3)

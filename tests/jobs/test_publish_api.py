@@ -54,7 +54,7 @@ FIVE_EVENTS: list[dict[str, Any]] = [
     TOAST,
     {"type": "ui_redirect", "target": "/orders?status=success"},
     {"type": "ui_refresh"},
-    {"type": "ui_update", "data": {"type": "metrics_update", "metrics": {"orders": 17}}},
+    {"type": "ui_update", "data": {"type": "metrics_update", "businessId": "b1", "metrics": {}}},
     {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}},
 ]
 

@@ -1,0 +1,158 @@
+"""The application's own events end to end, against real processes: a producer with the test
+application's INSIGHT_EVENT_MODULES, the session's private Redis, `insight edge` processes
+reading the same modules, and real WebSockets. An app event keeps every guarantee of the five
+(durable log, resume, idempotency, TTL, coalescing), an edge refuses to start on a module it
+cannot use, and an event model that gains an optional field replays the events already stored
+across an edge restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.local_redis import LocalRedis, free_port
+from realtime import AsyncUIManager, PublishOptions, UIManager
+from realtime.payloads import JobProgress
+from realtime.registry import load_registry
+from tests.app_events import DECLARED, EVOLVED, declared, declaring, evolved
+from tests.harness import ROOT, WAIT, Client, Edge, base_env, id_of, unique, without_id
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def app_edge(edge_factory: Callable[..., Edge]) -> Iterator[Edge]:
+    """An edge that reads the test application's event modules; this process publishes with
+    the same ones."""
+    with declaring(DECLARED):
+        yield edge_factory(INSIGHT_EVENT_MODULES=DECLARED)
+
+
+async def next_frames(client: Client, count: int) -> list[dict[str, Any]]:
+    """The next `count` event frames, app events included (control frames skipped)."""
+    frames: list[dict[str, Any]] = []
+    while len(frames) < count:
+        frame = await client.recv()
+        if not frame["type"].startswith("insight_"):
+            frames.append(frame)
+    return frames
+
+
+async def test_an_app_event_reaches_its_user_live_with_its_context_and_nobody_else(
+    app_edge: Edge, token: Callable[..., str]
+) -> None:
+    user, other = unique("u"), unique("u")
+    client = await Client.connect(app_edge.ws_url, token(user))
+    bystander = await Client.connect(app_edge.ws_url, token(other))
+    ui = UIManager.for_user(user).with_context(jobId="j1")
+    event_id = ui.publish(declared.CartUpdated(cartId="c1", items=3))
+    confetti_id = await AsyncUIManager.for_user(user).publish(declared.Confetti(colors=["gold"]))
+    cart, confetti = await next_frames(client, 2)
+    assert without_id(cart) == {"jobId": "j1", "type": "cart_updated", "cartId": "c1", "items": 3}
+    assert (id_of(cart), id_of(confetti)) == (event_id, confetti_id)
+    assert without_id(confetti) == {"type": "ui_confetti", "colors": ["gold"]}
+    assert await bystander.silent_for(0.2)
+    assert not [f for f in bystander.frames if not f["type"].startswith("insight_")]
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        metrics = (await http.get(f"{app_edge.http_url}/metrics")).text
+    assert 'insight_edge_events_delivered_total{type="cart_updated"} 1.0' in metrics
+    await client.close()
+    await bystander.close()
+
+
+async def test_an_app_event_is_replayed_in_order_once_and_its_idempotency_key_holds(
+    app_edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    first = await Client.connect(app_edge.ws_url, token(user))
+    since = first.cursor
+    await first.close()
+    ui = UIManager.for_user(user)
+    once = PublishOptions(idempotency_key="cart:c1:v1")
+    ids = [
+        ui.publish(declared.CartUpdated(cartId="c1", items=1), once),
+        ui.show_toast("Added", "1 item", "success"),
+        ui.publish(declared.CartUpdated(cartId="c1", items=9), once),  # the same key: nothing
+        ui.update_ui(JobProgress(jobId="j", kind="order", status="running", percent=5)),
+    ]
+    assert ids[2] == ids[0]
+    resumed = await Client.connect(app_edge.ws_url, token(user), since=since)
+    frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
+    frames += await next_frames(resumed, 3 - len(frames))
+    assert [id_of(f) for f in frames] == [ids[0], ids[1], ids[3]]
+    assert frames[0]["items"] == 1
+    assert await resumed.silent_for(0.2)
+    await resumed.close()
+
+
+async def test_an_app_events_ttl_is_its_own_and_bounds_its_replay(
+    app_edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    first = await Client.connect(app_edge.ws_url, token(user))
+    since = first.cursor
+    await first.close()
+    ui = UIManager.for_user(user)
+    ui.publish(declared.Confetti(), PublishOptions(ttl=0.001))  # expired before the resume
+    kept = ui.publish(declared.CartUpdated(cartId="c", items=2))
+    resumed = await Client.connect(app_edge.ws_url, token(user), since=since)
+    frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
+    assert [id_of(f) for f in frames or await next_frames(resumed, 1)] == [kept]
+    await resumed.close()
+
+
+def test_an_edge_refuses_to_start_on_a_module_it_cannot_use(redis_server: LocalRedis) -> None:
+    for module, named in [
+        ("tests.app_events.shadowing", "'ui_toast'"),
+        ("tests.app_events.broken", "does not import"),
+    ]:
+        env = base_env(redis_server.url, INSIGHT_EVENT_MODULES=f"{DECLARED},{module}")
+        command = [sys.executable, "-m", "cli.main", "edge", "--port", str(free_port())]
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode != 0
+        output = done.stderr + done.stdout
+        assert module in output
+        assert named in output
+
+
+async def test_a_model_that_gained_an_optional_field_replays_the_stored_events_after_a_restart(
+    edge_factory: Callable[..., Edge], token: Callable[..., str], artifacts: Path
+) -> None:
+    user = unique("u")
+    with declaring(DECLARED):
+        old_edge = edge_factory(INSIGHT_EVENT_MODULES=DECLARED)
+        client = await Client.connect(old_edge.ws_url, token(user))
+        since = client.cursor
+        ui = UIManager.for_user(user).with_context(jobId="j-old")
+        stored = [ui.publish(declared.CartUpdated(cartId="c1", items=n)) for n in (1, 2)]
+        assert [id_of(f) for f in await next_frames(client, 2)] == stored
+        await client.close()
+        old_edge.terminate()  # SIGTERM, as a rolling deploy stops it
+    with declaring(EVOLVED):
+        new_edge = edge_factory(INSIGHT_EVENT_MODULES=EVOLVED)
+        newer = UIManager.for_user(user).publish(
+            evolved.CartUpdated(cartId="c1", items=3, coupon="SPRING")
+        )
+        resumed = await Client.connect(new_edge.ws_url, token(user), since=since)
+        frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
+        frames += await next_frames(resumed, 3 - len(frames))
+    assert [id_of(f) for f in frames] == [*stored, newer]
+    reader = load_registry([EVOLVED])  # the new release reads what the old one wrote
+    parsed = [
+        reader.parse({k: v for k, v in f.items() if k not in {"id", "jobId"}}) for f in frames
+    ]
+    assert parsed == [
+        evolved.CartUpdated(cartId="c1", items=1),
+        evolved.CartUpdated(cartId="c1", items=2),
+        evolved.CartUpdated(cartId="c1", items=3, coupon="SPRING"),
+    ]
+    assert "coupon" not in frames[0]  # stored by the old model, relayed as it was written
+    await resumed.close()
