@@ -49,10 +49,3 @@ class PaymentUpdate(UpdatePayload):
     jobId: str = Field(min_length=1, max_length=200)
     status: str = Field(min_length=1, max_length=64)
 
-
-class OrderChanged(UpdatePayload):
-    """An order was created or changed: a page listing orders refreshes that one in place."""
-
-    type: Literal["order_changed"] = "order_changed"
-    orderId: str = Field(min_length=1, max_length=200)
-    status: str = Field(min_length=1, max_length=64)
