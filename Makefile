@@ -38,7 +38,7 @@ format: install
 
 typescript: install   ## regenerate insight.d.ts from realtime/events.py (and the Next.js example's copy)
 	mkdir -p var
-	$(BIN)/python -m tools.typescript > var/insight.d.ts.new
+	$(BIN)/python -m realtime.typescript > var/insight.d.ts.new
 	cp var/insight.d.ts.new examples/nextjs/src/hooks/insight.d.ts
 	mv var/insight.d.ts.new edge/static/insight.d.ts
 

@@ -77,7 +77,7 @@ def test_json_schema_describes_the_five_events() -> None:
 
 
 def test_the_committed_typescript_declarations_match_the_python_schema() -> None:
-    from tools.typescript import DECLARATIONS, render
+    from realtime.typescript import DECLARATIONS, render
 
     assert DECLARATIONS.read_text() == render(), (
         "edge/static/insight.d.ts is stale: run `make typescript`"

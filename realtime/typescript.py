@@ -2,7 +2,7 @@
 
 The TypeScript types of the frames are derived from `event_json_schema()`, so they cannot
 drift from what the publisher validates; a test fails when the committed file is stale.
-Regenerate with `make typescript` (`python -m tools.typescript > edge/static/insight.d.ts`,
+Regenerate with `make typescript` (`python -m realtime.typescript > edge/static/insight.d.ts`,
 and the copy in examples/nextjs/src/hooks/).
 """
 
