@@ -33,6 +33,7 @@ from core.json_logs import configure_logging
 from edge.endpoint import SOCKET_PATH, insight_socket
 from edge.engine import BrokerFactory, Engine, redis_broker
 from edge.serving import served_by_insight
+from realtime import asyncapi
 from realtime.registry import event_registry
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
     async def schema() -> dict[str, object]:
         """JSON Schema of the frames this edge sends (the declared events, the control frames)."""
         return event_registry().frame_json_schema()
+
+    @app.get("/asyncapi.json", tags=["protocol"])
+    async def asyncapi_document() -> dict[str, object]:
+        """The AsyncAPI 3.0 document of this edge's WebSocket and SSE channels and frames."""
+        return asyncapi.render(event_registry())
 
     return app
 

@@ -48,4 +48,3 @@ class PaymentUpdate(UpdatePayload):
     orderId: str = Field(min_length=1, max_length=200)
     jobId: str = Field(min_length=1, max_length=200)
     status: str = Field(min_length=1, max_length=64)
-

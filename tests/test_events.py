@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from realtime import typescript
 from realtime.events import (
     Modal,
     ModalContent,
@@ -18,6 +20,7 @@ from realtime.events import (
     encode_event,
 )
 from realtime.registry import load_registry
+from tests.harness import ROOT
 
 _insight = load_registry(())
 parse_event = _insight.parse
@@ -76,10 +79,16 @@ def test_json_schema_describes_the_five_events() -> None:
     assert toast["properties"]["variant"]["enum"] == ["success", "error", "warning", "info"]
 
 
-def test_the_committed_typescript_declarations_match_the_python_schema() -> None:
-    from realtime.typescript import DECLARATIONS, render
-
-    assert DECLARATIONS.read_text() == render(), (
-        "edge/static/insight.d.ts is stale: run `make typescript`"
-    )
-    assert 'variant: "success" | "error" | "warning" | "info";' in render()
+@pytest.mark.parametrize(
+    ("committed", "modules"),
+    [
+        (ROOT / "edge" / "static" / "insight.d.ts", ()),  # Insight's own events
+        (ROOT / "examples" / "nextjs" / "src" / "hooks" / "insight.d.ts", ("demo.events",)),
+    ],
+)
+def test_the_committed_typescript_declarations_match_the_declared_events(
+    committed: Path, modules: tuple[str, ...]
+) -> None:
+    rendered = typescript.render(load_registry(modules))
+    assert committed.read_text() == rendered, f"{committed} is stale: run `make typescript`"
+    assert 'variant: "success" | "error" | "warning" | "info";' in rendered

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from realtime import typescript
+from realtime.registry import load_registry
+from tests.app_events import DECLARED
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.install  # npm install, then tsc
@@ -42,5 +45,25 @@ def test_the_declarations_and_react_hooks_compile_strictly(node_project: Path) -
     checked = subprocess.run(
         [str(node_project / "node_modules" / ".bin" / "tsc"), "-p", "."],
         cwd=node_project, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_applications_events_narrow_on_type_and_type_the_hooks_listener(
+    node_project: Path,
+) -> None:
+    """The declarations `insight schema` writes for the test application, compiled with a
+    file that narrows on its types (tests/typescript/narrowing.ts); its @ts-expect-error lines
+    make declarations that are too loose (an `any`) fail too."""
+    app = node_project / "app"
+    app.mkdir(exist_ok=True)
+    (app / "insight.d.ts").write_text(typescript.render(load_registry([DECLARED])))
+    for name in ("insight.js", "useUIEvents.ts"):
+        shutil.copy(STATIC / name, app / name)
+    for name in ("tsconfig.json", "tsconfig.app.json", "narrowing.ts"):
+        shutil.copy(PROJECT / name, app / name)
+    checked = subprocess.run(
+        [str(node_project / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.app.json"],
+        cwd=app, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -63,6 +63,25 @@ function renewalDelayMs(lifetimeMs) {
   return Math.max(0, lifetimeMs - Math.min(60000, lifetimeMs / 5));
 }
 
+// An application's own event (declared in INSIGHT_EVENT_MODULES) of type `x_y` becomes the
+// window CustomEvent `x-y` with the frame as detail, as the seed's listeners are reached. A type
+// of another shape (a control frame this client predates) is ignored: the page is not told.
+const APP_EVENT_TYPE = /^[a-z][a-z0-9_]{0,63}$/;
+
+function dispatchAppEvent(frame) {
+  const type = frame.type;
+  if (typeof type !== "string" || !APP_EVENT_TYPE.test(type) || type.startsWith("insight_")) {
+    console.debug("insight: ignored a frame of unknown type", String(type).slice(0, 80));
+    return;
+  }
+  window.dispatchEvent(new CustomEvent(type.replace(/_/g, "-"), { detail: frame }));
+}
+
+// Whether a ui_update's data is the declared payload `type` (the publisher validated it).
+export function isUpdatePayload(data, type) {
+  return data !== null && typeof data === "object" && !Array.isArray(data) && data.type === type;
+}
+
 function defaultStorage() {
   try {
     return window.sessionStorage;
@@ -211,6 +230,7 @@ export function connectUIEvents(options) {
       }
       const handle = handlers[frame.type];
       if (handle) handle(frame);
+      else dispatchAppEvent(frame);
     };
     ws.onclose = (event) => {
       if (socket !== ws) return;
