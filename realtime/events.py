@@ -53,6 +53,12 @@ class UpdatePayload(BaseModel):
 
     type: str
 
+    def as_data(self) -> dict[str, JsonValue]:
+        """The `data` of the ui_update that carries it: the keys it was given (and `type`), so
+        an optional key it was not given is absent rather than null."""
+        given = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return {"type": self.type, **given}
+
 
 class Redirect(Event):
     """Navigate the browser to `target`."""

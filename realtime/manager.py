@@ -99,13 +99,13 @@ class Manager(Generic[Result]):
         idempotency_key: str | None = None,
     ) -> Result:
         """Hand `data` to the page's ui-update listeners: any JSON, or a typed payload
-        (`realtime.payloads`; its unset optional keys left out).
+        (`realtime.payloads`; the optional keys it was not given left out).
 
         With `coalesce_key`, a newer update with the same key replaces an older one still
         waiting in a slow client's send buffer (use it for state snapshots, not deltas).
         """
         if isinstance(data, UpdatePayload):
-            data = data.model_dump(mode="json", exclude_none=True)
+            data = data.as_data()
         return self.publish(Update(data=data), PublishOptions(ttl, coalesce_key, idempotency_key))
 
     def show_modal(

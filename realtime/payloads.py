@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from realtime.events import UpdatePayload
 from realtime.ids import IdText
@@ -32,12 +32,35 @@ class JobProgress(UpdatePayload):
     attempt: int | None = Field(default=None, ge=1)
 
 
+class MetricsWindow(BaseModel):
+    """A business's figures over one window; money per currency, in minor units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orders: int = Field(ge=0)
+    paid_orders: int = Field(ge=0)
+    revenue: dict[str, int]
+    average_order_value: dict[str, int]
+    payment_success_rate: float | None = Field(ge=0, le=1)
+
+
+class BusinessFigures(BaseModel):
+    """A business's figures for today (UTC), the last 7 days and the last 30 days."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    today: MetricsWindow
+    last_7_days: MetricsWindow = Field(alias="7d")
+    last_30_days: MetricsWindow = Field(alias="30d")
+    computed_at: str = Field(description="When they were computed (ISO 8601)")
+
+
 class MetricsUpdate(UpdatePayload):
     """A business's figures, freshly computed, for its dashboards."""
 
     type: Literal["metrics_update"] = "metrics_update"
     businessId: IdText
-    metrics: dict[str, JsonValue]
+    metrics: BusinessFigures
 
 
 class PaymentUpdate(UpdatePayload):

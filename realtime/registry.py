@@ -95,7 +95,7 @@ class EventRegistry:
         adapter = self._payload_adapters.get(name) if isinstance(name, str) else None
         if adapter is not None:
             try:
-                adapter.validate_python(data)
+                adapter.validate_python(data, strict=True)  # sent as given: no coercion
             except ValidationError as error:  # located under `data`, as the caller wrote it
                 errors: list[Any] = [
                     {**e, "loc": ("data", *e["loc"])} for e in error.errors(include_url=False)

@@ -9,12 +9,15 @@ committed file is stale.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
 from realtime.events import CONTEXT_KEYS, CONTROL_FRAMES
 from realtime.registry import EventRegistry
+
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 _CLIENT_API = """
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
@@ -87,7 +90,7 @@ def _type_of(schema: dict[str, Any]) -> str:
 
 def _interface(name: str, schema: dict[str, Any], *, optional: bool = False) -> str:
     """An interface per model. An event frame carries every key (the publisher serialises
-    defaults too); a typed payload leaves its unset optional keys out (`optional`)."""
+    defaults too); a typed payload leaves out the optional keys it was not given (`optional`)."""
     lines = []
     if schema.get("description"):
         lines.append(f"/** {schema['description']} */")
@@ -95,7 +98,8 @@ def _interface(name: str, schema: dict[str, Any], *, optional: bool = False) -> 
     required = set(schema.get("required", ()))
     for key, prop in schema.get("properties", {}).items():
         mark = "?" if optional and key not in required and prop.get("const") is None else ""
-        lines.append(f"  {key}{mark}: {_type_of(prop)};")
+        name = key if _IDENTIFIER.fullmatch(key) else json.dumps(key)
+        lines.append(f"  {name}{mark}: {_type_of(prop)};")
     lines.append("}")
     return "\n".join(lines)
 
@@ -126,8 +130,9 @@ def render(registry: EventRegistry) -> str:
         "export type JsonValue =\n  | string | number | boolean | null | JsonValue[]"
         " | { [key: string]: JsonValue };",
     ]
+    events = set(events_schema["$defs"])  # the payloads' models are the others
     for name in sorted(set(definitions) - {"JsonValue", ready, gap}):
-        parts.append(_interface(name, definitions[name], optional=name in payloads))
+        parts.append(_interface(name, definitions[name], optional=name not in events))
     context = "\n".join(f"  {key}?: string;" for key in sorted(CONTEXT_KEYS))
     parts.append(
         "/** Keys every event frame may carry beside its own: `id` (the connection's resume"

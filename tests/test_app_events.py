@@ -130,7 +130,7 @@ def test_a_malformed_typed_payload_is_refused_before_it_is_published() -> None:
 
 def test_a_typed_payload_is_sent_as_the_seeds_ui_update_without_unset_keys() -> None:
     progress = JobProgress(jobId="j1", kind="order", status="running", percent=40)
-    body = UIManager(Recipient.user("42")).body(Update(data=progress.model_dump(exclude_none=True)))
+    body = UIManager(Recipient.user("42")).body(Update(data=progress.as_data()))
     assert json.loads(body) == {
         "type": "ui_update",
         "data": {"type": "job_progress", "jobId": "j1", "kind": "order", "status": "running",

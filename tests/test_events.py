@@ -32,9 +32,9 @@ SEED_FRAMES: list[tuple[Any, dict[str, Any]]] = [
      {"type": "ui_toast", "title": "Order created", "description": "Order #17 was created",
       "variant": "success"}),
     (Refresh(), {"type": "ui_refresh"}),
-    (Update(data={"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 3}}),
+    (Update(data={"orderId": "17"}),
      {"type": "ui_update",
-      "data": {"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 3}}}),
+      "data": {"orderId": "17"}}),
     (Modal(data=ModalContent(type="payment_failed", payload={"orderId": "17"})),
      {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}}),
 ]  # fmt: skip

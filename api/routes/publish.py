@@ -44,7 +44,7 @@ from api.schemas import Problem, refusals
 from realtime import PublishOptions
 from realtime.eventlog import Retention
 from realtime.events import Event, Modal, ModalContent, Redirect, Refresh, Toast, Update
-from realtime.payloads import MetricsUpdate
+from realtime.payloads import JobProgress
 from realtime.publisher import AsyncUIManager
 
 logger = logging.getLogger(__name__)
@@ -85,11 +85,13 @@ _TOAST = _example(
 _EXAMPLES: dict[str, Any] = {
     "toast": {"summary": "A toast to one user", "value": _TOAST},
     "update": {
-        "summary": "A state snapshot to a business, coalesced",
+        "summary": "A job's progress (a typed payload, realtime/payloads.py), coalesced",
         "value": _example(
-            {"business": "b1"},
-            Update(data=MetricsUpdate(businessId="b1", metrics={"orders": 17}).model_dump()),
-            coalesce_key="metrics:b1",
+            {"user": "42"},
+            Update(
+                data=JobProgress(jobId="j17", kind="order", status="running", percent=40).as_data()
+            ),
+            coalesce_key="job:j17",
         ),
     },
     "redirect": {

@@ -3,6 +3,14 @@
 export type JsonValue =
   | string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
+/** A business's figures for today (UTC), the last 7 days and the last 30 days. */
+export interface BusinessFigures {
+  today: MetricsWindow;
+  "7d": MetricsWindow;
+  "30d": MetricsWindow;
+  computed_at: string;
+}
+
 /** How far a job is: sent while it runs and once more with its terminal status. */
 export interface JobProgress {
   type: "job_progress";
@@ -20,7 +28,16 @@ export interface JobProgress {
 export interface MetricsUpdate {
   type: "metrics_update";
   businessId: string;
-  metrics: { [key: string]: JsonValue };
+  metrics: BusinessFigures;
+}
+
+/** A business's figures over one window; money per currency, in minor units. */
+export interface MetricsWindow {
+  orders: number;
+  paid_orders: number;
+  revenue: { [key: string]: number };
+  average_order_value: { [key: string]: number };
+  payment_success_rate: number | null;
 }
 
 /** Open a modal dialog. */

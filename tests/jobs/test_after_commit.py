@@ -29,6 +29,7 @@ from realtime.after_commit import pending_count
 from realtime.eventlog import EventLog
 from realtime.payloads import JobProgress
 from realtime.publisher import default_event_log
+from tests.figures import FIGURES
 from tests.harness import Client, Edge, unique
 
 pytestmark = pytest.mark.anyio
@@ -373,7 +374,7 @@ def test_a_finished_metrics_job_is_announced_again_from_its_stored_figures(
     from workers.tasks import metrics as metrics_tasks
 
     user, business = unique("u"), unique("b")
-    stored = {"today": {"orders": 7}, "computed_at": "2026-06-15T12:00:00+00:00"}
+    stored = FIGURES
     with sessions() as session:
         row = job_row(user, "metrics")
         row.business_id, row.status = business, "succeeded"
