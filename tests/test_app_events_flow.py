@@ -44,6 +44,24 @@ async def next_frames(client: Client, count: int) -> list[dict[str, Any]]:
     return frames
 
 
+async def cursor_now(edge: Edge, token: str) -> str:
+    """A cursor from before what the test publishes next: a socket's ready id."""
+    client = await Client.connect(edge.ws_url, token)
+    await client.close()
+    return client.cursor
+
+
+async def resume(edge: Edge, token: str, since: str, count: int) -> list[dict[str, Any]]:
+    """The first `count` event frames of a socket that resumes from `since` (replayed before
+    its ready frame, then live), and that nothing follows them."""
+    client = await Client.connect(edge.ws_url, token, since=since)
+    frames = [f for f in client.frames if not f["type"].startswith("insight_")]
+    frames += await next_frames(client, count - len(frames))
+    assert await client.silent_for(0.2)
+    await client.close()
+    return frames
+
+
 async def test_an_app_event_reaches_its_user_live_with_its_context_and_nobody_else(
     app_edge: Edge, token: Callable[..., str]
 ) -> None:
@@ -70,9 +88,7 @@ async def test_an_app_event_is_replayed_in_order_once_and_its_idempotency_key_ho
     app_edge: Edge, token: Callable[..., str]
 ) -> None:
     user = unique("u")
-    first = await Client.connect(app_edge.ws_url, token(user))
-    since = first.cursor
-    await first.close()
+    since = await cursor_now(app_edge, token(user))
     ui = UIManager.for_user(user)
     once = PublishOptions(idempotency_key="cart:c1:v1")
     ids = [
@@ -82,29 +98,20 @@ async def test_an_app_event_is_replayed_in_order_once_and_its_idempotency_key_ho
         ui.update_ui(JobProgress(jobId="j", kind="order", status="running", percent=5)),
     ]
     assert ids[2] == ids[0]
-    resumed = await Client.connect(app_edge.ws_url, token(user), since=since)
-    frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
-    frames += await next_frames(resumed, 3 - len(frames))
+    frames = await resume(app_edge, token(user), since, 3)
     assert [id_of(f) for f in frames] == [ids[0], ids[1], ids[3]]
     assert frames[0]["items"] == 1
-    assert await resumed.silent_for(0.2)
-    await resumed.close()
 
 
 async def test_an_app_events_ttl_is_its_own_and_bounds_its_replay(
     app_edge: Edge, token: Callable[..., str]
 ) -> None:
     user = unique("u")
-    first = await Client.connect(app_edge.ws_url, token(user))
-    since = first.cursor
-    await first.close()
+    since = await cursor_now(app_edge, token(user))
     ui = UIManager.for_user(user)
     ui.publish(declared.Confetti(), PublishOptions(ttl=0.001))  # expired before the resume
     kept = ui.publish(declared.CartUpdated(cartId="c", items=2))
-    resumed = await Client.connect(app_edge.ws_url, token(user), since=since)
-    frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
-    assert [id_of(f) for f in frames or await next_frames(resumed, 1)] == [kept]
-    await resumed.close()
+    assert [id_of(f) for f in await resume(app_edge, token(user), since, 1)] == [kept]
 
 
 def test_an_edge_refuses_to_start_on_a_module_it_cannot_use(redis_server: LocalRedis) -> None:
@@ -141,9 +148,7 @@ async def test_a_model_that_gained_an_optional_field_replays_the_stored_events_a
         newer = UIManager.for_user(user).publish(
             evolved.CartUpdated(cartId="c1", items=3, coupon="SPRING")
         )
-        resumed = await Client.connect(new_edge.ws_url, token(user), since=since)
-        frames = [f for f in resumed.frames if not f["type"].startswith("insight_")]
-        frames += await next_frames(resumed, 3 - len(frames))
+        frames = await resume(new_edge, token(user), since, 3)
     assert [id_of(f) for f in frames] == [*stored, newer]
     reader = load_registry([EVOLVED])  # the new release reads what the old one wrote
     parsed = [
@@ -155,4 +160,3 @@ async def test_a_model_that_gained_an_optional_field_replays_the_stored_events_a
         evolved.CartUpdated(cartId="c1", items=3, coupon="SPRING"),
     ]
     assert "coupon" not in frames[0]  # stored by the old model, relayed as it was written
-    await resumed.close()

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from realtime import asyncapi
 from realtime.registry import load_registry
 from tests.app_events import DECLARED
 from tests.harness import ROOT
+from tests.node import npm_project
 
 pytestmark = pytest.mark.install  # npm ci, then node
 
@@ -24,20 +23,8 @@ PROJECT = ROOT / "tests" / "asyncapi"
 
 @pytest.fixture(scope="module")
 def parser(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    npm = shutil.which("npm")
-    if npm is None:
-        if os.environ.get("INSIGHT_REQUIRE_NODE"):
-            pytest.fail("npm is missing and INSIGHT_REQUIRE_NODE is set")
-        pytest.skip("the AsyncAPI check needs Node.js and npm")
-    workdir = tmp_path_factory.mktemp("asyncapi")
-    for name in ("package.json", "package-lock.json", "validate.mjs"):
-        shutil.copy(PROJECT / name, workdir / name)
-    installed = subprocess.run(
-        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--silent"],
-        cwd=workdir, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr[-2000:]
-    return workdir
+    files = ("package.json", "package-lock.json", "validate.mjs")
+    return npm_project(tmp_path_factory, PROJECT, files, "ci", "--ignore-scripts")
 
 
 def parse(parser: Path, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
