@@ -31,6 +31,7 @@ def _publish(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from realtime import UIManager
+    from realtime.registry import EventDeclarationError, event_registry
 
     if args.user is not None:
         ui = UIManager.for_user(args.user)
@@ -50,9 +51,11 @@ def _publish(args: argparse.Namespace) -> int:
                 event_id = ui.update_ui(json.loads(args.data), coalesce_key=args.coalesce_key)
             case "modal":
                 event_id = ui.show_modal(args.modal_type, json.loads(args.payload))
+            case "event":
+                event_id = ui.publish(event_registry().parse(json.loads(args.json)))
             case _:
                 raise AssertionError(args.event)
-    except (ValidationError, ValueError) as error:
+    except (ValidationError, ValueError, EventDeclarationError) as error:
         print(f"invalid event: {error}", file=sys.stderr)
         return 2
     except redis.RedisError as error:
@@ -163,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     modal = events.add_parser("modal")
     modal.add_argument("modal_type")
     modal.add_argument("payload", nargs="?", default="{}", help="JSON")
+    events.add_parser("event", help="any declared event, as its JSON").add_argument(
+        "json", help='e.g. {"type":"cart_updated","cartId":"c1","items":3}'
+    )
     publish.set_defaults(handler=_publish)
 
     schema = commands.add_parser(

@@ -114,20 +114,57 @@ async def test_an_app_events_ttl_is_its_own_and_bounds_its_replay(
     assert [id_of(f) for f in await resume(app_edge, token(user), since, 1)] == [kept]
 
 
-def test_an_edge_refuses_to_start_on_a_module_it_cannot_use(redis_server: LocalRedis) -> None:
+@pytest.mark.parametrize(
+    "process",
+    [
+        ["cli.main", "edge", "--port", "{port}"],
+        ["uvicorn", "api.main:app", "--port", "{port}"],
+        ["celery", "-A", "workers", "worker", "-Q", "orders", "-c", "1", "--without-gossip"],
+    ],
+    ids=["edge", "api", "worker"],
+)
+def test_every_process_refuses_to_start_on_a_module_it_cannot_use(
+    redis_server: LocalRedis, process: list[str]
+) -> None:
     for module, named in [
         ("tests.app_events.shadowing", "'ui_toast'"),
         ("tests.app_events.broken", "does not import"),
     ]:
         env = base_env(redis_server.url, INSIGHT_EVENT_MODULES=f"{DECLARED},{module}")
-        command = [sys.executable, "-m", "cli.main", "edge", "--port", str(free_port())]
+        command = [sys.executable, "-m", *(a.format(port=free_port()) for a in process)]
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
         )
-        assert done.returncode != 0
         output = done.stderr + done.stdout
+        assert done.returncode != 0, output[-2000:]
         assert module in output
         assert named in output
+
+
+async def test_the_cli_publishes_a_declared_event_and_refuses_an_undeclared_one(
+    app_edge: Edge, token: Callable[..., str], redis_server: LocalRedis
+) -> None:
+    user = unique("u")
+    client = await Client.connect(app_edge.ws_url, token(user))
+    env = base_env(redis_server.url, INSIGHT_EVENT_MODULES=DECLARED)
+
+    def insight(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "publish", "--user", user, "event", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    sent = insight('{"type":"cart_updated","cartId":"c1","items":3}')
+    assert sent.returncode == 0, sent.stderr
+    [frame] = await next_frames(client, 1)
+    assert (id_of(frame), frame["items"]) == (sent.stdout.strip(), 3)
+    for body, named in [('{"type":"cart_emptied"}', "cart_emptied"),
+                        ('{"type":"cart_updated","cartId":"c1","items":-1}', "items")]:  # fmt: skip
+        refused = insight(body)
+        assert refused.returncode == 2
+        assert named in refused.stderr
+    assert await client.silent_for(0.2)
+    await client.close()
 
 
 async def test_a_model_that_gained_an_optional_field_replays_the_stored_events_after_a_restart(
