@@ -19,7 +19,6 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 ToastVariant = Literal["success", "error", "warning", "info"]
-EventType = Literal["ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal"]
 
 # What an application's event type (and a typed `ui_update` payload's) may be called.
 DECLARED_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -12,13 +12,12 @@ deployment into a process that does not start rather than events that vanish.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import ModuleType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 
 from realtime import payloads
 from realtime.events import (
@@ -157,15 +156,18 @@ def _import(module_name: str) -> ModuleType:
         ) from error
 
 
-def _declared_in(module: ModuleType, base: type[Any]) -> list[type[Any]]:
-    """The subclasses of `base` that `module` defines (not those it imports)."""
+def _declared_in(module: ModuleType, base: type[BaseModel]) -> list[type[Any]]:
+    """The subclasses of `base` that `module` defines (not those it imports), but for the
+    bases of its own models: a class whose `type` is still the base's plain `str` declares
+    no type of its own (its subclasses do)."""
     return [
         value
         for value in vars(module).values()
-        if inspect.isclass(value)
+        if isinstance(value, type)
         and issubclass(value, base)
         and value is not base
         and value.__module__ == module.__name__
+        and value.model_fields["type"].annotation is not str
     ]
 
 
@@ -176,7 +178,7 @@ def _checked_name(
     where = f"{module_name}: {model.__qualname__}"
     name = declared_type(model)
     if name is None:
-        raise EventDeclarationError(f'{where} must declare `type: Literal["<its name>"]`')
+        raise EventDeclarationError(f'{where} must declare `type: Literal["<its name>"]`, one name')
     if not DECLARED_TYPE.fullmatch(name):
         raise EventDeclarationError(f"{where} declares {name!r}: a type is [a-z][a-z0-9_]{{0,63}}")
     if name.startswith(RESERVED_PREFIX):

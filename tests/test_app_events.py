@@ -29,7 +29,7 @@ def test_a_declared_module_adds_its_events_and_payloads_beside_insights_own() ->
     registry = load_registry([DECLARED])
     assert list(registry.events) == [
         "ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal",
-        "cart_updated", "ui_confetti",
+        "cart_updated", "ui_confetti", "cart_abandoned",
     ]  # fmt: skip
     assert set(registry.payloads) == {
         "job_progress", "metrics_update", "payment_update", "inventory_changed"
@@ -37,6 +37,8 @@ def test_a_declared_module_adds_its_events_and_payloads_beside_insights_own() ->
     event = registry.parse({"type": "cart_updated", "cartId": "c1", "items": 3})
     assert event == declared.CartUpdated(cartId="c1", items=3)
     assert declared.Confetti.default_ttl_seconds == 60
+    # A base of the module's own declares no type; its subclass has the base's fields.
+    assert registry.parse({"type": "cart_abandoned"}) == declared.CartAbandoned(actor="system")
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,7 @@ def test_an_untyped_update_is_still_any_json() -> None:
         ("tests.app_events.shadowing_payload",
          ["MyProgress", "'job_progress'", "realtime.payloads.JobProgress"]),
         ("tests.app_events.badly_named", ["CartUpdated", "'Cart-Updated'"]),
+        ("tests.app_events.two_names", ["Either", "one name"]),
         ("tests.app_events.broken", ["'tests.app_events.broken'", "does not import",
                                      "insight_no_such_module"]),
         ("tests.app_events.no_such_module", ["'tests.app_events.no_such_module'"]),

@@ -31,3 +31,15 @@ class InventoryChanged(UpdatePayload):
     type: Literal["inventory_changed"] = "inventory_changed"
     sku: str
     left: int = Field(ge=0)
+
+
+class _Audited(AppEvent):
+    """A base of this module's own: no type of its own, so not an event."""
+
+    actor: str = "system"
+
+
+class CartAbandoned(_Audited):
+    """A subclass of that base: an event, with the base's fields."""
+
+    type: Literal["cart_abandoned"] = "cart_abandoned"

@@ -12,6 +12,9 @@ export function describe(frame: UIFrame): string {
       return `${frame.cartId}: ${frame.items.toFixed(0)} items`;
     case "ui_confetti":
       return frame.colors.join(", ");
+    case "cart_abandoned":
+      return frame.actor; // a field of its Python base class
+
     case "ui_toast":
       return `${frame.variant}: ${frame.title}`;
     case "ui_update":
