@@ -29,7 +29,7 @@ def test_a_declared_module_adds_its_events_and_payloads_beside_insights_own() ->
     registry = load_registry([DECLARED])
     assert list(registry.events) == [
         "ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal",
-        "cart_updated", "ui_confetti", "cart_abandoned",
+        "cart_updated", "ui_confetti", "cart_abandoned", "cart_snapshot",
     ]  # fmt: skip
     assert set(registry.payloads) == {
         "job_progress", "metrics_update", "payment_update", "inventory_changed"

@@ -7,6 +7,8 @@ across an edge restart."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from realtime.payloads import JobProgress
 from realtime.registry import load_registry
 from tests.app_events import DECLARED, EVOLVED, declared, declaring, evolved
 from tests.harness import ROOT, WAIT, Client, Edge, base_env, id_of, unique, without_id
+from tests.test_resilience import bulky, small_receive_window
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +115,38 @@ async def test_an_app_events_ttl_is_its_own_and_bounds_its_replay(
     ui.publish(declared.Confetti(), PublishOptions(ttl=0.001))  # expired before the resume
     kept = ui.publish(declared.CartUpdated(cartId="c", items=2))
     assert [id_of(f) for f in await resume(app_edge, token(user), since, 1)] == [kept]
+
+
+async def test_app_snapshots_with_one_coalesce_key_are_merged_for_a_slow_client(
+    edge_factory: Callable[..., Edge], token: Callable[..., str]
+) -> None:
+    """The edge coalesces an app event as it does a ui_update (and counts it by its type)."""
+    with declaring(DECLARED):
+        edge = edge_factory(WS_SEND_BUFFER="32", INSIGHT_EVENT_MODULES=DECLARED)
+        user = unique("u")
+        slow = await Client.connect(edge.ws_url, token(user), **small_receive_window(edge))
+        ui = UIManager.for_user(user)
+        snapshot = PublishOptions(coalesce_key="cart")
+        last = ""
+        for n in range(600):
+            last = ui.publish(declared.CartSnapshot(n=n, lines=bulky()), snapshot)
+        toast = ui.show_toast("Done", "after the snapshots", "success")
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        while not frames or id_of(frames[-1]) != toast:
+            frames.append(await slow.recv())
+    snapshots = [f for f in frames if f["type"] == "cart_snapshot"]
+    assert len(snapshots) < 600  # some were merged while the client lagged ...
+    assert id_of(snapshots[-1]) == last  # ... the newest always arrives, and the toast after it
+    assert [f["n"] for f in snapshots] == sorted(f["n"] for f in snapshots)
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        metrics = (await http.get(f"{edge.http_url}/metrics")).text
+    counted = re.search(
+        r'insight_edge_events_coalesced_total\{type="cart_snapshot"\} (\S+)', metrics
+    )
+    assert counted is not None
+    assert float(counted.group(1)) == 600 - len(snapshots)
+    await slow.close()
 
 
 @pytest.mark.parametrize(

@@ -43,3 +43,11 @@ class CartAbandoned(_Audited):
     """A subclass of that base: an event, with the base's fields."""
 
     type: Literal["cart_abandoned"] = "cart_abandoned"
+
+
+class CartSnapshot(AppEvent):
+    """The whole cart, for the page to redraw: a state snapshot, so coalescible."""
+
+    type: Literal["cart_snapshot"] = "cart_snapshot"
+    n: int
+    lines: str = Field(max_length=20_000)

@@ -14,6 +14,8 @@ export function describe(frame: UIFrame): string {
       return frame.colors.join(", ");
     case "cart_abandoned":
       return frame.actor; // a field of its Python base class
+    case "cart_snapshot":
+      return `${frame.n}: ${frame.lines.length}`;
 
     case "ui_toast":
       return `${frame.variant}: ${frame.title}`;
