@@ -108,12 +108,7 @@ class Modal(Event):
     data: ModalContent
 
 
-SeedEvent = Redirect | Toast | Refresh | Update | Modal
 SEED_EVENTS: tuple[type[Event], ...] = (Redirect, Toast, Refresh, Update, Modal)
-# How long each of the five stays worth replaying to a client that reconnects (seconds).
-DEFAULT_TTL_SECONDS: dict[str, int] = {
-    model.model_fields["type"].default: model.default_ttl_seconds for model in SEED_EVENTS
-}
 
 
 class Ready(Event):
