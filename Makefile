@@ -36,11 +36,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typescript: install   ## regenerate insight.d.ts from realtime/events.py (and the Next.js example's copy)
-	mkdir -p var
-	$(BIN)/python -m tools.typescript > var/insight.d.ts.new
-	cp var/insight.d.ts.new examples/nextjs/src/hooks/insight.d.ts
-	mv var/insight.d.ts.new edge/static/insight.d.ts
+typescript: install   ## regenerate insight.d.ts from the declared events (and the Next.js example's, with its own)
+	$(BIN)/insight schema --modules "" --typescript edge/static/insight.d.ts
+	$(BIN)/insight schema --modules demo.events --typescript examples/nextjs/src/hooks/insight.d.ts
 
 lock: install         ## re-pin constraints.txt to what is installed now
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -3,17 +3,22 @@ in any language); the OpenAPI schema at /docs comes from here."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import TYPE_CHECKING, Annotated, Literal, NotRequired
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from realtime.broker.log_calls import MAX_FRAME_BYTES, Retention
-from realtime.events import DEFAULT_TTL_SECONDS, UIEvent, encode_event
+from realtime.events import Event, encode_event
 from realtime.ids import IdText
-from realtime.manager import AnyEvent
 from realtime.publisher import ttl_of
 from realtime.recipients import Recipient
+from realtime.registry import event_registry
+
+if TYPE_CHECKING:
+    DeclaredEvent = Event
+else:  # the five and the application's own (INSIGHT_EVENT_MODULES), read once at import
+    DeclaredEvent = event_registry().event_type
 
 # One publish: an event may be MAX_FRAME_BYTES once encoded, and its JSON in a request may be
 # longer than the frame the log stores (escapes such as \u00e9, whitespace, the envelope).
@@ -74,7 +79,7 @@ def recipient_of(to: PublishTo) -> Recipient:
     return Recipient.everyone()
 
 
-def _fits_a_frame(event: AnyEvent) -> AnyEvent:
+def _fits_a_frame(event: Event) -> Event:
     """The log refuses a bigger event (realtime/eventlog.py); a batch must know before it
     publishes anything."""
     size = len(encode_event(event).encode())
@@ -83,7 +88,9 @@ def _fits_a_frame(event: AnyEvent) -> AnyEvent:
     return event
 
 
-_TTL_DEFAULTS = ", ".join(f"{kind} {ttl} s" for kind, ttl in DEFAULT_TTL_SECONDS.items())
+_TTL_DEFAULTS = ", ".join(
+    f"{kind} {model.default_ttl_seconds} s" for kind, model in event_registry().events.items()
+)
 
 
 @with_config(ConfigDict(extra="forbid", allow_inf_nan=False))
@@ -93,11 +100,12 @@ class PublishIn(TypedDict):
 
     to: Annotated[PublishTo, AfterValidator(_exactly_one)]
     event: Annotated[
-        UIEvent,
+        DeclaredEvent,
         AfterValidator(_fits_a_frame),
         Field(
-            description="One of the five UI events (realtime/events.py), without `id`: the "
-            f"log adds it. At most {MAX_FRAME_BYTES} bytes once encoded."
+            description="One of the five UI events (realtime/events.py) or of the "
+            "application's own (INSIGHT_EVENT_MODULES), without `id`: the log adds it. At "
+            f"most {MAX_FRAME_BYTES} bytes once encoded."
         ),
     ]
     ttl_seconds: NotRequired[
@@ -129,7 +137,7 @@ class PublishIn(TypedDict):
 
 def item_ttl(item: PublishIn, retention: Retention) -> float:
     """The TTL to publish an item with (`realtime.publisher.ttl_of`)."""
-    return ttl_of(item["event"].type, item.get("ttl_seconds"), retention)
+    return ttl_of(item["event"], item.get("ttl_seconds"), retention)
 
 
 class PublishBatchIn(BaseModel):

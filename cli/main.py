@@ -1,4 +1,5 @@
-"""The `insight` command: development tokens, hand-made events, and running the system."""
+"""The `insight` command: development tokens, hand-made events, the schema of the declared
+events, and running the system."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _publish(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from realtime import UIManager
+    from realtime.registry import EventDeclarationError, event_registry
 
     if args.user is not None:
         ui = UIManager.for_user(args.user)
@@ -49,9 +51,11 @@ def _publish(args: argparse.Namespace) -> int:
                 event_id = ui.update_ui(json.loads(args.data), coalesce_key=args.coalesce_key)
             case "modal":
                 event_id = ui.show_modal(args.modal_type, json.loads(args.payload))
+            case "event":
+                event_id = ui.publish(event_registry().parse(json.loads(args.json)))
             case _:
                 raise AssertionError(args.event)
-    except (ValidationError, ValueError) as error:
+    except (ValidationError, ValueError, EventDeclarationError) as error:
         print(f"invalid event: {error}", file=sys.stderr)
         return 2
     except redis.RedisError as error:
@@ -109,6 +113,30 @@ def _redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    """The TypeScript declarations and the AsyncAPI document of the declared events."""
+    from pathlib import Path
+
+    from realtime import asyncapi, typescript
+    from realtime.registry import EventDeclarationError, event_registry, load_registry
+
+    try:
+        modules = None if args.modules is None else args.modules.split(",")
+        registry = event_registry() if modules is None else load_registry(modules)
+    except EventDeclarationError as error:
+        print(f"insight schema: {error}", file=sys.stderr)
+        return 2
+    typescript_path = args.typescript or (None if args.asyncapi else "insight.d.ts")
+    asyncapi_path = args.asyncapi or (None if args.typescript else "asyncapi.json")
+    if typescript_path is not None:
+        Path(typescript_path).write_text(typescript.render(registry))
+        print(f"wrote {typescript_path}")
+    if asyncapi_path is not None:
+        Path(asyncapi_path).write_text(json.dumps(asyncapi.render(registry), indent=2) + "\n")
+        print(f"wrote {asyncapi_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insight", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,7 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     modal = events.add_parser("modal")
     modal.add_argument("modal_type")
     modal.add_argument("payload", nargs="?", default="{}", help="JSON")
+    events.add_parser("event", help="any declared event, as its JSON").add_argument(
+        "json", help='e.g. {"type":"cart_updated","cartId":"c1","items":3}'
+    )
     publish.set_defaults(handler=_publish)
+
+    schema = commands.add_parser(
+        "schema",
+        help="write the TypeScript declarations and the AsyncAPI document of the declared events",
+    )
+    schema.add_argument("--typescript", help="where to write insight.d.ts")
+    schema.add_argument("--asyncapi", help="where to write the AsyncAPI document (JSON)")
+    schema.add_argument(
+        "--modules", help="the event modules, comma-separated (default: INSIGHT_EVENT_MODULES)"
+    )
+    schema.set_defaults(handler=_schema)
 
     run = commands.add_parser("run", help="run the whole system in the foreground")
     run.add_argument("--api-port", type=int, default=8000)

@@ -61,6 +61,8 @@ def plan(settings: Settings, ports: Ports) -> tuple[dict[str, str], list[Service
     env: dict[str, str] = {}
     if "PUBLIC_API_URL" not in os.environ:
         env["PUBLIC_API_URL"] = f"http://127.0.0.1:{ports.api}"  # where the demo page calls
+    if "INSIGHT_EVENT_MODULES" not in os.environ:
+        env["INSIGHT_EVENT_MODULES"] = "demo.events"  # the demo's own event, in every process
     services = [
         Service("api", _uvicorn("api.main:app", ports.api)),
         Service("edge", [sys.executable, "-m", "cli.main", "edge", "--port", str(ports.edge)]),

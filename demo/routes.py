@@ -1,15 +1,20 @@
-"""The demo's routes: its two pages, its configuration, and tokens for a fixed cast of users."""
+"""The demo's routes: its two pages, its configuration, tokens for a fixed cast of users, and
+a celebration (the demo's own event, demo/events.py) for everyone in the caller's business."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import redis
 from fastapi import APIRouter, Body, HTTPException, Request, status
 from fastapi.responses import FileResponse
 
 from core.config import Settings
-from core.security import issue_token
+from core.security import InvalidToken, issue_token, verify_token_async
+from demo.events import Celebration
+from realtime import AsyncUIManager
+from realtime.registry import event_registry
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -61,3 +66,39 @@ async def demo_token(
     name, business = DEMO_USERS[user]
     token = issue_token(settings, user, business_id=business, name=name, ttl_seconds=ttl)
     return {"token": token, "user": user, "business": business}
+
+
+@router.post("/demo/celebrate")
+async def celebrate(
+    request: Request, message: Annotated[str, Body(embed=True, max_length=200)] = "Well done!"
+) -> dict[str, str]:
+    """Confetti on the page of every member of the caller's business: the demo's own event,
+    published like the five (Authorization: Bearer <a demo token>)."""
+    settings: Settings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        if scheme.lower() != "bearer":
+            raise InvalidToken("no bearer token")
+        identity = await verify_token_async(token, settings)
+    except InvalidToken:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a demo token", {"WWW-Authenticate": "Bearer"}
+        ) from None
+    if event_registry().app_events.get("ui_confetti") is not Celebration:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "INSIGHT_EVENT_MODULES does not name demo.events"
+        )
+    ui = (
+        AsyncUIManager.for_business(identity.business_id)
+        if identity.business_id
+        else AsyncUIManager.for_user(identity.user_id)
+    )
+    try:
+        event_id = await ui.publish(
+            Celebration(by=identity.name or identity.user_id, message=message)
+        )
+    except (redis.RedisError, OSError):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "Redis did not answer", {"Retry-After": "1"}
+        ) from None
+    return {"id": event_id}

@@ -22,6 +22,7 @@ from domain.jobs import JobStatus, JobView
 from domain.payments import DEFAULT_SUCCESS_URL
 from domain.webhooks import PaymentChange
 from realtime import AsyncUIManager, UIManager
+from realtime.payloads import JobProgress, MetricsUpdate, PaymentUpdate
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -60,21 +61,18 @@ def progress(
 ) -> None:
     """The job's `job_progress` ui_update, which the page draws as a progress bar: the one
     place every kind reports itself, while it runs and once more when it ends."""
-    data: dict[str, Any] = {
-        "type": "job_progress",
-        "jobId": job.id,
-        "kind": job.kind,
-        "percent": percent,
-        "status": status,
-    }
-    if done is not None and total is not None:
-        data.update(done=done, total=total)
-    if eta_seconds is not None:
-        data["etaSeconds"] = eta_seconds
-    if job.attempt > 1:
-        data["attempt"] = job.attempt
+    counted = done is not None and total is not None
     _ui(job, after_commit).update_ui(
-        data,
+        JobProgress(
+            jobId=job.id,
+            kind=job.kind,
+            percent=percent,
+            status=status,
+            done=done if counted else None,
+            total=total if counted else None,
+            etaSeconds=eta_seconds,
+            attempt=job.attempt if job.attempt > 1 else None,
+        ),
         coalesce_key=f"job:{job.id}",
         idempotency_key=_key(job, f"progress:{percent}:{status}"),
     )
@@ -179,7 +177,7 @@ def push_metrics(
         ui = ui.with_context(jobId=job.id)
     target: Target = ui if after_commit is None else ui.after_commit(after_commit)
     target.update_ui(
-        {"type": "metrics_update", "businessId": business_id, "metrics": metrics},
+        MetricsUpdate(businessId=business_id, metrics=metrics),
         coalesce_key=f"metrics:{business_id}",
         idempotency_key=_key(job, "metrics") if job is not None else None,
     )
@@ -193,12 +191,11 @@ async def payment_update(change: PaymentChange) -> None:
         AsyncUIManager.for_user(change.user_id)
         .with_context(jobId=change.job_id)
         .update_ui(
-            {
-                "type": "payment_update",
-                "paymentId": str(change.payment_id),
-                "orderId": str(change.order_id),
-                "jobId": change.job_id,
-                "status": change.status,
-            },
+            PaymentUpdate(
+                paymentId=str(change.payment_id),
+                orderId=str(change.order_id),
+                jobId=change.job_id,
+                status=change.status,
+            ),
         )
     )

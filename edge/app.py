@@ -36,7 +36,8 @@ from edge.engine import BrokerFactory, Engine, redis_broker
 from edge.serving import served_by_insight
 from edge.sse_endpoint import SSE_PATH, insight_sse
 from edge.tickets import TICKETS_PATH, tickets_endpoint
-from realtime.events import frame_json_schema
+from realtime import asyncapi
+from realtime.registry import event_registry
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,13 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
 
     @app.get("/api/v1/events/schema", tags=["protocol"])
     async def schema() -> dict[str, object]:
-        """JSON Schema of the frames this edge sends (the five UI events, the control frames)."""
-        return frame_json_schema()
+        """JSON Schema of the frames this edge sends (the declared events, the control frames)."""
+        return event_registry().frame_json_schema()
+
+    @app.get("/asyncapi.json", tags=["protocol"])
+    async def asyncapi_document() -> dict[str, object]:
+        """The AsyncAPI 3.0 document of this edge's WebSocket and SSE channels and frames."""
+        return asyncapi.render(event_registry())
 
     return app
 

@@ -247,7 +247,7 @@ class ClientConnection:
         outbox = self._outbox
         if coalesce_key and outbox and outbox[-1][0] == coalesce_key and outbox[-1][2]:
             outbox[-1] = (coalesce_key, payload, True)
-            telemetry.record_coalesced()
+            telemetry.record_coalesced(payload)
         elif self._live_queued >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER)
             return

@@ -13,17 +13,18 @@ import itertools
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import get_args
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from realtime import frames
-from realtime.events import EventType
 from realtime.frames import Position
+from realtime.registry import event_registry
 
-EVENT_TYPES = (*get_args(EventType), "other")
+# The declared types (the five and the application's, INSIGHT_EVENT_MODULES): a label each, so
+# the label set stays bounded whatever a producer sends.
+EVENT_TYPES = (*event_registry().events, "other")
 
 COALESCED = Counter(
     "insight_edge_events_coalesced", "Updates replaced by a newer one with the same key", ["type"]
@@ -42,7 +43,7 @@ GAPS = Counter("insight_edge_gaps", "insight_gap signals: a cursor older than th
 
 _known_types = frozenset(EVENT_TYPES)
 _dropped = {t: DROPPED.labels(t) for t in EVENT_TYPES}
-_coalesced = COALESCED.labels("ui_update")
+_coalesced = {t: COALESCED.labels(t) for t in EVENT_TYPES}
 
 
 def frame_type(frame: bytes) -> str:
@@ -87,8 +88,8 @@ REGISTRY.register(DELIVERIES)
 record_delivery = DELIVERIES.record
 
 
-def record_coalesced() -> None:
-    _coalesced.inc()
+def record_coalesced(frame: bytes) -> None:
+    _coalesced[frame_type(frame)].inc()
 
 
 def record_dropped(unsent: list[bytes]) -> None:

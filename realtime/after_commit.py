@@ -43,8 +43,10 @@ from typing import Self
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from realtime.manager import AnyEvent, Manager
+from realtime.events import Event
+from realtime.manager import Manager
 from realtime.options import DEFAULT_OPTIONS, PublishOptions
+from realtime.registry import event_registry
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class _Pending:
     """One queued event: who publishes it, what, and the transaction it belongs to."""
 
     manager: Manager[str]  # a UIManager
-    event: AnyEvent
+    event: Event
     options: PublishOptions
     transaction: SessionTransaction
 
@@ -89,12 +91,14 @@ class AfterCommitUIManager(Manager[None]):
         """A copy whose events also carry these keys (see `UIManager.with_context`)."""
         return type(self)(self._manager.with_context(**context), self._session)
 
-    def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> None:
+    def publish(self, event: Event, options: PublishOptions = DEFAULT_OPTIONS) -> None:
         """Queue `event` for the commit of the session's current transaction.
 
-        The event is re-read from its JSON now: it must encode (an error is raised here, not
-        after the commit), and data the caller changes later does not change the event."""
-        snapshot = type(event).model_validate_json(event.model_dump_json())
+        The event is checked and re-read from its JSON now: it must be declared and encode (an
+        error is raised here, not after the commit), and data the caller changes later does not
+        change the event."""
+        checked = event_registry().check(event)
+        snapshot = type(event).model_validate_json(checked.model_dump_json())
         queue = _queue_of(self._session)
         transaction = _current_transaction(self._session)
         queue.pending.append(_Pending(self._manager, snapshot, options, transaction))

@@ -1,87 +1,117 @@
-"""The five UI events of the seed's wire protocol, and the edge's two control frames: the one
-source of truth for their shapes.
+"""The five UI events of the seed's wire protocol, the edge's two control frames, and the
+bases an application declares its own events and `ui_update` payloads on: the one source of
+truth for their shapes.
 
 Frames on the wire are exactly these models serialised, plus an `id` the edge adds (the
 connection's resume cursor, see `realtime.frames`).
 Validation happens in the producer, so a bad event is an exception in the task that made it,
-never a broken frame in a browser. The JSON Schema (and the TypeScript types generated from
-it) come from `event_json_schema()`.
+never a broken frame in a browser. Which events a process knows (the five, and those of the
+modules named by INSIGHT_EVENT_MODULES) is `realtime.registry`'s, and so are the JSON Schema,
+TypeScript and AsyncAPI made from them.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import re
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 ToastVariant = Literal["success", "error", "warning", "info"]
-EventType = Literal["ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal"]
 
-# How long an event stays worth replaying to a client that reconnects (seconds).
-# A redirect or a refresh minutes late would yank the user away from what they are doing.
-DEFAULT_TTL_SECONDS: dict[str, int] = {
-    "ui_redirect": 60,
-    "ui_refresh": 60,
-    "ui_toast": 300,
-    "ui_update": 600,
-    "ui_modal": 600,
-}
+# What an application's event type (and a typed `ui_update` payload's) may be called.
+DECLARED_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+RESERVED_PREFIX = "insight_"  # the edge's control frames
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class Redirect(_Event):
+class Event(BaseModel):
+    """Every event a manager publishes: one of the five, or an `AppEvent`."""
+
+    model_config = _FROZEN
+
+    type: str
+    # Seconds an event stays worth replaying to a client that reconnects, by default.
+    default_ttl_seconds: ClassVar[int] = 600
+
+
+class AppEvent(Event):
+    """The base of an application's own event type: a subclass with `type` a `Literal` of
+    its name (`[a-z][a-z0-9_]{0,63}`, none of the five, not `insight_...`), in a module named
+    by INSIGHT_EVENT_MODULES, is published, relayed and typed like the five."""
+
+
+class UpdatePayload(BaseModel):
+    """The base of a typed `ui_update` payload: the `data` of a `ui_update` whose `type` names
+    it is validated by its model (Insight's own are in `realtime.payloads`)."""
+
+    model_config = _FROZEN
+
+    type: str
+
+    def as_data(self) -> dict[str, JsonValue]:
+        """The `data` of the ui_update that carries it: the keys it was given (and `type`), so
+        an optional key it was not given is absent rather than null."""
+        given = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return {"type": self.type, **given}
+
+
+class Redirect(Event):
     """Navigate the browser to `target`."""
 
+    # A redirect or a refresh minutes late would yank the user away from what they are doing.
+    default_ttl_seconds: ClassVar[int] = 60
     type: Literal["ui_redirect"] = "ui_redirect"
     target: str = Field(min_length=1, max_length=2048)
 
 
-class Toast(_Event):
+class Toast(Event):
     """Show a toast notification."""
 
+    default_ttl_seconds: ClassVar[int] = 300
     type: Literal["ui_toast"] = "ui_toast"
     title: str = Field(min_length=1, max_length=500)
     description: str = Field(max_length=5000)
     variant: ToastVariant
 
 
-class Refresh(_Event):
+class Refresh(Event):
     """Reload the current page."""
 
+    default_ttl_seconds: ClassVar[int] = 60
     type: Literal["ui_refresh"] = "ui_refresh"
 
 
-class Update(_Event):
+class Update(Event):
     """Hand arbitrary JSON to the page's `ui-update` listeners."""
 
     type: Literal["ui_update"] = "ui_update"
     data: JsonValue
 
 
-class ModalContent(_Event):
+class ModalContent(BaseModel):
     """Which modal to open and what to show in it."""
+
+    model_config = _FROZEN
 
     type: str = Field(min_length=1, max_length=200)
     payload: JsonValue = Field(default_factory=dict)
 
 
-class Modal(_Event):
+class Modal(Event):
     """Open a modal dialog."""
 
     type: Literal["ui_modal"] = "ui_modal"
     data: ModalContent
 
 
-UIEvent = Annotated[Redirect | Toast | Refresh | Update | Modal, Field(discriminator="type")]
-
-_adapter: TypeAdapter[UIEvent] = TypeAdapter(UIEvent)
+SEED_EVENTS: tuple[type[Event], ...] = (Redirect, Toast, Refresh, Update, Modal)
 
 
-class Ready(_Event):
+class Ready(Event):
     """The connection is live (after any replay). Its `id` is a valid `since` even if no
     event ever arrives, so a client that drops before its first event resumes without a hole.
     """
@@ -90,7 +120,7 @@ class Ready(_Event):
     id: str
 
 
-class Gap(_Event):
+class Gap(Event):
     """Sent before a replay when events after `since` are gone from the log (trimmed, the log
     lost, or a failover that lost writes): reload state rather than trust the replay."""
 
@@ -98,8 +128,7 @@ class Gap(_Event):
     since: str
 
 
-ControlFrame = Annotated[Ready | Gap, Field(discriminator="type")]
-_frames: TypeAdapter[UIEvent | ControlFrame] = TypeAdapter(UIEvent | ControlFrame)
+CONTROL_FRAMES: tuple[type[Event], ...] = (Ready, Gap)
 
 
 # Keys a producer may add beside an event's own, like the `id` the log adds: they tell the page
@@ -118,25 +147,6 @@ def encode_context(context: dict[str, str]) -> str:
     return "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in sorted(context.items()))
 
 
-def parse_event(value: Any) -> Redirect | Toast | Refresh | Update | Modal:
-    """Validate a dict (a received frame without `id` and context keys) into an event."""
-    return _adapter.validate_python(value)
-
-
-def encode_event(event: Redirect | Toast | Refresh | Update | Modal) -> str:
+def encode_event(event: Event) -> str:
     """The event's frame body: compact JSON, keys exactly as the seed's frontend reads them."""
     return event.model_dump_json()
-
-
-def event_json_schema() -> dict[str, Any]:
-    """JSON Schema of an event (the union of the five), for clients and generators."""
-    schema = _adapter.json_schema(mode="serialization")
-    schema["title"] = "InsightUIEvent"
-    return schema
-
-
-def frame_json_schema() -> dict[str, Any]:
-    """JSON Schema of every frame the edge sends: the five events and the control frames."""
-    schema = _frames.json_schema(mode="serialization")
-    schema["title"] = "InsightFrame"
-    return schema

@@ -3,6 +3,7 @@ manager: the synchronous and async UIManagers, and the one that waits for a comm
 
 Each manager decides only what `publish` does with an event and its `PublishOptions` (and so
 what the five calls return: an id, an awaitable of one, or nothing until the commit).
+`publish` takes any declared event, the application's own included (`realtime.registry`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Generic, Self, TypeVar
 from pydantic import JsonValue
 
 from realtime.events import (
+    Event,
     Modal,
     ModalContent,
     Redirect,
@@ -21,14 +23,15 @@ from realtime.events import (
     Toast,
     ToastVariant,
     Update,
+    UpdatePayload,
     encode_context,
     encode_event,
 )
 from realtime.ids import check_client
 from realtime.options import DEFAULT_OPTIONS, PublishOptions
 from realtime.recipients import Recipient
+from realtime.registry import event_registry
 
-AnyEvent = Redirect | Toast | Refresh | Update | Modal
 Result = TypeVar("Result")
 
 
@@ -63,12 +66,13 @@ class Manager(Generic[Result]):
         twin._context = encode_context(context)
         return twin
 
-    def body(self, event: AnyEvent) -> str:
-        """The event's frame body as stored and sent: its JSON, the context keys first."""
-        encoded = encode_event(event)
+    def body(self, event: Event) -> str:
+        """The event's frame body as stored and sent: its JSON, the context keys first.
+        Raises UndeclaredEvent (a ValueError) for a type this process did not declare."""
+        encoded = encode_event(event_registry().check(event))
         return "{" + self._context + encoded[1:] if self._context else encoded
 
-    def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> Result:
+    def publish(self, event: Event, options: PublishOptions = DEFAULT_OPTIONS) -> Result:
         raise NotImplementedError
 
     def scoped(self, options: PublishOptions) -> PublishOptions:
@@ -102,17 +106,20 @@ class Manager(Generic[Result]):
 
     def update_ui(
         self,
-        data: JsonValue,
+        data: JsonValue | UpdatePayload,
         *,
         coalesce_key: str | None = None,
         ttl: float | None = None,
         idempotency_key: str | None = None,
     ) -> Result:
-        """Hand `data` to the page's ui-update listeners.
+        """Hand `data` to the page's ui-update listeners: any JSON, or a typed payload
+        (`realtime.payloads`; the optional keys it was not given left out).
 
         With `coalesce_key`, a newer update with the same key replaces an older one still
         waiting in a slow client's send buffer (use it for state snapshots, not deltas).
         """
+        if isinstance(data, UpdatePayload):
+            data = data.as_data()
         return self.publish(Update(data=data), PublishOptions(ttl, coalesce_key, idempotency_key))
 
     def show_modal(

@@ -19,13 +19,14 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 @dataclass(frozen=True, slots=True)
 class PublishOptions:
     """`ttl`: seconds the event stays worth replaying to a client that reconnects (None: its
-    type's default, `realtime.events.DEFAULT_TTL_SECONDS`; at most the log's retention).
-    `coalesce_key`: a newer `ui_update` with the same key replaces an older one still waiting
-    in a slow client's buffer (for snapshots, not deltas). `idempotency_key`: a repeat with the
-    same key within the retention returns the first event's id and publishes nothing.
-    `client`: a user's event for one browser tab (its id, `client=` on its sockets): stored in
-    the user's log like any other, and delivered only to that tab's connections if the tab is
-    connected when it is published, else to all of the user's (see `realtime.broker.log_calls`).
+    type's default, its model's `default_ttl_seconds`; at most the log's retention).
+    `coalesce_key`: a newer event (a `ui_update`, an application's snapshot) with the same key
+    replaces an older one still waiting in a slow client's buffer (for snapshots, not deltas).
+    `idempotency_key`: a repeat with the same key within the retention returns the first
+    event's id and publishes nothing. `client`: a user's event for one browser tab (its id,
+    `client=` on its sockets): stored in the user's log like any other, and delivered only to
+    that tab's connections if the tab is connected when it is published, else to all of the
+    user's (see `realtime.broker.log_calls`).
     """
 
     ttl: float | None = None

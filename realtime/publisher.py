@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from realtime import presence, revocation
 from realtime.broker.topology import async_client, sync_client
 from realtime.eventlog import AsyncEventLog, EventLog, Retention
-from realtime.events import DEFAULT_TTL_SECONDS
-from realtime.manager import AnyEvent, Manager
+from realtime.events import Event
+from realtime.manager import Manager
 from realtime.options import DEFAULT_OPTIONS, PublishOptions
 from realtime.recipients import Recipient
 from realtime.settings import events_settings
@@ -75,12 +75,12 @@ async def default_async_event_log() -> AsyncEventLog:
     return log
 
 
-def ttl_of(event_type: str, ttl: float | None, retention: Retention) -> float:
+def ttl_of(event: Event, ttl: float | None, retention: Retention) -> float:
     """How long an event stays worth replaying: `ttl` when given, else its type's default,
     which a log kept for less time than that (EVENTS_MAX_AGE_SECONDS) shortens."""
     if ttl is not None:
         return ttl
-    return min(DEFAULT_TTL_SECONDS[event_type], retention.max_age_seconds)
+    return min(event.default_ttl_seconds, retention.max_age_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +115,15 @@ class UIManager(Manager[str]):
 
         return AfterCommitUIManager(self, session)
 
-    def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> str:
+    def publish(self, event: Event, options: PublishOptions = DEFAULT_OPTIONS) -> str:
         """Validate, store and announce `event`; raises redis.RedisError if Redis is down.
 
         A repeat with the same idempotency key within the log's retention returns the
         first call's id and publishes nothing."""
+        body = self.body(event)  # refused before any Redis call
         log = self.log
-        ttl = ttl_of(event.type, options.ttl, log.retention)
-        return log.append(self.recipient, self.body(event), ttl, self.scoped(options))
+        ttl = ttl_of(event, options.ttl, log.retention)
+        return log.append(self.recipient, body, ttl, self.scoped(options))
 
     # -- presence and disconnect (realtime.presence) ------------------------------------
 
@@ -143,7 +144,7 @@ class UIManager(Manager[str]):
 
     def deliver(
         self,
-        event: AnyEvent,
+        event: Event,
         options: PublishOptions = DEFAULT_OPTIONS,
         *,
         if_offline: Callable[[], object] | None = None,
@@ -174,11 +175,12 @@ class AsyncUIManager(Manager[Coroutine[Any, Any, str]]):
     async def log(self) -> AsyncEventLog:
         return self._log or await default_async_event_log()
 
-    async def publish(self, event: AnyEvent, options: PublishOptions = DEFAULT_OPTIONS) -> str:
+    async def publish(self, event: Event, options: PublishOptions = DEFAULT_OPTIONS) -> str:
         """`UIManager.publish` for asyncio code."""
+        body = self.body(event)  # refused before any Redis call
         log = await self.log()
-        ttl = ttl_of(event.type, options.ttl, log.retention)
-        return await log.append(self.recipient, self.body(event), ttl, self.scoped(options))
+        ttl = ttl_of(event, options.ttl, log.retention)
+        return await log.append(self.recipient, body, ttl, self.scoped(options))
 
     async def connections(self) -> int:
         """The user's open sockets on every edge (a business: all its members')."""
@@ -195,7 +197,7 @@ class AsyncUIManager(Manager[Coroutine[Any, Any, str]]):
 
     async def deliver(
         self,
-        event: AnyEvent,
+        event: Event,
         options: PublishOptions = DEFAULT_OPTIONS,
         *,
         if_offline: Callable[[], object] | None = None,

@@ -47,6 +47,14 @@ class EventsSettings(BaseSettings):
     # little ahead (or a server a little behind) does not get fresh tokens refused.
     jwt_leeway_seconds: int = Field(5, ge=0, le=300)
 
+    # The modules (comma-separated import paths) that declare the application's own events and
+    # ui_update payloads (realtime.registry): every process reads the same ones.
+    insight_event_modules: str = ""
+
+    @property
+    def event_modules(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.insight_event_modules.split(",") if name.strip())
+
     @property
     def events_url(self) -> str:
         """The Redis of the UI event logs and pub/sub (EVENTS_REDIS_URL, else REDIS_URL)."""

@@ -137,3 +137,19 @@ def test_a_quick_large_replay_run_compares_latency_with_and_without_replays(
     assert replayed["no_first_frame"] + sum(replayed["first_codes"].values()) == 20
     assert isinstance(replayed["edge_closes_1013"], int)
     assert "x) |" in (tmp_path / "large_replay.md").read_text()  # ratios to no replays
+
+
+def test_the_app_event_bench_prints_each_kind_with_its_comparisons_ratio() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.app_events", "--events", "20", "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {row["kind"]: row for row in map(json.loads, run.stdout.splitlines())}
+    assert set(rows) == {"ui_toast", "bench_notice", "ui_update, dict", "ui_update, JobProgress"}
+    assert rows["bench_notice"]["compared_with"] == "ui_toast"
+    assert rows["ui_update, JobProgress"]["compared_with"] == "ui_update, dict"
+    for row in rows.values():
+        assert row["cpu_us_per_publish"] > 0
+        assert (row["ratio"] is None) == (row["compared_with"] is None)
+        assert row["ratio"] is None or row["ratio"] > 0

@@ -15,6 +15,7 @@ import pytest
 
 from cli.local_redis import LocalRedis
 from realtime import AsyncUIManager, UIManager
+from tests.figures import FIGURES
 from tests.harness import (
     ROOT,
     Client,
@@ -68,7 +69,7 @@ async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
         ui.redirect("/orders?status=success"),
         ui.show_toast("Order created", "Order #17 was created", "success"),
         ui.refresh(),
-        ui.update_ui({"type": "metrics_update", "businessId": "b1", "metrics": {"revenue": 900}}),
+        ui.update_ui({"type": "metrics_update", "businessId": "b1", "metrics": FIGURES}),
         ui.show_modal("payment_failed", {"orderId": "17"}),
     ]
     frames = await client.events(5)
@@ -79,7 +80,7 @@ async def test_each_of_the_five_events_arrives_as_exactly_the_seed_json(
          "variant": "success"},
         {"type": "ui_refresh"},
         {"type": "ui_update",
-         "data": {"type": "metrics_update", "businessId": "b1", "metrics": {"revenue": 900}}},
+         "data": {"type": "metrics_update", "businessId": "b1", "metrics": FIGURES}},
         {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}},
     ]  # fmt: skip
     await client.close()

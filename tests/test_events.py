@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from realtime import typescript
 from realtime.events import (
     Modal,
     ModalContent,
@@ -16,9 +18,12 @@ from realtime.events import (
     Toast,
     Update,
     encode_event,
-    event_json_schema,
-    parse_event,
 )
+from realtime.registry import load_registry
+from tests.harness import ROOT
+
+_insight = load_registry(())
+parse_event = _insight.parse
 
 SEED_FRAMES: list[tuple[Any, dict[str, Any]]] = [
     (Redirect(target="/orders?status=success"),
@@ -27,9 +32,9 @@ SEED_FRAMES: list[tuple[Any, dict[str, Any]]] = [
      {"type": "ui_toast", "title": "Order created", "description": "Order #17 was created",
       "variant": "success"}),
     (Refresh(), {"type": "ui_refresh"}),
-    (Update(data={"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 3}}),
+    (Update(data={"orderId": "17"}),
      {"type": "ui_update",
-      "data": {"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 3}}}),
+      "data": {"orderId": "17"}}),
     (Modal(data=ModalContent(type="payment_failed", payload={"orderId": "17"})),
      {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}}),
 ]  # fmt: skip
@@ -67,17 +72,23 @@ def test_a_bad_event_raises_an_error_naming_the_field(bad: dict[str, Any], field
 
 
 def test_json_schema_describes_the_five_events() -> None:
-    schema = event_json_schema()
+    schema = _insight.json_schema()
     mapping = schema["discriminator"]["mapping"]
     assert set(mapping) == {"ui_redirect", "ui_toast", "ui_refresh", "ui_update", "ui_modal"}
     toast = schema["$defs"]["Toast"]
     assert toast["properties"]["variant"]["enum"] == ["success", "error", "warning", "info"]
 
 
-def test_the_committed_typescript_declarations_match_the_python_schema() -> None:
-    from tools.typescript import DECLARATIONS, render
-
-    assert DECLARATIONS.read_text() == render(), (
-        "edge/static/insight.d.ts is stale: run `make typescript`"
-    )
-    assert 'variant: "success" | "error" | "warning" | "info";' in render()
+@pytest.mark.parametrize(
+    ("committed", "modules"),
+    [
+        (ROOT / "edge" / "static" / "insight.d.ts", ()),  # Insight's own events
+        (ROOT / "examples" / "nextjs" / "src" / "hooks" / "insight.d.ts", ("demo.events",)),
+    ],
+)
+def test_the_committed_typescript_declarations_match_the_declared_events(
+    committed: Path, modules: tuple[str, ...]
+) -> None:
+    rendered = typescript.render(load_registry(modules))
+    assert committed.read_text() == rendered, f"{committed} is stale: run `make typescript`"
+    assert 'variant: "success" | "error" | "warning" | "info";' in rendered

@@ -28,6 +28,7 @@ from core.config import get_settings
 from core.db import dispose_after_fork
 from core.json_logs import configure_logging
 from domain import reliability
+from realtime.registry import event_registry
 from workers import telemetry
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ METRICS_EVERY_SECONDS = 60.0
 def create_celery() -> Celery:
     # Task modules are imported by the worker at start-up (`include`), not when this module
     # is: the tasks import this app to register with it.
+    # The declared events (INSIGHT_EVENT_MODULES), read now: a module that cannot be used stops
+    # the worker and beat at start, naming it (an error in a Celery signal would only be logged).
+    event_registry()
     app = Celery("insight", include=["workers.tasks"])
     settings = get_settings()
     app.conf.update(reliability.celery_settings(settings.broker_url, settings.result_backend))

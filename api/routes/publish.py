@@ -43,8 +43,8 @@ from api.refusals import RETRY_AFTER_SECONDS, BodyLimit, unavailable
 from api.schemas import Problem, refusals
 from realtime import PublishOptions
 from realtime.eventlog import Retention
-from realtime.events import Modal, ModalContent, Redirect, Refresh, Toast, Update
-from realtime.manager import AnyEvent
+from realtime.events import Event, Modal, ModalContent, Redirect, Refresh, Toast, Update
+from realtime.payloads import JobProgress
 from realtime.publisher import AsyncUIManager
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _example(to: dict[str, Any], event: AnyEvent, **options: Any) -> dict[str, Any]:
+def _example(to: dict[str, Any], event: Event, **options: Any) -> dict[str, Any]:
     """A request body, its event made by realtime/events.py's own models."""
     return {"to": to, "event": event.model_dump(mode="json"), **options}
 
@@ -85,11 +85,13 @@ _TOAST = _example(
 _EXAMPLES: dict[str, Any] = {
     "toast": {"summary": "A toast to one user", "value": _TOAST},
     "update": {
-        "summary": "A state snapshot to a business, coalesced",
+        "summary": "A job's progress (a typed payload, realtime/payloads.py), coalesced",
         "value": _example(
-            {"business": "b1"},
-            Update(data={"type": "metrics_update", "businessId": "b1", "metrics": {"orders": 17}}),
-            coalesce_key="metrics:b1",
+            {"user": "42"},
+            Update(
+                data=JobProgress(jobId="j17", kind="order", status="running", percent=40).as_data()
+            ),
+            coalesce_key="job:j17",
         ),
     },
     "redirect": {

@@ -1,5 +1,5 @@
 // The demo's main page: submit jobs through the real job API and watch their events arrive.
-import { api, chooseUser, connect, currentUser, loadConfig, showToast } from "/demo/static/demo-common.js";
+import { api, chooseUser, connect, currentUser, getToken, loadConfig, showToast } from "/demo/static/demo-common.js";
 
 const ORDER = {
   items: [
@@ -106,6 +106,34 @@ window.addEventListener("ui-modal", (event) => {
     `Order #${payload.orderId} was not paid: ${payload.reason}`;
   document.getElementById("modal").hidden = false;
 });
+// The demo's own event (demo/events.py), which insight.js dispatches as "ui-confetti".
+window.addEventListener("ui-confetti", (event) => {
+  const { by, message } = event.detail;
+  const banner = document.getElementById("celebration");
+  banner.textContent = `🎉 ${by}: ${message}`;
+  banner.dataset.by = by;
+  banner.hidden = false;
+  clearTimeout(banner.timer);
+  banner.timer = setTimeout(() => { banner.hidden = true; }, 6000);
+});
+
+async function celebrate(button) {
+  button.disabled = true;
+  try {
+    const response = await fetch("/demo/celebrate", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${await getToken(user)}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ message: "Celebrating with the whole team!" }),
+    });
+    if (!response.ok) throw new Error((await response.json()).detail || response.statusText);
+  } catch (error) {
+    showToast({ title: "Could not celebrate", description: String(error.message), variant: "error" });
+  } finally {
+    button.disabled = false;
+  }
+}
+document.getElementById("celebrate").addEventListener("click", (event) => celebrate(event.target));
+
 document.getElementById("modal-close").addEventListener("click", () => {
   document.getElementById("modal").hidden = true;
 });

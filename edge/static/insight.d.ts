@@ -1,7 +1,44 @@
-// Generated from realtime/events.py by `make typescript`. Do not edit by hand.
+// Generated from the declared events by `insight schema`. Do not edit by hand.
 
 export type JsonValue =
   | string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A business's figures for today (UTC), the last 7 days and the last 30 days. */
+export interface BusinessFigures {
+  today: MetricsWindow;
+  "7d": MetricsWindow;
+  "30d": MetricsWindow;
+  computed_at: string;
+}
+
+/** How far a job is: sent while it runs and once more with its terminal status. */
+export interface JobProgress {
+  type: "job_progress";
+  jobId: string;
+  kind: string;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  percent: number;
+  done?: number | null;
+  total?: number | null;
+  etaSeconds?: number | null;
+  attempt?: number | null;
+}
+
+/** A business's figures, freshly computed, for its dashboards. */
+export interface MetricsUpdate {
+  type: "metrics_update";
+  businessId: string;
+  metrics: BusinessFigures;
+}
+
+/** A business's figures over one window; money per currency, in minor units. */
+export interface MetricsWindow {
+  orders: number;
+  paid_orders: number;
+  revenue: { [key: string]: number };
+  average_order_value: { [key: string]: number };
+  payment_success_rate: number | null;
+}
 
 /** Open a modal dialog. */
 export interface Modal {
@@ -13,6 +50,15 @@ export interface Modal {
 export interface ModalContent {
   type: string;
   payload: JsonValue;
+}
+
+/** A payment's state moved (a Stripe webhook): its owner's page shows the new state. */
+export interface PaymentUpdate {
+  type: "payment_update";
+  paymentId: string;
+  orderId: string;
+  jobId: string;
+  status: string;
 }
 
 /** Navigate the browser to `target`. */
@@ -37,7 +83,7 @@ export interface Toast {
 /** Hand arbitrary JSON to the page's `ui-update` listeners. */
 export interface Update {
   type: "ui_update";
-  data: JsonValue;
+  data: UpdateData;
 }
 
 /** Keys every event frame may carry beside its own: `id` (the connection's resume cursor, which starts with the event's own id) and what it is about. */
@@ -46,6 +92,10 @@ export interface FrameContext {
   jobId?: string;
   requestId?: string;
 }
+
+export type UpdatePayload = JobProgress | MetricsUpdate | PaymentUpdate;
+
+export type UpdateData = UpdatePayload | JsonValue;
 
 export type UIEvent = Modal | Redirect | Refresh | Toast | Update;
 
@@ -83,7 +133,7 @@ export interface ConnectOptions {
   onToast?: (toast: Toast & FrameContext) => void;
   onRedirect?: (target: string, frame: Redirect & FrameContext) => void;
   onRefresh?: (frame: Refresh & FrameContext) => void;
-  onUpdate?: (data: JsonValue, frame: Update & FrameContext) => void;
+  onUpdate?: (data: UpdateData, frame: Update & FrameContext) => void;
   onModal?: (data: ModalContent, frame: Modal & FrameContext) => void;
   onGap?: (since: string) => void;
   /**
@@ -127,3 +177,17 @@ export function tabId(storage?: Pick<Storage, "getItem" | "setItem"> | null): st
 
 /** `fetch` with this tab's id as the `Insight-Client` header: use it for the job API. */
 export function insightFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+
+/** The window CustomEvents insight.js dispatches, and what each carries as `detail`. */
+export interface UIEventMap {
+  "ui-update": UpdateData;
+  "ui-modal": ModalContent;
+  "ui-toast": Toast & FrameContext;
+  "ui-gap": { since: string };
+}
+
+/** Whether a ui_update's data is the declared payload `type` (the publisher validated it). */
+export function isUpdatePayload<K extends UpdatePayload["type"]>(
+  data: UpdateData,
+  type: K,
+): data is Extract<UpdatePayload, { type: K }>;

@@ -14,7 +14,7 @@ import { useEffect, useRef, useState } from "react";
 import { toast } from "sonner";
 
 import { connectUIEvents } from "./insight.js";
-import type { ConnectOptions, ConnectionStatus, UIEventsHandle } from "./insight";
+import type { ConnectOptions, ConnectionStatus, UIEventMap, UIEventsHandle } from "./insight";
 
 const DEFAULT_URL = process.env.NEXT_PUBLIC_INSIGHT_WS ?? "ws://127.0.0.1:8001/api/v1/insight";
 const TOKEN_URL = process.env.NEXT_PUBLIC_INSIGHT_TOKEN_URL ?? "/api/insight-token";
@@ -67,14 +67,28 @@ export function useUIEvents(options: Partial<ConnectOptions> = {}): {
   return { isConnected: status === "open", status };
 }
 
+/**
+ * A listener of the window CustomEvents insight.js dispatches, typed by name from the declared
+ * events (`UIEventMap` in insight.d.ts): `useUIEventListener("cart-updated", (frame) => ...)`.
+ * The seed's form, with the data's type given (`useUIEventListener<T>("ui-update", ...)`),
+ * still works.
+ */
+export function useUIEventListener<K extends keyof UIEventMap>(
+  eventType: K,
+  handler: (detail: UIEventMap[K]) => void,
+): void;
 export function useUIEventListener<T>(
   eventType: "ui-update" | "ui-modal",
   handler: (data: T) => void,
+): void;
+export function useUIEventListener(
+  eventType: string,
+  handler: (detail: unknown) => void,
 ): void {
   const latest = useRef(handler);
   latest.current = handler;
   useEffect(() => {
-    const listener = (event: Event) => latest.current((event as CustomEvent<T>).detail);
+    const listener = (event: Event) => latest.current((event as CustomEvent<unknown>).detail);
     window.addEventListener(eventType, listener);
     return () => window.removeEventListener(eventType, listener);
   }, [eventType]);

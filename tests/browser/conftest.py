@@ -42,7 +42,13 @@ def browser() -> Iterator[Browser]:
 def demo(redis_server: LocalRedis, artifacts: Path) -> Iterator[Stack]:
     """The whole system on SQLite, with an edge that serves the demo and mints demo tokens."""
     with fresh_database("sqlite", artifacts) as url:
-        stack = start_stack(redis_server.url, url, artifacts, DEMO_ENABLED="true")
+        stack = start_stack(
+            redis_server.url,
+            url,
+            artifacts,
+            DEMO_ENABLED="true",
+            INSIGHT_EVENT_MODULES="demo.events",
+        )
         yield stack
         for process in (stack.edge, stack.worker, stack.api, stack.stripe):
             process.stop()

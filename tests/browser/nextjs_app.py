@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.harness import ROOT, TEST_AUDIENCE, TEST_ISSUER, TEST_JWT_SECRET
-from tests.stack import Stack
+from tests.stack import SERVER_KEY, Stack
 
 APP = ROOT / "examples" / "nextjs"
 # What a checkout may hold that is not the app's source (a developer's own install or build).
@@ -116,6 +116,7 @@ class NextApp:
             JWT_AUDIENCE=TEST_AUDIENCE,
             JWT_ISSUER=TEST_ISSUER,
             INSIGHT_TOKEN_TTL_SECONDS="900",
+            INSIGHT_PUBLISH_KEY=SERVER_KEY,
         )
         started = time.monotonic()
         with open(self.log_path, "ab") as log:

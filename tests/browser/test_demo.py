@@ -74,6 +74,25 @@ def test_two_users_of_one_business_share_metrics_but_not_toasts(
     bob.context.close()
 
 
+def test_a_celebration_the_demos_own_event_reaches_every_member_of_the_business(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    alice, bob = open_demo(context, demo, "alice"), open_demo(context, demo, "bob")
+    carol = open_demo(context, demo, "carol")  # another business
+    alice.click("#celebrate")
+    for page in (alice, bob):
+        expect(page.locator("#celebration")).to_have_text(
+            "🎉 Alice: Celebrating with the whole team!"
+        )
+    expect(carol.locator("#celebration")).to_be_hidden()  # another business: not for her
+    screenshot(bob)
+    carol.click("#celebrate")
+    expect(carol.locator("#celebration")).to_have_text("🎉 Carol: Celebrating with the whole team!")
+    bob.click("#celebrate")  # and any member's reaches the others
+    expect(alice.locator("#celebration")).to_have_attribute("data-by", "Bob")
+    expect(bob.locator("#celebration")).to_have_attribute("data-by", "Bob")
+
+
 def test_events_published_while_the_edge_restarts_arrive_after_it_returns(
     context: BrowserContext, demo: Stack, screenshot: Shot
 ) -> None:

@@ -39,7 +39,7 @@ from tests.browser.nextjs_app import (
     wait_npm_ci,
 )
 from tests.harness import ROOT
-from tests.stack import fresh_database, start_stack
+from tests.stack import SERVER_KEY, fresh_database, start_stack
 
 # npm ci, the build and the stack come first: the first test's budget covers them.
 pytestmark = pytest.mark.timeout(300)
@@ -62,6 +62,9 @@ def nextjs(
         with pytest.MonkeyPatch.context() as env:
             # The API and the edge answer the app's origin, and only it.
             env.setenv("ALLOWED_ORIGINS", f"http://127.0.0.1:{port}")
+            # The app's own event (ui_confetti), which its server publishes with a server key.
+            env.setenv("INSIGHT_EVENT_MODULES", "demo.events")
+            env.setenv("PUBLISH_API_KEYS", SERVER_KEY)
             stack = start_stack(redis_server.url, database_url, artifacts)
         app = NextApp(workdir, port, artifacts / f"next-{port}.log", stack)
         try:
@@ -150,14 +153,9 @@ def create_order(visit: Visit) -> str:
 
 
 def test_the_example_uses_the_products_client_and_hook_unchanged() -> None:
-    """The copies in src/hooks/ (what `npm run sync-insight` writes) are edge/static's."""
-    for name in (
-        "insight.js",
-        "insight-wire.js",
-        "insight-tab.js",
-        "insight.d.ts",
-        "useUIEvents.ts",
-    ):
+    """The copies in src/hooks/ (what `npm run sync-insight` writes) are edge/static's; its
+    insight.d.ts is generated with the example's own event (tests/test_events.py)."""
+    for name in ("insight.js", "insight-wire.js", "insight-page.js", "useUIEvents.ts"):
         copy = (APP / "src" / "hooks" / name).read_bytes()
         assert copy == (ROOT / "edge" / "static" / name).read_bytes(), (
             f"examples/nextjs/src/hooks/{name} differs: run `npm run sync-insight` there"
@@ -285,3 +283,33 @@ def test_nextjs_live_metrics_and_another_business_sees_none_of_it(
             no_token_in_urls(visit, nextjs)
     finally:
         other.close()
+
+
+def test_nextjs_the_apps_own_event_reaches_its_business_through_the_typed_hook(
+    browser: Browser, context: BrowserContext, nextjs: NextApp, screenshot: Shot
+) -> None:
+    """`ui_confetti` (demo/events.py), published by the app's server through the HTTP API,
+    reaches the listener `useUIEventListener("ui-confetti", ...)` of every member of the
+    business, and nobody else's."""
+    alice = sign_in(context, nextjs, "alice")
+    others = [browser.new_context(viewport={"width": 1280, "height": 860}) for _ in range(2)]
+    try:
+        for other in others:  # one session cookie per context: a context per person
+            other.set_default_timeout(15_000)
+        bob, carol = sign_in(others[0], nextjs, "bob"), sign_in(others[1], nextjs, "carol")
+        alice.page.click("#celebrate")
+        for visit in (alice, bob):
+            expect(visit.page.locator(".celebration")).to_have_text(
+                "🎉 Alice: Celebrating with the whole team!"
+            )
+        frame = next(f for f in bob.frames if f["type"] == "ui_confetti")
+        assert {k: v for k, v in frame.items() if k != "id"} == {
+            "type": "ui_confetti", "by": "Alice", "message": "Celebrating with the whole team!"
+        }  # fmt: skip
+        carol.page.click("#celebrate")  # after Alice's: had hers reached Carol, it came first
+        expect(carol.page.locator(".celebration")).to_have_attribute("data-by", "Carol")
+        assert [f["by"] for f in carol.frames if f["type"] == "ui_confetti"] == ["Carol"]
+        screenshot(bob.page)
+    finally:
+        for other in others:
+            other.close()

@@ -27,7 +27,9 @@ from core.models import Job, Order
 from realtime import Recipient, UIManager
 from realtime.after_commit import pending_count
 from realtime.eventlog import EventLog
+from realtime.payloads import JobProgress
 from realtime.publisher import default_event_log
+from tests.figures import FIGURES
 from tests.harness import Client, Edge, unique
 
 pytestmark = pytest.mark.anyio
@@ -61,6 +63,10 @@ def job_row(user: str, kind: str = "order") -> Job:
         deliveries=0,
         notified=False,
     )
+
+
+def finished(job_id: str) -> JobProgress:
+    return JobProgress(jobId=job_id, kind="order", status="succeeded", percent=100)
 
 
 def logged(client: redis.Redis, user: str) -> list[dict[str, Any]]:
@@ -112,7 +118,7 @@ def test_a_committed_transaction_publishes_each_event_once_in_order(
         row = job_row(user)
         session.add(row)
         later = UIManager.for_user(user).after_commit(session).with_context(jobId=row.id)
-        later.update_ui({"type": "job_progress", "percent": 100}, idempotency_key=f"{row.id}:p")
+        later.update_ui(finished(row.id), idempotency_key=f"{row.id}:p")
         later.show_toast("Order created", "#1", "success", idempotency_key=f"{row.id}:t")
         later.redirect("/orders", idempotency_key=f"{row.id}:r")
         session.flush()
@@ -184,7 +190,7 @@ async def test_the_page_gets_the_events_only_after_the_commit_and_then_finds_the
     session.add(row)
     later = UIManager.for_user(user).with_context(jobId=row.id).after_commit(session)
     later.show_toast("Order created", "#1", "success")
-    later.update_ui({"type": "job_progress", "percent": 100})
+    later.update_ui(finished(row.id))
     later.redirect("/orders")
     session.flush()
     assert await client.silent_for(0.3)
@@ -369,7 +375,7 @@ def test_a_finished_metrics_job_is_announced_again_from_its_stored_figures(
     from workers.tasks import metrics as metrics_tasks
 
     user, business = unique("u"), unique("b")
-    stored = {"today": {"orders": 7}, "computed_at": "2026-06-15T12:00:00+00:00"}
+    stored = FIGURES
     with sessions() as session:
         row = job_row(user, "metrics")
         row.business_id, row.status = business, "succeeded"

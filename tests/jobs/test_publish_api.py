@@ -29,6 +29,7 @@ from api.publish_schemas import PUBLISH_BATCH_MAX_BODY_BYTES, PUBLISH_MAX_BODY_B
 from cli.local_redis import LocalRedis, free_port
 from core.config import DEV_PUBLISH_API_KEY, Settings
 from realtime.recipients import Recipient
+from tests.figures import FIGURES
 from tests.harness import (
     ROOT,
     WAIT,
@@ -54,7 +55,10 @@ FIVE_EVENTS: list[dict[str, Any]] = [
     TOAST,
     {"type": "ui_redirect", "target": "/orders?status=success"},
     {"type": "ui_refresh"},
-    {"type": "ui_update", "data": {"type": "metrics_update", "metrics": {"orders": 17}}},
+    {
+        "type": "ui_update",
+        "data": {"type": "metrics_update", "businessId": "b1", "metrics": FIGURES},
+    },
     {"type": "ui_modal", "data": {"type": "payment_failed", "payload": {"orderId": "17"}}},
 ]
 

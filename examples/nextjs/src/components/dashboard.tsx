@@ -7,9 +7,10 @@ import { toast } from "sonner";
 import { useConnectionStatus } from "@/app/providers";
 import { useBusinessId, useJobApi } from "@/components/auth";
 import { useJobs } from "@/components/jobs";
+import { isUpdatePayload } from "@/hooks/insight.js";
+import type { BusinessFigures } from "@/hooks/insight";
 import { useUIEventListener } from "@/hooks/useUIEvents";
-import { moneyByCurrency } from "@/lib/format";
-import type { Metrics, UIUpdate } from "@/lib/types";
+import { moneyByCurrency, reason } from "@/lib/format";
 
 const WINDOWS = [
   ["today", "Today"],
@@ -21,11 +22,11 @@ export function MetricsDashboard() {
   const business = useBusinessId();
   const api = useJobApi();
   const track = useJobs();
-  const [metrics, setMetrics] = useState<Metrics | null>(null);
+  const [metrics, setMetrics] = useState<BusinessFigures | null>(null);
   const [updates, setUpdates] = useState(0);
 
-  useUIEventListener<UIUpdate>("ui-update", (data) => {
-    if (data.type === "metrics_update" && data.businessId === business) {
+  useUIEventListener("ui-update", (data) => {
+    if (isUpdatePayload(data, "metrics_update") && data.businessId === business) {
       setMetrics(data.metrics);
       setUpdates((n) => n + 1);
     }
@@ -35,7 +36,7 @@ export function MetricsDashboard() {
     try {
       track(await api.submit("/metrics/recalculate", {}), "metrics");
     } catch (error) {
-      toast.error("Request refused", { description: String((error as Error).message) });
+      toast.error("Request refused", { description: reason(error) });
     }
   }, [api, track]);
 

@@ -3,22 +3,25 @@
 // `job_progress` ui_updates (a bar per job, 10% -> 100%).
 import { createContext, useCallback, useContext, useMemo, useState, type ReactNode } from "react";
 
+import { isUpdatePayload } from "@/hooks/insight.js";
+import type { JobProgress } from "@/hooks/insight";
 import { useUIEventListener } from "@/hooks/useUIEvents";
-import type { JobAccepted, JobKind, JobStatus, UIUpdate } from "@/lib/types";
+import type { JobAccepted, JobKind } from "@/lib/types";
 
-interface JobRow {
-  jobId: string;
-  kind: JobKind;
-  percent: number;
-  status: JobStatus;
-}
+type JobRow = Pick<JobProgress, "jobId" | "kind" | "percent" | "status">;
 
 const JobsContext = createContext<{ jobs: JobRow[]; track: (job: JobAccepted, kind: JobKind) => void }>({
   jobs: [],
   track: () => {},
 });
 
-const rank: Record<JobStatus, number> = { queued: 0, running: 1, succeeded: 2, failed: 2 };
+const rank: Record<JobProgress["status"], number> = {
+  queued: 0,
+  running: 1,
+  succeeded: 2,
+  failed: 2,
+  cancelled: 2,
+};
 
 function merge(jobs: JobRow[], next: JobRow): JobRow[] {
   const current = jobs.find((job) => job.jobId === next.jobId);
@@ -30,8 +33,8 @@ function merge(jobs: JobRow[], next: JobRow): JobRow[] {
 
 export function JobsProvider({ children }: { children: ReactNode }) {
   const [jobs, setJobs] = useState<JobRow[]>([]);
-  useUIEventListener<UIUpdate>("ui-update", (data) => {
-    if (data.type !== "job_progress") return;
+  useUIEventListener("ui-update", (data) => {
+    if (!isUpdatePayload(data, "job_progress")) return;
     const { jobId, kind, percent, status } = data;
     setJobs((rows) => merge(rows, { jobId, kind, percent, status }));
   });

@@ -7,9 +7,10 @@ import { toast } from "sonner";
 
 import { useJobApi } from "@/components/auth";
 import { useJobs } from "@/components/jobs";
+import { isUpdatePayload } from "@/hooks/insight.js";
 import { useUIEventListener } from "@/hooks/useUIEvents";
-import { money } from "@/lib/format";
-import type { JobKind, Order, PaymentFailed, UIUpdate } from "@/lib/types";
+import { money, reason } from "@/lib/format";
+import { isPaymentFailed, type JobKind, type Order, type PaymentFailed } from "@/lib/types";
 
 const ORDER = {
   items: [
@@ -28,7 +29,7 @@ function useSubmit(): (path: "/orders" | "/payments", body: unknown, kind: JobKi
       try {
         track(await api.submit(path, body), kind);
       } catch (error) {
-        toast.error("Request refused", { description: String((error as Error).message) });
+        toast.error("Request refused", { description: reason(error) });
       }
     },
     [api, track],
@@ -72,7 +73,7 @@ export function OrdersList() {
     try {
       setOrders(await api.get<Order[]>("/orders"));
     } catch (error) {
-      toast.error("Could not load orders", { description: String((error as Error).message) });
+      toast.error("Could not load orders", { description: reason(error) });
     }
   }, [api]);
 
@@ -88,12 +89,13 @@ export function OrdersList() {
     void reload();
   }, [reload]);
 
-  // As the seed's OrdersList: a ui-update about an order refreshes it in place; a finished
-  // order or payment job (the workers' job_progress at 100%) reloads the list.
-  useUIEventListener<UIUpdate>("ui-update", (data) => {
-    if (data.type === undefined && data.orderId) {
+  // As the seed's OrdersList: a ui-update about an order (the webhook's payment_update)
+  // refreshes it in place; a finished order or payment job (the workers' job_progress at 100%)
+  // reloads the list.
+  useUIEventListener("ui-update", (data) => {
+    if (isUpdatePayload(data, "payment_update")) {
       void refreshOrder(data.orderId);
-    } else if (data.type === "job_progress" && data.kind !== "metrics" && data.percent === 100) {
+    } else if (isUpdatePayload(data, "job_progress") && data.kind !== "metrics" && data.percent === 100) {
       void reload();
     }
   });
@@ -155,8 +157,8 @@ export function OrdersList() {
 /** The workers' `payment_failed` modal (ui_modal). */
 export function PaymentFailedModal() {
   const [failure, setFailure] = useState<PaymentFailed | null>(null);
-  useUIEventListener<{ type: string; payload: PaymentFailed }>("ui-modal", (data) => {
-    if (data.type === "payment_failed") setFailure(data.payload);
+  useUIEventListener("ui-modal", (data) => {
+    if (data.type === "payment_failed" && isPaymentFailed(data.payload)) setFailure(data.payload);
   });
   if (!failure) return null;
   return (

@@ -18,9 +18,9 @@
 // (insight-wire.js), and renewed by reopening with a fresh ticket; `transport: "sse"` forces it.
 
 import { ABNORMAL, FATAL_CODES, SERVER_RESTARTING, TOO_MANY_CONNECTIONS } from "./insight-wire.js";
-import { defaultStorage, tabId } from "./insight-tab.js";
+import { defaultStorage, dispatchAppEvent, tabId } from "./insight-page.js";
 
-export { insightFetch, tabId } from "./insight-tab.js";
+export { insightFetch, isUpdatePayload, tabId } from "./insight-page.js";
 import { TRY_AGAIN_LATER, UNAUTHORIZED, openStream, streamUrls } from "./insight-wire.js";
 
 // A frame's id is the connection's whole resume cursor after that frame: one component per
@@ -238,6 +238,7 @@ export function connectUIEvents(options) {
       }
       const handle = handlers[frame.type];
       if (handle) handle(frame);
+      else dispatchAppEvent(frame);
     };
     ws.onclose = (event) => {
       if (socket !== ws) return;

@@ -1,4 +1,7 @@
-// What this app reads from the job API and from the workers' ui_update / ui_modal events.
+// What this app reads from the job API and from the workers' ui_modal. The events' own types
+// (job_progress, metrics_update, the demo's ui_confetti, ...) are generated: @/hooks/insight.
+
+import type { JsonValue } from "@/hooks/insight";
 
 export interface DemoUser {
   id: string;
@@ -13,47 +16,19 @@ export interface JobAccepted {
 }
 
 export type JobKind = "order" | "payment" | "metrics";
-export type JobStatus = "queued" | "running" | "succeeded" | "failed";
-
-/** ui_update from a worker while a job runs (domain/announcements.py `progress`). */
-export interface JobProgress {
-  type: "job_progress";
-  jobId: string;
-  kind: JobKind;
-  percent: number;
-  status: JobStatus;
-}
-
-export interface MetricsWindow {
-  orders: number;
-  paid_orders: number;
-  revenue: Record<string, number>;
-  average_order_value: Record<string, number>;
-  payment_success_rate: number | null;
-}
-
-export interface Metrics {
-  today: MetricsWindow;
-  "7d": MetricsWindow;
-  "30d": MetricsWindow;
-  computed_at: string;
-}
-
-/** ui_update to every member of a business (domain/announcements.py `push_metrics`). */
-export interface MetricsUpdate {
-  type: "metrics_update";
-  businessId: string;
-  metrics: Metrics;
-}
-
-/** Any ui_update this app may see: the workers' two, or the seed's `{ orderId }`. */
-export type UIUpdate = JobProgress | MetricsUpdate | { type?: undefined; orderId?: string };
 
 export interface PaymentFailed {
   jobId: string;
   orderId: string | null;
   reason: string | null;
   declineCode: string | null;
+}
+
+/** A ui_modal's payload is any JSON: this one is a payment_failed's when its keys say so. */
+export function isPaymentFailed(payload: JsonValue): payload is JsonValue & PaymentFailed {
+  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) return false;
+  const text = (key: string) => payload[key] === null || typeof payload[key] === "string";
+  return typeof payload.jobId === "string" && ["orderId", "reason", "declineCode"].every(text);
 }
 
 export interface OrderItem {

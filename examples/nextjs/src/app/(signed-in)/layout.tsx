@@ -4,6 +4,7 @@ import type { ReactNode } from "react";
 
 import { signOut } from "@/app/actions";
 import { Providers } from "@/app/providers";
+import { Celebrations } from "@/components/celebrations";
 import { ConnectionBadge } from "@/components/connection-badge";
 import { JobsProvider } from "@/components/jobs";
 import { NavLink } from "@/components/nav-link";
@@ -33,7 +34,10 @@ export default async function SignedInLayout({ children }: { children: ReactNode
             </button>
           </form>
         </header>
-        <main>{children}</main>
+        <main>
+          <Celebrations />
+          {children}
+        </main>
       </JobsProvider>
     </Providers>
   );

@@ -1,5 +1,7 @@
-// Insight's browser tab id, beside insight.js (which re-exports `tabId` and `insightFetch`).
-//
+// Insight's side of the page, beside insight.js (which re-exports `tabId`, `insightFetch` and
+// `isUpdatePayload`): the tab's id, a fetch that names the tab, application events as window
+// events.
+
 export function defaultStorage() {
   try {
     return window.sessionStorage;
@@ -35,4 +37,23 @@ export function insightFetch(input, init = {}) {
   const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
   headers.set("Insight-Client", tabId());
   return fetch(input, { ...init, headers });
+}
+
+// An application's own event (declared in INSIGHT_EVENT_MODULES) of type `x_y` becomes the
+// window CustomEvent `x-y` with the frame as detail, as the seed's listeners are reached. A type
+// of another shape (a control frame this client predates) is ignored: the page is not told.
+const APP_EVENT_TYPE = /^[a-z][a-z0-9_]{0,63}$/;
+
+export function dispatchAppEvent(frame) {
+  const type = frame.type;
+  if (typeof type !== "string" || !APP_EVENT_TYPE.test(type) || type.startsWith("insight_")) {
+    console.debug("insight: ignored a frame of unknown type", String(type).slice(0, 80));
+    return;
+  }
+  window.dispatchEvent(new CustomEvent(type.replace(/_/g, "-"), { detail: frame }));
+}
+
+// Whether a ui_update's data is the declared payload `type` (the publisher validated it).
+export function isUpdatePayload(data, type) {
+  return data !== null && typeof data === "object" && !Array.isArray(data) && data.type === type;
 }

@@ -1,20 +1,23 @@
-"""Generate `edge/static/insight.d.ts` from the Python event schema.
-
-The TypeScript types of the frames are derived from `event_json_schema()`, so they cannot
-drift from what the publisher validates; a test fails when the committed file is stale.
-Regenerate with `make typescript` (`python -m tools.typescript > edge/static/insight.d.ts`,
-and the copy in examples/nextjs/src/hooks/).
+"""The TypeScript declarations of every frame (`insight.d.ts`), rendered from the declared
+events (`realtime.registry`): the five, the application's own, and the typed `ui_update`
+payloads. They cannot drift from what the publisher validates; `insight schema` writes them
+for an application, `make typescript` writes Insight's own into edge/static/ and the Next.js
+example's (with its own event) into examples/nextjs/src/hooks/, and tests fail when either
+committed file is stale.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 from typing import Any
 
-from realtime.events import CONTEXT_KEYS, Gap, Ready, event_json_schema
+from pydantic.json_schema import models_json_schema
 
-DECLARATIONS = Path(__file__).resolve().parent.parent / "edge" / "static" / "insight.d.ts"
+from realtime.events import CONTEXT_KEYS, CONTROL_FRAMES
+from realtime.registry import EventRegistry
+
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 _CLIENT_API = """
 export type ServerFrame = UIFrame | ReadyFrame | GapFrame;
@@ -35,7 +38,7 @@ export interface ConnectOptions {
   onToast?: (toast: Toast & FrameContext) => void;
   onRedirect?: (target: string, frame: Redirect & FrameContext) => void;
   onRefresh?: (frame: Refresh & FrameContext) => void;
-  onUpdate?: (data: JsonValue, frame: Update & FrameContext) => void;
+  onUpdate?: (data: UpdateData, frame: Update & FrameContext) => void;
   onModal?: (data: ModalContent, frame: Modal & FrameContext) => void;
   onGap?: (since: string) => void;
   /**
@@ -103,46 +106,96 @@ def _type_of(schema: dict[str, Any]) -> str:
         return "null"
     if kind == "array":
         return f"Array<{_type_of(schema.get('items', {}))}>"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"{{ [key: string]: {_type_of(schema['additionalProperties'])} }}"
     return "JsonValue"
 
 
-def _interface(name: str, schema: dict[str, Any]) -> str:
+def _interface(name: str, schema: dict[str, Any], *, optional: bool = False) -> str:
+    """An interface per model. An event frame carries every key (the publisher serialises
+    defaults too); a typed payload leaves out the optional keys it was not given (`optional`)."""
     lines = []
     if schema.get("description"):
         lines.append(f"/** {schema['description']} */")
     lines.append(f"export interface {name} {{")
-    # Every key is always present in a frame: the publisher serialises defaults too.
+    required = set(schema.get("required", ()))
     for key, prop in schema.get("properties", {}).items():
-        lines.append(f"  {key}: {_type_of(prop)};")
+        mark = "?" if optional and key not in required and prop.get("const") is None else ""
+        name = key if _IDENTIFIER.fullmatch(key) else json.dumps(key)
+        lines.append(f"  {name}{mark}: {_type_of(prop)};")
     lines.append("}")
     return "\n".join(lines)
 
 
-def render() -> str:
-    """The whole declaration file."""
-    schema = event_json_schema()
-    definitions = schema["$defs"]
-    events = [str(ref).rsplit("/", 1)[-1] for ref in schema["discriminator"]["mapping"].values()]
+def _name(ref: object) -> str:
+    return str(ref).rsplit("/", 1)[-1]
+
+
+def listener_name(event_type: str) -> str:
+    """The window CustomEvent insight.js dispatches an application's event as: `x_y` -> `x-y`."""
+    return event_type.replace("_", "-")
+
+
+def render(registry: EventRegistry) -> str:
+    """The whole declaration file for the events `registry` declares."""
+    events_schema = registry.json_schema()
+    mapping = {kind: _name(ref) for kind, ref in events_schema["discriminator"]["mapping"].items()}
+    models = [*registry.payloads.values(), *CONTROL_FRAMES]
+    names, extra = models_json_schema([(m, "serialization") for m in models])
+    definitions = {**events_schema["$defs"], **extra.get("$defs", {})}
+    payloads = [_name(names[(m, "serialization")]["$ref"]) for m in registry.payloads.values()]
+    ready, gap = (_name(names[(m, "serialization")]["$ref"]) for m in CONTROL_FRAMES)
+    # A ui_update's data: a declared payload (validated by the publisher) or any other JSON.
+    update = definitions[mapping["ui_update"]]
+    update["properties"]["data"] = {"$ref": "#/$defs/UpdateData"}
     parts = [
-        "// Generated from realtime/events.py by `make typescript`. Do not edit by hand.",
+        "// Generated from the declared events by `insight schema`. Do not edit by hand.",
         "export type JsonValue =\n  | string | number | boolean | null | JsonValue[]"
         " | { [key: string]: JsonValue };",
     ]
-    for name in sorted(definitions):
-        if name != "JsonValue":
-            parts.append(_interface(name, definitions[name]))
+    events = set(events_schema["$defs"])  # the payloads' models are the others
+    for name in sorted(set(definitions) - {"JsonValue", ready, gap}):
+        parts.append(_interface(name, definitions[name], optional=name not in events))
     context = "\n".join(f"  {key}?: string;" for key in sorted(CONTEXT_KEYS))
     parts.append(
         "/** Keys every event frame may carry beside its own: `id` (the connection's resume"
         " cursor, which starts with the event's own id) and what it is about. */\n"
         f"export interface FrameContext {{\n  id: string;\n{context}\n}}"
     )
-    parts.append(f"export type UIEvent = {' | '.join(events)};")
+    parts.append(f"export type UpdatePayload = {' | '.join(payloads) or 'never'};")
+    parts.append("export type UpdateData = UpdatePayload | JsonValue;")
+    parts.append(f"export type UIEvent = {' | '.join(mapping.values())};")
     parts.append("export type UIFrame = UIEvent & FrameContext;")
-    parts.append(_interface("ReadyFrame", Ready.model_json_schema(mode="serialization")))
-    parts.append(_interface("GapFrame", Gap.model_json_schema(mode="serialization")))
-    return "\n\n".join(parts) + "\n" + _CLIENT_API
+    parts.append(_interface("ReadyFrame", definitions[ready]))
+    parts.append(_interface("GapFrame", definitions[gap]))
+    return "\n\n".join(parts) + "\n" + _CLIENT_API + _dispatched(registry, mapping)
+
+
+def _dispatched(registry: EventRegistry, mapping: dict[str, str]) -> str:
+    """What insight.js hands to `window` listeners, by event name: the seed's, and each of the
+    application's events as its frame."""
+    own = "".join(
+        f'  "{listener_name(kind)}": {mapping[kind]} & FrameContext;\n'
+        for kind in registry.app_events
+    )
+    return f"""
+/** The window CustomEvents insight.js dispatches, and what each carries as `detail`. */
+export interface UIEventMap {{
+  "ui-update": UpdateData;
+  "ui-modal": ModalContent;
+  "ui-toast": Toast & FrameContext;
+  "ui-gap": {{ since: string }};
+{own}}}
+
+/** Whether a ui_update's data is the declared payload `type` (the publisher validated it). */
+export function isUpdatePayload<K extends UpdatePayload["type"]>(
+  data: UpdateData,
+  type: K,
+): data is Extract<UpdatePayload, {{ type: K }}>;
+"""
 
 
 if __name__ == "__main__":
-    print(render(), end="")
+    from realtime.registry import load_registry
+
+    print(render(load_registry(())), end="")

@@ -1,1 +1,0 @@
-"""Development tools, run from a checkout: not part of the installed package."""
