@@ -22,13 +22,14 @@ from domain.jobs import JobStatus, JobView
 from domain.payments import DEFAULT_SUCCESS_URL
 from domain.webhooks import PaymentChange
 from realtime import AsyncUIManager, UIManager
-from realtime.payloads import JobProgress, MetricsUpdate, PaymentUpdate
+from realtime.payloads import JobProgress, MetricsUpdate, OrderUpdate, PaymentUpdate
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from realtime.after_commit import AfterCommitUIManager
     from realtime.events import ToastVariant
+    from realtime.payloads import OrderStatus
 
     Target = UIManager | AfterCommitUIManager
 
@@ -62,16 +63,19 @@ def progress(
     """The job's `job_progress` ui_update, which the page draws as a progress bar: the one
     place every kind reports itself, while it runs and once more when it ends."""
     counted = done is not None and total is not None
+    optional = {
+        "done": done if counted else None,
+        "total": total if counted else None,
+        "etaSeconds": eta_seconds,
+        "attempt": job.attempt if job.attempt > 1 else None,
+    }
     _ui(job, after_commit).update_ui(
         JobProgress(
             jobId=job.id,
             kind=job.kind,
             percent=percent,
             status=status,
-            done=done if counted else None,
-            total=total if counted else None,
-            etaSeconds=eta_seconds,
-            attempt=job.attempt if job.attempt > 1 else None,
+            **{key: value for key, value in optional.items() if value is not None},
         ),
         coalesce_key=f"job:{job.id}",
         idempotency_key=_key(job, f"progress:{percent}:{status}"),
@@ -89,6 +93,15 @@ def _closing(job: JobView, after_commit: Session | None) -> Target:
     return _ui(job, after_commit)
 
 
+def order_changed(ui: Target, job: JobView, order_id: str, status: OrderStatus) -> None:
+    """The order's row on the page: created, or paid."""
+    ui.update_ui(
+        OrderUpdate(orderId=order_id, status=status),
+        coalesce_key=f"order:{order_id}",
+        idempotency_key=_key(job, f"order:{status}"),
+    )
+
+
 def _cancelled(ui: Target, job: JobView, what: str) -> None:
     """The toast of a job that stopped because its owner asked it to."""
     _toast(ui, job, f"{what} cancelled", f"The {what.lower()} was cancelled", "info")
@@ -101,6 +114,7 @@ def order_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
     if job.status == "cancelled":
         _cancelled(ui, job, "Order")
     elif job.status == "succeeded":
+        order_changed(ui, job, str(result["order_id"]), "created")
         _toast(ui, job, "Order created", f"Order #{result['order_id']} created", "success")
     else:
         _toast(ui, job, "Order failed", f"The order could not be created: {job.error}", "error")
@@ -114,6 +128,7 @@ def payment_outcome(job: JobView, *, after_commit: Session | None = None) -> Non
     if job.status == "cancelled":
         _cancelled(ui, job, "Payment")
     elif job.status == "succeeded":
+        order_changed(ui, job, str(result["order_id"]), "paid")
         _toast(ui, job, "Payment received", f"Order #{result['order_id']} is paid", "success")
         _ui(job, after_commit, to_its_tab=True).redirect(
             result.get("success_url") or DEFAULT_SUCCESS_URL,
@@ -184,18 +199,21 @@ def push_metrics(
 
 
 async def payment_update(change: PaymentChange) -> None:
-    """A Stripe event moved a payment (committed): its owner's page shows the new state.
+    """A Stripe event moved a payment (committed): its owner's page shows the new state, and
+    the order's row once it is paid (a webhook may be the first to know).
 
     Async, for the webhook route, whose AsyncUIManager publishes without a thread."""
-    await (
-        AsyncUIManager.for_user(change.user_id)
-        .with_context(jobId=change.job_id)
-        .update_ui(
-            PaymentUpdate(
-                paymentId=str(change.payment_id),
-                orderId=str(change.order_id),
-                jobId=change.job_id,
-                status=change.status,
-            ),
-        )
+    ui = AsyncUIManager.for_user(change.user_id).with_context(jobId=change.job_id)
+    await ui.update_ui(
+        PaymentUpdate(
+            paymentId=str(change.payment_id),
+            orderId=str(change.order_id),
+            jobId=change.job_id,
+            status=change.status,
+        ),
     )
+    if change.status == "succeeded":
+        order_id = str(change.order_id)
+        await ui.update_ui(
+            OrderUpdate(orderId=order_id, status="paid"), coalesce_key=f"order:{order_id}"
+        )

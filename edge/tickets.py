@@ -28,7 +28,13 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from core.config import Settings
-from core.security import Identity, InvalidToken, accepted_until, verify_token_async
+from core.security import (
+    Identity,
+    InvalidToken,
+    accepted_until,
+    issued_before,
+    verify_token_async,
+)
 from edge.handshake import bearer_token
 from edge.http_answers import refusal
 from edge.pump import log_broker_failure
@@ -65,6 +71,11 @@ async def _answer(request: Request) -> JSONResponse:
         return refusal(503, "event log unavailable")
     try:
         async with asyncio.timeout(settings.ws_subscribe_timeout_seconds):
+            # A revoked token buys nothing: its page hears 401 here, where fetch can read it
+            # (a refused EventSource only says "error"), and asks getToken for a new one.
+            mark = await broker.presence.revocation_mark(identity.user_id)
+            if mark is not None and issued_before(identity, mark):
+                return refusal(401, "token revoked", "Authorization")
             ticket = await issue(broker.tickets, identity, settings.sse_ticket_seconds)
     except Exception as error:  # a Redis error or a timeout: never a 500
         log_broker_failure("issuing a ticket failed", error)

@@ -16,6 +16,7 @@ from realtime.events import UpdatePayload
 from realtime.ids import IdText
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+OrderStatus = Literal["created", "paid"]
 
 
 class JobProgress(UpdatePayload):
@@ -71,3 +72,12 @@ class PaymentUpdate(UpdatePayload):
     orderId: str = Field(min_length=1, max_length=200)
     jobId: str = Field(min_length=1, max_length=200)
     status: str = Field(min_length=1, max_length=64)
+
+
+class OrderUpdate(UpdatePayload):
+    """An order changed: its job created it, or a payment paid it. The page updates its row
+    without asking the API again."""
+
+    type: Literal["order_update"] = "order_update"
+    orderId: str = Field(min_length=1, max_length=200)
+    status: OrderStatus

@@ -183,10 +183,18 @@ async def test_a_disconnected_user_s_stream_ends_with_4401_revoked_and_older_tok
     old = token(user)
     stream = await SseClient.connect(two_edges[0].http_url, jwt=old)
     other = await SseClient.connect(two_edges[1].http_url, jwt=old)
+    ticket = await ticket_for(two_edges[0].http_url, old)  # bought before the revocation
     UIManager.for_user(user).disconnect()
     assert await stream.closed_with() == (4401, "revoked")
     assert await other.closed_with() == (4401, "revoked")
-    ticket = await ticket_for(two_edges[0].http_url, old)  # the token verifies; the stream not
+    # The old token buys no ticket now (a 401 a page's fetch can read: it asks for a new
+    # token), and a ticket it bought before opens no stream.
+    async with httpx.AsyncClient(timeout=10) as http:
+        bought = await http.post(
+            two_edges[1].http_url + TICKETS_PATH, headers={"Authorization": f"Bearer {old}"}
+        )
+    assert bought.status_code == 401
+    assert refusal_of(bought)["detail"] == "token revoked"
     answer = await get(two_edges[1].http_url + SSE_PATH, params={"ticket": ticket})
     assert answer.status_code == 401
     assert refusal_of(answer)["detail"] == "revoked"

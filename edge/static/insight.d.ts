@@ -52,6 +52,14 @@ export interface ModalContent {
   payload: JsonValue;
 }
 
+/** An order changed: its job created it, or a payment paid it. The page updates its row
+without asking the API again. */
+export interface OrderUpdate {
+  type: "order_update";
+  orderId: string;
+  status: "created" | "paid";
+}
+
 /** A payment's state moved (a Stripe webhook): its owner's page shows the new state. */
 export interface PaymentUpdate {
   type: "payment_update";
@@ -93,7 +101,7 @@ export interface FrameContext {
   requestId?: string;
 }
 
-export type UpdatePayload = JobProgress | MetricsUpdate | PaymentUpdate;
+export type UpdatePayload = JobProgress | MetricsUpdate | PaymentUpdate | OrderUpdate;
 
 export type UpdateData = UpdatePayload | JsonValue;
 

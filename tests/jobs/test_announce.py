@@ -60,6 +60,24 @@ async def test_a_failed_order_shows_an_error_toast_with_a_human_reason(
     await client.close()
 
 
+async def test_an_order_created_then_paid_updates_its_row_before_each_toast(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+    made = job(user, "order", "succeeded", result={"order_id": 17})
+    announcements.order_outcome(made)
+    paid = job(user, "payment", "succeeded", result={"order_id": "17", "success_url": "/x"})
+    announcements.payment_outcome(paid)
+    frames = await client.events(7)
+    updates = [f["data"] for f in frames if f["type"] == "ui_update"]
+    assert {"type": "order_update", "orderId": "17", "status": "created"} in updates
+    assert {"type": "order_update", "orderId": "17", "status": "paid"} in updates
+    types = [(f["type"], f.get("data", {}).get("type")) for f in frames]
+    assert types.index(("ui_update", "order_update")) < types.index(("ui_toast", None))
+    await client.close()
+
+
 @pytest.mark.parametrize(
     ("error", "words"),
     [
