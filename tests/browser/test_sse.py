@@ -114,9 +114,9 @@ def test_insight_js_falls_back_to_sse_where_websockets_are_refused(
     assert proxy.refused >= 2  # the WebSocket was tried, and refused, before the fallback
     ui = UIManager.for_user(user)
     ui.show_toast("Order created", "through a proxy that refuses WebSockets", "success")
-    ui.update_ui({"type": "metrics_update", "orders": 3})
+    ui.update_ui({"type": "cart_totals", "items": 3})
     page.wait_for_function("window.seen.toasts.length === 1 && window.seen.updates.length === 1")
-    assert page.evaluate("window.seen.updates") == [{"type": "metrics_update", "orders": 3}]
+    assert page.evaluate("window.seen.updates") == [{"type": "cart_totals", "items": 3}]
     with page.expect_navigation():
         ui.redirect("/healthz?redirected=1")
     assert page.url.endswith("/healthz?redirected=1")
