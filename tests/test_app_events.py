@@ -32,7 +32,7 @@ def test_a_declared_module_adds_its_events_and_payloads_beside_insights_own() ->
         "cart_updated", "ui_confetti", "cart_abandoned", "cart_snapshot",
     ]  # fmt: skip
     assert set(registry.payloads) == {
-        "job_progress", "metrics_update", "payment_update", "inventory_changed"
+        "job_progress", "metrics_update", "payment_update", "order_update", "inventory_changed"
     }  # fmt: skip
     event = registry.parse({"type": "cart_updated", "cartId": "c1", "items": 3})
     assert event == declared.CartUpdated(cartId="c1", items=3)

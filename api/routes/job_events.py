@@ -25,6 +25,18 @@ router = APIRouter(tags=["jobs"])
 
 _feed_lock = asyncio.Lock()
 
+# One message of the stream, as an SSE client reads it: `data` is a frame's JSON, `id` its event
+# id (a keep-alive comment is no message).
+_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
 
 async def job_feed(request: Request) -> JobFeed:
     """The process's broker for job streams, connected by the first stream (a process that
@@ -64,7 +76,7 @@ def _announced(job_id: str) -> bool:
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "content": {sse.MEDIA_TYPE: {"schema": _EVENT_SCHEMA}},
             "description": "The job's events as Server-Sent Events: `data:` a frame, `id:` "
             "its event id (send it back as Last-Event-ID to resume). Ends after the job's end.",
         },

@@ -317,7 +317,7 @@ def test_an_order_job_whose_last_transaction_rolls_back_announces_no_outcome(
 
     def queue_then_fail(session: Session, job: Any) -> None:
         announce(session, job)
-        assert pending_count(session) == 2  # progress 100 and the toast, waiting
+        assert pending_count(session) == 3  # progress 100, the order's row and the toast, waiting
         raise OperationalError("COMMIT", {}, Exception("the database went away"))
 
     with monkeypatch.context() as patch:
@@ -331,8 +331,9 @@ def test_an_order_job_whose_last_transaction_rolls_back_announces_no_outcome(
     order_tasks.create_order(job_id)  # the retry
     order_tasks.create_order(job_id)  # a redelivery after the job was announced
     events = logged(redis_client, user)
-    assert [e["type"] for e in events] == ["ui_update", "ui_update", "ui_toast"]
+    assert [e["type"] for e in events] == ["ui_update", "ui_update", "ui_update", "ui_toast"]
     assert [e["data"]["percent"] for e in events[:2]] == [10, 100]
+    assert events[2]["data"]["type"] == "order_update"
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -361,8 +362,8 @@ def test_an_order_job_whose_outcome_could_not_be_published_is_announced_by_its_r
 
     order_tasks.create_order(job_id)  # the retry, with Redis back
     events = logged(redis_client, user)
-    assert [e["type"] for e in events] == ["ui_update", "ui_update", "ui_toast"]
-    assert events[2]["title"] == "Order created"
+    assert [e["type"] for e in events] == ["ui_update", "ui_update", "ui_update", "ui_toast"]
+    assert events[3]["title"] == "Order created"
 
 
 @pytest.mark.usefixtures("worker_database")

@@ -62,12 +62,14 @@ async def test_an_order_gives_progress_then_a_success_toast_and_the_job_reads_su
     )
 
     frames = await frames_for_job(client, accepted["job_id"], is_toast)
-    progress = [f["data"]["percent"] for f in frames if f["type"] == "ui_update"]
+    updates = [f["data"] for f in frames if f["type"] == "ui_update"]
+    progress = [u["percent"] for u in updates if u["type"] == "job_progress"]
     assert progress == sorted(progress)
     assert progress[-1] == 100
     job = stack.wait_job(accepted["job_id"], token(user))
     assert (job["status"], job["kind"]) == ("succeeded", "order")
     order_id = job["result"]["order_id"]
+    assert updates[-1] == {"type": "order_update", "orderId": order_id, "status": "created"}
     assert {k: v for k, v in frames[-1].items() if k not in ("id", "requestId")} == {
         "jobId": accepted["job_id"],
         "type": "ui_toast",
