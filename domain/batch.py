@@ -4,7 +4,8 @@ workers (a Celery group), each at most once.
 There is no coordinator to lose: whichever order finishes counts the batch under the batch's
 row lock (`report`), publishes its progress and, when it was the last, ends the batch and
 announces it. An order that fails, is cancelled or is lost still counts, so the batch always
-ends. A cancel of the batch stops the orders that have not started (`stopping`).
+ends. A cancel of the batch ends the orders that have not started (`stop`), and an order
+whose message a worker took meanwhile does not start (`stopping`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Job, utcnow
 from domain import announcements, jobs
-from domain.jobs import FINISHED, UNFINISHED, JobView
+from domain.jobs import FINISHED, UNFINISHED, JobStatus, JobView
 from domain.registry import JOB_TYPES
 
 # Each order finished gives the batch this long again before the sweep calls it lost.
@@ -34,7 +35,10 @@ def order_id(batch_id: str, index: int) -> str:
 
 def add_orders(session: Session, batch: JobView) -> list[str]:
     """The batch's orders as jobs (made once, by the first delivery); the ids of those that
-    have not finished, to be sent to the orders workers."""
+    have not finished, to be sent to the orders workers. None for a batch already stopping
+    (cancelled before its orders were made)."""
+    if stopping(session, batch.id):
+        return []
     made = session.scalars(select(Job).where(Job.parent_id == batch.id)).all()
     if not made:
         made = [_order_job(batch, i, body) for i, body in enumerate(batch.request["orders"])]
@@ -120,13 +124,31 @@ def result_of(by_status: dict[str, int]) -> dict[str, int] | None:
     }
 
 
-def end_orders(session: Session, batch_id: str, status: str, reason: str | None) -> None:
-    """The batch ended without them (cancelled, lost): its unfinished orders end too."""
+def end_orders(
+    session: Session,
+    batch_id: str,
+    status: str,
+    reason: str | None,
+    unfinished: tuple[JobStatus, ...] = UNFINISHED,
+) -> None:
+    """The batch ended without them (cancelled, lost): its `unfinished` orders end too."""
     session.execute(
         update(Job)
-        .where(Job.parent_id == batch_id, Job.status.in_(UNFINISHED))
+        .where(Job.parent_id == batch_id, Job.status.in_(unfinished))
         .values(status=status, error=reason)
     )
+
+
+def stop(session: Session, batch_id: str) -> JobView:
+    """The owner cancelled the batch (under its row lock): its orders that have not started end
+    cancelled now, rather than one by one as the workers reach their messages (which then find
+    them finished), and the batch ends with them, unless an order is running: that one counts
+    the batch when it ends (`report`)."""
+    end_orders(session, batch_id, "cancelled", None, unfinished=("queued",))
+    by_status = counts(session, batch_id)
+    if by_status.get("running"):
+        return JobView.of(_job(session, batch_id))
+    return jobs.cancel(session, batch_id, result_of(by_status))
 
 
 def _job(session: Session, job_id: str) -> Job:

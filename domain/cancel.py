@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import jobs
+from domain import batch, jobs
 from domain.jobs import JobView
 from domain.registry import JOB_TYPES
 
@@ -30,8 +30,11 @@ def _released(session: Session, job: JobView) -> JobView:
 
 def request(session: Session, job_id: str) -> JobView:
     """The owner's cancel (raises jobs.AlreadyFinished): a queued job ends now, a running one
-    at its next checkpoint."""
-    return _released(session, jobs.request_cancel(session, job_id))
+    at its next checkpoint; a running import now, unless one of its orders is running."""
+    job = jobs.request_cancel(session, job_id)
+    if job.kind == "import" and not job.finished:
+        job = batch.stop(session, job_id)
+    return _released(session, job)
 
 
 def checkpoint(session: Session, job_id: str) -> JobView | None:

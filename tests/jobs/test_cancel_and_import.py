@@ -3,10 +3,12 @@ the database (SQLite and PostgreSQL) and the events at the user's WebSocket."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from tests.harness import Client, eventually, unique
 from tests.jobs.test_jobs_e2e import create_order, frames_for_job, is_toast
@@ -31,6 +33,43 @@ def orders_of(count: int, items: int = 1) -> dict[str, Any]:
             for i in range(count)
         ]
     }
+
+
+# A database that refuses one order's items: a real failure of one order inside an import.
+REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON order_items WHEN NEW.sku = 'POISON' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.sku = 'POISON' THEN RAISE EXCEPTION 'refused by the database'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON order_items "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ],
+}
+ACCEPT = {
+    "sqlite": ["DROP TRIGGER refuse_poison"],
+    "postgresql": ["DROP TRIGGER refuse_poison ON order_items", "DROP FUNCTION refuse_poison"],
+}
+
+
+@contextmanager
+def refusing_poison(database_url: str) -> Iterator[None]:
+    """While inside, the database refuses to store an order item whose sku is POISON."""
+    engine = sqlalchemy.create_engine(database_url)
+    backend = engine.dialect.name
+    try:
+        with engine.begin() as connection:
+            for statement in REFUSE[backend]:
+                connection.exec_driver_sql(statement)
+        yield
+    finally:
+        with engine.begin() as connection:
+            for statement in ACCEPT[backend]:
+                connection.exec_driver_sql(statement)
+        engine.dispose()
 
 
 async def test_a_queued_job_cancelled_ends_cancelled_at_once_and_never_runs(
@@ -129,6 +168,60 @@ async def test_an_import_creates_every_order_with_one_progress_stream_and_one_to
     await client.close()
 
 
+async def test_an_order_that_fails_inside_an_import_is_counted_and_the_import_still_ends(
+    stack: Stack, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(stack.edge.ws_url, token(user))
+    body = orders_of(12)
+    for poisoned in (3, 8):
+        body["orders"][poisoned]["items"][0]["sku"] = "POISON"
+    with refusing_poison(stack.database_url):
+        job_id = stack.post("/orders/import", token(user), body).json()["job_id"]
+        frames = await frames_for_job(client, job_id, is_toast, timeout=60)
+    [toast] = [f for f in frames if is_toast(f)]
+    assert (toast["title"], toast["description"], toast["variant"]) == (
+        "Orders imported",
+        "10 orders created, 2 failed",
+        "warning",
+    )
+    assert progress_of(frames)[-1] | {"jobId": job_id} == {
+        "type": "job_progress",
+        "jobId": job_id,
+        "kind": "import",
+        "percent": 100,
+        "status": "succeeded",
+        "done": 12,
+        "total": 12,
+    }
+    job = stack.wait_job(job_id, token(user))
+    assert job["result"] == {"total": 12, "created": 10, "failed": 2, "cancelled": 0}
+    skus = sorted(o["items"][0]["sku"] for o in stack.get("/orders", token(user)).json())
+    assert skus == sorted(f"SKU-{i}-0" for i in range(12) if i not in (3, 8))
+    assert await client.silent_for(0.5)  # no second toast
+    await client.close()
+
+
+async def test_an_import_whose_every_order_fails_ends_failed_with_one_toast(
+    stack: Stack, token: Callable[..., str]
+) -> None:
+    user = unique("u")
+    client = await Client.connect(stack.edge.ws_url, token(user))
+    body = orders_of(3)
+    for order in body["orders"]:
+        order["items"][0]["sku"] = "POISON"
+    with refusing_poison(stack.database_url):
+        job_id = stack.post("/orders/import", token(user), body).json()["job_id"]
+        frames = await frames_for_job(client, job_id, is_toast, timeout=60)
+    [toast] = [f for f in frames if is_toast(f)]
+    assert (toast["title"], toast["variant"]) == ("Import failed", "error")
+    assert toast["description"].endswith("0 orders created, 3 not created")
+    job = stack.wait_job(job_id, token(user))
+    assert (job["status"], job["result"]["failed"]) == ("failed", 3)
+    assert stack.get("/orders", token(user)).json() == []
+    await client.close()
+
+
 async def test_an_import_of_1000_orders_over_100_kb_is_one_job(
     stack: Stack, token: Callable[..., str]
 ) -> None:
@@ -177,6 +270,9 @@ async def test_a_cancelled_import_stops_the_orders_that_had_not_started(
     )
     answer = stack.post(f"/jobs/{job_id}/cancel", token(user))
     assert answer.status_code == 202, answer.text
+    # Its orders not started end at once; no order of an import is ever seen running (each
+    # is made in one transaction), so the import has ended by the time the cancel answers.
+    assert answer.json()["status"] == "cancelled"
 
     frames = await frames_for_job(client, job_id, is_toast, timeout=60)
     job = stack.wait_job(job_id, token(user), timeout=60)
