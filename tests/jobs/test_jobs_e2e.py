@@ -21,11 +21,12 @@ pytestmark = pytest.mark.anyio
 async def frames_for_job(
     client: Client, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 20
 ) -> list[dict[str, Any]]:
-    """This job's frames up to and including the first that satisfies `until`."""
+    """This job's frames up to and including the first that satisfies `until`, within
+    `timeout` however long the quiet between two frames."""
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
         while True:
-            frame = await client.recv()
+            frame = await client.recv(timeout=timeout)
             if frame.get("jobId") == job_id:
                 seen.append(frame)
                 if until(frame):
