@@ -140,14 +140,18 @@ def end_orders(
 
 
 def stop(session: Session, batch_id: str) -> JobView:
-    """The owner cancelled the batch (under its row lock): its orders that have not started end
-    cancelled now, rather than one by one as the workers reach their messages (which then find
-    them finished), and the batch ends with them, unless an order is running: that one counts
-    the batch when it ends (`report`)."""
+    """The owner cancelled the batch (raises jobs.AlreadyFinished): its orders that have not
+    started end cancelled now, rather than one by one as the workers reach their messages
+    (which then find them finished), and the batch ends with them.
+
+    The orders' rows are locked before the batch's, in the order an order being made takes
+    them (its own row, then its batch's to count it), so neither waits for the other (on
+    PostgreSQL that was a deadlock); an order being made meanwhile is waited for, and counted."""
     end_orders(session, batch_id, "cancelled", None, unfinished=("queued",))
+    job = jobs.request_cancel(session, batch_id)
     by_status = counts(session, batch_id)
-    if by_status.get("running"):
-        return JobView.of(_job(session, batch_id))
+    if job.finished or any(by_status.get(status) for status in UNFINISHED):
+        return job
     return jobs.cancel(session, batch_id, result_of(by_status))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.models import Job
 from domain import batch, jobs
 from domain.jobs import JobView
 from domain.registry import JOB_TYPES
@@ -30,10 +31,10 @@ def _released(session: Session, job: JobView) -> JobView:
 
 def request(session: Session, job_id: str) -> JobView:
     """The owner's cancel (raises jobs.AlreadyFinished): a queued job ends now, a running one
-    at its next checkpoint; a running import now, unless one of its orders is running."""
-    job = jobs.request_cancel(session, job_id)
-    if job.kind == "import" and not job.finished:
-        job = batch.stop(session, job_id)
+    at its next checkpoint, an import now with its orders not yet made (`batch.stop`)."""
+    found = session.get(Job, job_id)
+    is_import = found is not None and found.kind == "import"
+    job = batch.stop(session, job_id) if is_import else jobs.request_cancel(session, job_id)
     return _released(session, job)
 
 
