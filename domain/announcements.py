@@ -87,9 +87,10 @@ def _toast(ui: Target, job: JobView, title: str, description: str, variant: Toas
     ui.show_toast(title, description, variant, idempotency_key=_key(job, "toast"))
 
 
-def _closing(job: JobView, after_commit: Session | None) -> Target:
-    """A finished job first fills its progress bar; its other events go to the returned ui."""
-    progress(job, 100, job.status, after_commit=after_commit)
+def _closing(job: JobView, after_commit: Session | None, total: int | None = None) -> Target:
+    """A finished job first fills its progress bar (a batch's to `total` of `total`: every
+    order has ended); its other events go to the returned ui."""
+    progress(job, 100, job.status, done=total, total=total, after_commit=after_commit)
     return _ui(job, after_commit)
 
 
@@ -163,8 +164,8 @@ def metrics_outcome(job: JobView, *, after_commit: Session | None = None) -> Non
 
 def import_outcome(job: JobView, *, after_commit: Session | None = None) -> None:
     """An import's one toast: how many of its orders were created and how many were not."""
-    ui = _closing(job, after_commit)
     counts = job.result or {}
+    ui = _closing(job, after_commit, counts.get("total"))
     created, failed = counts.get("created", 0), counts.get("failed", 0)
     skipped = counts.get("cancelled", 0) + counts.get("lost", 0)
     not_created = f"{created} orders created, {failed + skipped} not created"

@@ -30,25 +30,47 @@ function renderUsers() {
   document.getElementById("business").textContent = user.business;
 }
 
-function jobRow(jobId, label) {
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+
+// A row per job: its kind, where it stands, a progress bar, and Cancel while it can be asked.
+function jobRow(jobId, kind) {
   let row = document.querySelector(`.job[data-job-id="${jobId}"]`);
   if (!row) {
     row = document.createElement("li");
     row.className = "job";
     row.dataset.jobId = jobId;
-    row.innerHTML = `<header><b></b><span class="muted"></span></header><div class="bar"><div></div></div>`;
-    row.querySelector("b").textContent = label || "Job";
+    row.dataset.kind = kind || "";
+    row.innerHTML = `<header><b></b><span class="muted"></span>
+      <button class="link cancel" type="button">Cancel</button></header><div class="bar"><div></div></div>`;
+    row.querySelector("b").textContent = kind || "Job";
+    row.querySelector(".cancel").addEventListener("click", (event) => cancel(event.target, jobId));
     document.getElementById("jobs").prepend(row);
   }
   return row;
 }
 
-function showProgress({ jobId, kind, percent, status }) {
+// A job's own job_progress: an import also says how many of its orders are done.
+function showProgress({ jobId, kind, percent, status, done, total }) {
   const row = jobRow(jobId, kind);
+  if (FINISHED.has(row.dataset.status)) return; // a late update never reopens a finished job
   row.querySelector("b").textContent = kind;
-  row.dataset.status = status;
-  row.querySelector(".muted").textContent = `${status} · ${percent}%`;
+  Object.assign(row.dataset, { kind, status });
+  const count = total === undefined ? "" : ` · ${done}/${total}`;
+  if (total !== undefined) Object.assign(row.dataset, { done, total });
+  row.querySelector(".muted").textContent = `${status} · ${percent}%${count}`;
   row.querySelector(".bar div").style.width = `${percent}%`;
+  row.querySelector(".cancel").hidden = FINISHED.has(status);
+}
+
+// The job ends as its own events say: cancelled, or as it would have past its point of no return.
+async function cancel(button, jobId) {
+  button.disabled = true;
+  try {
+    await api(config, user, "POST", `/jobs/${jobId}/cancel`);
+  } catch (error) {
+    showToast({ title: "Cancel refused", description: String(error.message), variant: "error" });
+    button.disabled = false;
+  }
 }
 
 function showMetrics(metrics) {
@@ -138,11 +160,12 @@ document.getElementById("modal-close").addEventListener("click", () => {
   document.getElementById("modal").hidden = true;
 });
 
-async function submit(button, run) {
+async function submit(button, kind, run) {
   button.disabled = true;
   try {
     const job = await run();
-    jobRow(job.job_id).dataset.status = "queued";
+    const row = jobRow(job.job_id, kind);
+    row.dataset.status ||= "queued";
   } catch (error) {
     showToast({ title: "Request refused", description: String(error.message), variant: "error" });
   } finally {
@@ -151,18 +174,27 @@ async function submit(button, run) {
 }
 
 async function pay(button, paymentMethod) {
-  await submit(button, () =>
+  await submit(button, "payment", () =>
     api(config, user, "POST", "/payments", { order_id: lastOrderId, payment_method: paymentMethod }),
   );
 }
 
 document.getElementById("create-order").addEventListener("click", (event) =>
-  submit(event.target, () => api(config, user, "POST", "/orders", ORDER)),
+  submit(event.target, "order", () => api(config, user, "POST", "/orders", ORDER)),
 );
+// One job for many orders: one progress bar (done/total) and one toast when it ends.
+document.getElementById("import-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const count = Number(document.getElementById("import-count").value);
+  const orders = Array.from({ length: count }, () => ORDER);
+  submit(document.getElementById("import-orders"), "import", () =>
+    api(config, user, "POST", "/orders/import", { orders }),
+  );
+});
 document.getElementById("pay-visa").addEventListener("click", (e) => pay(e.target, "pm_card_visa"));
 document.getElementById("pay-declined").addEventListener("click", (e) => pay(e.target, "pm_card_chargeDeclined"));
 document.getElementById("recalculate").addEventListener("click", (event) =>
-  submit(event.target, () => api(config, user, "POST", "/metrics/recalculate", {})),
+  submit(event.target, "metrics", () => api(config, user, "POST", "/metrics/recalculate", {})),
 );
 
 // An order's toast means it exists: it becomes the one the payment buttons pay.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from realtime import UIManager
 from tests.stack import Stack
@@ -23,6 +25,20 @@ def open_demo(context: BrowserContext, stack: Stack, user: str, query: str = "")
 def create_order(page: Page) -> None:
     page.click("#create-order")
     expect(page.locator(".toast.success", has_text="Order created")).to_be_visible()
+
+
+def import_orders(page: Page, count: int) -> Locator:
+    """Import `count` orders from the page; the import's row in the jobs list."""
+    page.fill("#import-count", str(count))
+    page.click("#import-orders")
+    return page.locator('.job[data-kind="import"]')
+
+
+def job_frames(page: Page, job_id: str) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = page.evaluate(
+        "id => window.insightDemo.frames.filter(f => f.jobId === id)", job_id
+    )
+    return frames
 
 
 def test_creating_an_order_shows_its_progress_and_toast(
@@ -162,3 +178,48 @@ def test_a_payment_redirects_and_a_decline_opens_the_modal_only_in_the_tab_that_
         seen = page.evaluate(f"window.insightDemo.frames.filter(f => f.type === '{unwanted}')")
         assert seen == [], seen
     assert "status=success" not in watching.url
+
+
+def test_an_import_fills_one_progress_bar_to_its_total_and_shows_one_toast(
+    context: BrowserContext, demo: Stack, screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "dave")
+    job = import_orders(page, 30)
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(job).to_contain_text("30/30")
+    job_id = job.get_attribute("data-job-id")
+    assert job_id
+    toast = page.locator(f'.toast.success[data-job-id="{job_id}"]')
+    expect(toast).to_contain_text("30 orders created, 0 failed")
+    screenshot(page)
+    # Published after the import ended: once it is here, a second toast would be too.
+    UIManager.for_user("dave").show_toast("Marker", "after the import", "info")
+    expect(page.locator(".toast", has_text="Marker")).to_be_visible()
+    frames = job_frames(page, job_id)
+    assert [f["title"] for f in frames if f["type"] == "ui_toast"] == ["Orders imported"]
+    done = [f["data"]["done"] for f in frames if f["type"] == "ui_update" and "done" in f["data"]]
+    assert done == sorted(set(done)), done  # one bar, moving forward only
+    assert len(done) > 2, done
+    assert done[-1] == 30, done
+
+
+def test_cancelling_a_running_import_ends_it_cancelled_with_its_toast(
+    context: BrowserContext, demo: Stack, token: Callable[..., str], screenshot: Shot
+) -> None:
+    page = open_demo(context, demo, "bob")
+    job = import_orders(page, 1000)
+    expect(job).to_have_attribute("data-done", re.compile(r"^[1-9]"), timeout=30_000)  # running
+    job.locator(".cancel").click()
+    expect(job).to_have_attribute("data-status", "cancelled", timeout=60_000)
+    expect(job.locator(".cancel")).to_be_hidden()
+    job_id = job.get_attribute("data-job-id")
+    toast = page.locator(f'.toast.info[data-job-id="{job_id}"]')
+    expect(toast).to_contain_text("Import cancelled")
+    screenshot(page)
+    answer = demo.get(f"/jobs/{job_id}", token("bob")).json()
+    assert answer["status"] == "cancelled"
+    assert 0 < answer["result"]["created"] < 1000, answer
+    assert toast.inner_text().endswith(
+        f"{answer['result']['created']} orders created, "
+        f"{1000 - answer['result']['created']} not created"
+    )
