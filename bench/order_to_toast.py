@@ -79,12 +79,17 @@ async def drive(ports: Ports, token: str, rate: float, count: int) -> tuple[list
 
 
 @contextmanager
-def job_system(orders_workers: int = 1) -> Iterator[Ports]:
-    """The process set of `make run` on a private Redis and a fresh SQLite database, with
-    `orders_workers` pool processes on the orders queue."""
+def job_system(
+    orders_workers: int = 1,
+    database_url: str | None = None,
+    pids: dict[str, int] | None = None,
+) -> Iterator[Ports]:
+    """The process set of `make run` on a private Redis and a fresh SQLite database (or
+    `database_url`, migrated here), with `orders_workers` pool processes on the orders queue.
+    `pids`, if given, is filled with each service's process id (and Redis's), by name."""
     workdir = Path(tempfile.mkdtemp(prefix="insight-bench-jobs-"))
     redis_server = LocalRedis(free_port(), workdir / "redis").start()
-    database_url = f"sqlite:///{workdir / 'bench.db'}"
+    database_url = database_url or f"sqlite:///{workdir / 'bench.db'}"
     migrate(database_url)
     env = {**server_env(redis_server.url), "DATABASE_URL": database_url}
     env.pop("STRIPE_API_KEY", None)
@@ -100,6 +105,10 @@ def job_system(orders_workers: int = 1) -> Iterator[Ports]:
         )
         for s in services
     ]
+    if pids is not None:
+        assert redis_server.process is not None
+        pids.update({s.name: p.pid for s, p in zip(services, processes, strict=True)})
+        pids["redis"] = redis_server.process.pid
     try:
         wait_ready(f"http://127.0.0.1:{ports.api}/readyz")
         wait_ready(f"http://127.0.0.1:{ports.edge}/readyz")

@@ -76,7 +76,12 @@ class JobView:
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+    """The job's row, locked until the transaction ends. FOR NO KEY UPDATE, not FOR UPDATE: a
+    job's id never changes, and on PostgreSQL an order of an import updated twice in one
+    transaction holds FOR KEY SHARE on its batch's row (the foreign key's check), which FOR
+    UPDATE would wait for: two orders counting their batch at once deadlocked."""
+    locking = select(Job).where(Job.id == job_id).with_for_update(key_share=True)
+    job = session.scalars(locking).one_or_none()
     if job is None:
         raise UnknownJob(job_id)
     return job

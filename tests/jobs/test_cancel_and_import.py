@@ -287,24 +287,3 @@ async def test_a_cancelled_import_stops_the_orders_that_had_not_started(
     assert progress_of(frames)[-1]["status"] == "cancelled"
     assert len(stack.get("/orders?limit=100", token(user)).json()) == min(result["created"], 100)
     await client.close()
-
-
-async def test_cancels_racing_the_orders_being_made_all_end_their_imports_cancelled(
-    stack: Stack, token: Callable[..., str]
-) -> None:
-    """Each cancel lands while the worker is making one of the import's orders, which holds
-    its own row and is about to lock the batch's: neither may wait for the other (on
-    PostgreSQL a deadlock, and a 500)."""
-    user = unique("u")
-    client = await Client.connect(stack.edge.ws_url, token(user))
-    for _ in range(15):
-        job_id = stack.post("/orders/import", token(user), orders_of(60)).json()["job_id"]
-        await client.until(
-            lambda f, job_id=job_id: f.get("jobId") == job_id and "done" in f.get("data", {}),
-            timeout=60,
-        )
-        answer = stack.post(f"/jobs/{job_id}/cancel", token(user))
-        assert (answer.status_code, answer.json()["status"]) == (202, "cancelled"), answer.text
-        frames = await frames_for_job(client, job_id, is_toast, timeout=30)
-        assert progress_of(frames)[-1]["status"] == "cancelled"
-    await client.close()
