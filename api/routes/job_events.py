@@ -60,9 +60,10 @@ async def job_feed(request: Request) -> JobFeed:
 
 
 def _check_owner(job_id: str, user_id: str) -> None:
+    """404 unless `job_id` is the user's (read in a session of its own: the stream that
+    follows must not hold a database connection for as long as it lasts)."""
     with session_scope() as session:
-        job = own_job(session, job_id, user_id)
-        del job
+        own_job(session, job_id, user_id)
 
 
 def _announced(job_id: str) -> bool:
@@ -104,5 +105,9 @@ async def follow_job(
     return StreamingResponse(
         job_events(feed, user.user_id, job_id, after, announced),
         media_type=sse.MEDIA_TYPE,
-        headers={name.decode(): value.decode() for name, value in sse.STREAM_HEADERS[1:]},
+        headers={
+            name.decode(): value.decode()
+            for name, value in sse.STREAM_HEADERS
+            if name != b"content-type"  # media_type says it
+        },
     )

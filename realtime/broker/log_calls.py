@@ -91,15 +91,13 @@ def append(
 ) -> Call[str]:
     """Store `body` (an encoded event, `{"type":...}`) in the recipient's log for `ttl`
     seconds and announce it; the call returns its id (the first one's, for a repeated key)."""
-    check_event(body, ttl, retention)
+    check_event(recipient, body, ttl, options, retention)
     if options.idempotency_key is None:
         key, ttl_ms = f"retry:{uuid.uuid4().hex}", RETRY_KEY_TTL_SECONDS * 1000
     else:
         key, ttl_ms = f"key:{options.idempotency_key}", retention.max_age_seconds * 1000
     keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]
     if options.client is not None:
-        if recipient.kind != "user":
-            raise ValueError("only a user's events can be for one of the user's tabs")
         keys.append(recipient.tabs_key)
     args: list[str | int] = [
         recipient.live_channel,
@@ -118,9 +116,14 @@ def append(
     return Call(APPEND, keys, args, as_text, durable=True)
 
 
-def check_event(body: str, ttl: float, retention: Retention) -> None:
+def check_event(
+    recipient: Recipient, body: str, ttl: float, options: PublishOptions, retention: Retention
+) -> None:
     """Refuse what no log takes (ValueError): a body that is not a JSON object, or over
-    MAX_FRAME_BYTES, or a ttl outside the log's retention."""
+    MAX_FRAME_BYTES, a ttl outside the log's retention, or a tab (`options.client`) for an
+    event that is not a user's."""
+    if options.client is not None and recipient.kind != "user":
+        raise ValueError("only a user's events can be for one of the user's tabs")
     if not body.startswith('{"'):
         raise ValueError("an event body must be a JSON object")
     if len(body) > MAX_FRAME_BYTES // 4 and (size := len(body.encode())) > MAX_FRAME_BYTES:

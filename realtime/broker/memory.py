@@ -63,9 +63,7 @@ class MemoryLog:
     async def append(
         self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
     ) -> str:
-        check_event(body, ttl, self.retention)
-        if options.client is not None and recipient.kind != "user":
-            raise ValueError("only a user's events can be for one of the user's tabs")
+        check_event(recipient, body, ttl, options, self.retention)
         key = options.idempotency_key
         if key is not None and (first := self._remembered.get((str(recipient), key))):
             return first
