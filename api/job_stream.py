@@ -109,15 +109,13 @@ async def job_events(
         marker = f'"jobId":{json.dumps(job_id)}'.encode()
         while True:
             bell.clear()
-            ending = ending or await announced()  # read before the log: its events are in
             page = await feed.log.replay_page(
                 user, position, check=first, max_entries=PAGE_ENTRIES, max_bytes=PAGE_BYTES
             )
             if page.gap and after is not None:
                 yield sse.message(gap_frame(after.component()))
-            if position.epoch != page.epoch:  # a position of another log: this one's start
-                key = position.key if position.epoch is None and after is None else (0, 0)
-                position = Position("u", page.epoch, key)
+            if position.epoch != page.epoch:  # the log's start, or a position of another log
+                position = Position("u", page.epoch, (0, 0))
             first = False
             for key, _entry, body, _tab in page.entries:
                 position = Position("u", page.epoch, key)
@@ -130,6 +128,9 @@ async def job_events(
                 continue
             if ending:
                 return
+            if await announced():  # its last events are in the log now: read through once more
+                ending = True
+                continue
             try:
                 async with asyncio.timeout(KEEPALIVE_SECONDS):
                     await bell.wait()
