@@ -15,9 +15,10 @@ queues only the entries up to the lowest point at which a page stopped (`bound`)
 entries past it are read again in a later round. Rounds end when no page stopped early.
 
 **Live events meanwhile** are held by the connection; if more arrive than its capacity, it lets
-them go (each is in its log) and counts that (`held_let_go`). A catch-up ends only after a
-round of reads that began after the last time that happened, and that reached the end of every
-log: every event the connection let go was then in a page, and every later one is held.
+them go (each is in its log) and counts that (`held_let_go`). Each time that happens, every log
+is read on again, a log already read to its end too. A catch-up ends only when every log was
+read to its end by reads that began after the last time it happened: every event the
+connection let go was then in a page, and every later one is held.
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ async def catch_up(
         page_bytes = max(1, min(PAGE_BYTES, budget // (4 * len(connection.recipients))))
         readings = [_Reading(i, p) for i, p in enumerate(connection.positions)]
         replayed, gap, first = 0, False, True
+        let_go = connection.held_let_go
         while True:
-            let_go = connection.held_let_go
+            if connection.held_let_go != let_go:  # what was let go is in the logs: read on,
+                let_go = connection.held_let_go  # in every log, even one read to its end
+                for reading in readings:
+                    reading.done = False
             pending = [r for r in readings if not r.done]
             size = min(page_bytes, FIRST_PAGE_BYTES) if first else page_bytes
             async with (
@@ -120,11 +125,8 @@ async def catch_up(
                     reading.after = connection.positions[reading.index]
             replayed += _queue_round(connection, pending, pages)
             first = False
-            if all(r.done for r in readings):
-                if connection.held_let_go == let_go:
-                    break
-                for reading in readings:  # what was let go is in the logs: read on
-                    reading.done = False
+            if all(r.done for r in readings) and connection.held_let_go == let_go:
+                break
             await connection.wait_for_room(budget // 2)
             if connection.close_code is not None or connection.gone:
                 return Outcome(replayed, gap)

@@ -308,3 +308,41 @@ async def test_live_events_let_go_during_the_last_read_are_read_again_not_lost(
     tab.drain()
     assert connection.held_let_go > 0
     assert tab.ns() == list(range(25))
+
+
+async def test_live_events_let_go_after_a_log_was_read_to_its_end_are_read_again_not_lost(
+    broker: MemoryBroker,
+) -> None:
+    """The user's log is read to its end in the first round while the business's still pages
+    on; live events for the user then overflow the held buffer and are let go while the
+    catch-up waits for the socket. The user's log must be read again: the CI failure of
+    test_paged_replay, where one such event never arrived."""
+    hub = make_hub(broker)
+    await hub.start()
+    user, business = Recipient.user("u10"), Recipient.business("b10")
+    first = await connect(hub, broker, "u10", "b10")
+    hub.detach(first.connection)
+    pad = "x" * 2_000
+    await publish(broker, user, 0)
+    for n in range(1, 61):  # 120 kB of the business's log: many pages of a 4 kB budget
+        body = json.dumps({"type": "ui_update", "data": {"n": n, "pad": pad}})
+        await broker.log.append(business, body, 600, PLAIN)
+    connection = resuming(first, capacity=8)
+    back = Tab(connection)
+    await hub.listen(connection)
+    reading = asyncio.create_task(
+        catch_up(connection, broker.log, budget=4_000, announce=True, read_timeout=5)
+    )
+    for _ in range(50):  # the first round is queued; the catch-up waits for room
+        await asyncio.sleep(0)
+    assert not reading.done()
+    for n in range(61, 81):  # 20 live events for the user: over the held buffer of 8
+        await publish(broker, user, n)
+    await settle()
+    assert connection.held_let_go > 0
+    while not reading.done():
+        back.drain(2)
+        await asyncio.sleep(0)
+    await settle()
+    back.drain()
+    assert back.ns() == list(range(81))
