@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# test-all's parallel pytest workers: most tests wait on the processes they start, not on CPU
+TEST_WORKERS ?= 3
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install run test test-all lint format typescript lock bench clean
@@ -22,7 +24,7 @@ test: install         ## the fast tier, after every change: unit tests and a smo
 	$(BIN)/python -m pytest
 
 test-all: install     ## every test (what CI runs): real Redis, Redis Cluster, Celery, PostgreSQL, Chromium...
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -m "" -n $(TEST_WORKERS) --dist loadfile
 
 lint: install         ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

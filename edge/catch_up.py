@@ -9,16 +9,18 @@ about a page of bytes per Redis call), and the next pages are read only once the
 taken what was queued: at most `budget` bytes of replay are held per connection at once
 (WS_REPLAY_MAX_BYTES), the rest follows as the socket drains.
 
-**Merging pages.** Each round reads one page of every log not yet read to its end. A log whose
-page stopped early (`more`) may hold entries older than another log's last ones, so a round
-queues only the entries up to the lowest point at which a page stopped (`bound`); a log's
-entries past it are read again in a later round. Rounds end when no page stopped early.
+**Merging pages.** Each round reads one page of every log. A page that stopped early may be
+followed by entries older than another log's last ones, and a log read to its end gets new
+entries as it is read; each page says up to where it holds every entry of its log (`through`:
+its last entry, or at the log's end the clock). A round queues the entries up to the lowest of
+these (`bound`), merged in publish order, and each log is read on after the last entry of it
+that was up to the bound: never past an entry it did not queue, whatever the clocks say.
 
 **Live events meanwhile** are held by the connection; if more arrive than its capacity, it lets
-them go (each is in its log) and counts that (`held_let_go`). Each time that happens, every log
-is read on again, a log already read to its end too. A catch-up ends only when every log was
-read to its end by reads that began after the last time it happened: every event the
-connection let go was then in a page, and every later one is held.
+them go (each is in its log) and counts that (`held_let_go`). The catch-up ends after a round
+in which every log was read to its end and nothing was let go: every event let go before it is
+in its pages. The entries past the bound (appended while the round read) are then merged with
+the held events, by key, so the last of the replay and the first live events keep their order.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class _Reading:
     index: int
     after: Position  # the next page starts after this (an entry, or a point between two)
     checked: bool = False  # the first page checked the position for a gap
-    done: bool = False  # read to its end by a round after the last held events were let go
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +91,8 @@ async def catch_up(
         page_bytes = max(1, min(PAGE_BYTES, budget // (4 * len(connection.recipients))))
         readings = [_Reading(i, p) for i, p in enumerate(connection.positions)]
         replayed, gap, first = 0, False, True
-        let_go = connection.held_let_go
         while True:
-            if connection.held_let_go != let_go:  # what was let go is in the logs: read on,
-                let_go = connection.held_let_go  # in every log, even one read to its end
-                for reading in readings:
-                    reading.done = False
-            pending = [r for r in readings if not r.done]
+            let_go = connection.held_let_go
             size = min(page_bytes, FIRST_PAGE_BYTES) if first else page_bytes
             async with (
                 asyncio.timeout(read_timeout),
@@ -112,10 +108,10 @@ async def catch_up(
                             max_entries=PAGE_ENTRIES,
                             max_bytes=size,
                         )
-                        for r in pending
+                        for r in readings
                     )
                 )
-            for reading, page in zip(pending, pages, strict=True):
+            for reading, page in zip(readings, pages, strict=True):
                 reading.checked = True
                 if page.gap and not gap:
                     gap = True
@@ -123,22 +119,27 @@ async def catch_up(
                 if reading.after.epoch != page.epoch:
                     connection.adopt_epoch(reading.index, page.epoch)
                     reading.after = connection.positions[reading.index]
-            replayed += _queue_round(connection, pending, pages)
+            last = not any(page.more for page in pages) and connection.held_let_go == let_go
+            queued, later = _queue_round(connection, readings, pages, last=last)
+            replayed += queued
             first = False
-            if all(r.done for r in readings) and connection.held_let_go == let_go:
+            if last:
                 break
             await connection.wait_for_room(budget // 2)
             if connection.close_code is not None or connection.gone:
                 return Outcome(replayed, gap)
-        connection.go_live(announce=announce)
+        connection.go_live(announce=announce, later=later)
     return Outcome(replayed, gap)
 
 
-def _queue_round(connection: ClientConnection, pending: list[_Reading], pages: list[Page]) -> int:
-    """Queue the round's entries up to its bound, merged in publish order; move each log's
-    reading on; returns how many entries were offered."""
-    stopped = [page.scanned for page in pages if page.more and page.scanned is not None]
-    bound: Key | None = min(stopped) if stopped else None
+def _queue_round(
+    connection: ClientConnection, readings: list[_Reading], pages: list[Page], *, last: bool
+) -> tuple[int, list[tuple[int, Key, bytes]]]:
+    """Queue the round's entries up to its bound, merged in publish order, and move each log's
+    reading on; returns how many were offered and, in the `last` round, the entries past the
+    bound (for `go_live`; in other rounds they are read again)."""
+    points = [page.through for page in pages if page.through is not None]
+    bound: Key | None = min(points) if points else None
     merged = heapq.merge(
         *(
             [
@@ -146,22 +147,23 @@ def _queue_round(connection: ClientConnection, pending: list[_Reading], pages: l
                 for key, _entry, body, tab in page.entries
                 if not tab or tab == connection.client  # an event for one tab: that tab's
             ]
-            for reading, page in zip(pending, pages, strict=True)
+            for reading, page in zip(readings, pages, strict=True)
         )
     )
-    offered = 0
+    offered, later = 0, []
     for key, index, body in merged:
         if bound is not None and key > bound:
-            break
+            if not last:
+                break
+            later.append((index, key, body))
+            continue
         connection.replayed(index, key, body)
         offered += 1
-    for reading, page in zip(pending, pages, strict=True):
-        after = reading.after
-        past_bound = page.scanned is not None and bound is not None and page.scanned > bound
-        if bound is not None and (page.more or past_bound):
-            reading.after = Position(after.kind, after.epoch, max(after.key, bound))
-        else:
-            if page.scanned is not None:
-                reading.after = Position(after.kind, after.epoch, page.scanned)
-            reading.done = True
-    return offered
+    for reading, page in zip(readings, pages, strict=True):
+        if page.scanned is None:
+            continue
+        reached = page.scanned if bound is None else min(page.scanned, bound)
+        if reached > reading.after.key:
+            after = reading.after
+            reading.after = Position(after.kind, after.epoch, reached)
+    return offered, later

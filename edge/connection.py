@@ -24,7 +24,7 @@ are let go, since every one of them is in the logs, and the catch-up reads on fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from core.security import Identity
 from edge import telemetry
@@ -152,10 +152,17 @@ class ClientConnection:
         while self._replayed_bytes > limit and self.close_code is None and not self.gone:
             await self._changed.wait()
 
-    def go_live(self, *, announce: bool) -> None:
-        """End a catch-up: queue the held live events the replay did not have, then (on
-        connect) `insight_ready`, and let live events through from now on."""
+    def go_live(self, *, announce: bool, later: Sequence[tuple[int, Key, bytes]] = ()) -> None:
+        """End a catch-up: queue the held live events the replay did not have, merged by key
+        with `later` (entries its last round read past its bound: (recipient index, key,
+        body)), then (on connect) `insight_ready`, and let live events through from now on."""
         held, self._held = self._held or [], None
+        if later:
+            for index, key, body in later:
+                position = self.positions[index]
+                event = Position(position.kind, position.epoch, key)
+                held.append((index, event, event.component().encode(), "", body))
+            held.sort(key=lambda one: one[1].key)
         for index, event, event_id, coalesce_key, body in held:
             if self._advance(index, event, event_id):
                 self._enqueue_live(splice(self._cursor(index), body), coalesce_key)

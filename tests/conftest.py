@@ -29,6 +29,30 @@ pytest_plugins = [
 ]
 
 
+# `make test-all` runs the modules on parallel workers (pytest-xdist, --dist loadfile): each
+# module on one worker, except that modules sharing one costly session fixture share a worker
+# too, so that it is built once. (xdist's own groups, --dist loadgroup, are ignored on pytest
+# 9.2 with pytest-xdist 3.8: its issue 1386.)
+SHARED_WORKER = {
+    "tests/browser/test_nextjs.py": "the Next.js example's build",
+    "tests/browser/test_nextjs_jobs.py": "the Next.js example's build",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByModule(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(module, module)
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"

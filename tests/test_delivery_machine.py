@@ -346,3 +346,52 @@ async def test_live_events_let_go_after_a_log_was_read_to_its_end_are_read_again
     await settle()
     back.drain()
     assert back.ns() == list(range(81))
+
+
+class AppendsBetweenReads:
+    """The memory log, except that right after a round's page of the user's log is read, an
+    event for the user and then one for the business are published: the business's page,
+    read next, has the later of the two, while the user's earlier one is only held live."""
+
+    def __init__(self, broker: MemoryBroker, user: Recipient, business: Recipient) -> None:
+        self.broker, self.user, self.business = broker, user, business
+        self.armed = False
+
+    async def append(
+        self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
+    ) -> str:
+        return await self.broker.log.append(recipient, body, ttl, options)
+
+    async def replay_page(self, recipient: Recipient, after: Any, **page: Any) -> Any:
+        reply = await self.broker.log.replay_page(recipient, after, **page)
+        if recipient == self.user and self.armed:
+            self.armed = False
+            await publish(self.broker, self.user, 3)
+            await publish(self.broker, self.business, 4)
+            await settle()
+        return reply
+
+    async def server_time(self) -> tuple[int, int]:
+        return await self.broker.log.server_time()
+
+
+async def test_an_event_published_while_a_round_reads_keeps_its_place_among_the_other_logs(
+    broker: MemoryBroker,
+) -> None:
+    """Found under load in CI: a user's event published between the reads of the user's log
+    and the business's arrived after the business's later event."""
+    user, business = Recipient.user("u11"), Recipient.business("b11")
+    reads = AppendsBetweenReads(broker, user, business)
+    hub = Hub(reads, broker.live, subscribe_timeout=1.0, replay_budget=1 << 20)
+    await hub.start()
+    first = await connect(hub, broker, "u11", "b11")
+    hub.detach(first.connection)
+    for n, recipient in enumerate((user, business, user)):
+        await publish(broker, recipient, n)
+    connection = resuming(first)
+    await hub.listen(connection)
+    reads.armed = True
+    await catch_up(connection, reads, budget=1 << 20, announce=True, read_timeout=5)
+    tab = Tab(connection)
+    tab.drain()
+    assert tab.ns() == [0, 1, 2, 3, 4]

@@ -13,6 +13,7 @@ events published meanwhile; the tests below make pages small and interleave all 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,8 +99,17 @@ async def test_live_events_published_during_a_long_replay_arrive_once_in_order(
     finally:
         publisher.join(30)
     expected = published + during
-    await back.until(lambda f: f["type"] == "ui_update" and id_of(f) == expected[-1])
-    assert mine(back.frames, tag) == expected
+    if expected[-1] not in mine(back.frames, tag):  # held ones come before insight_ready
+        with contextlib.suppress(TimeoutError):  # if it never comes, the diff below says why
+            await back.until(lambda f: f["type"] == "ui_update" and id_of(f) == expected[-1])
+    got = mine(back.frames, tag)
+    assert got == expected, {
+        "lost": sorted(set(expected) - set(got)),
+        "twice": sorted({i for i in got if got.count(i) > 1}),
+        "out of order": [
+            (n, i) for n, (i, e) in enumerate(zip(got, expected, strict=False)) if i != e
+        ][:6],
+    }
     await back.close()
 
 

@@ -70,13 +70,19 @@ class Page:
     """A page of one recipient's log after a position: the log's epoch, whether events after
     the position are gone, the entries that follow, in order, as (key, entry id, body, the
     tab id of an event for one tab or ""), and
-    whether more may follow the last entry it scanned (`scanned`, None if it scanned none)."""
+    whether more may follow the last entry it scanned (`scanned`, None if it scanned none).
+
+    `through`: up to where the page holds every entry the log will ever have after the
+    position. A page that stopped early: its last entry scanned. At the log's end, the clock
+    too, since an entry appended later gets a later key: what merges several logs in publish
+    order (`edge.catch_up`). A reader's position never moves past an entry it scanned."""
 
     epoch: str
     gap: bool
     entries: list[tuple[Key, str, bytes, str]]
     more: bool = False
     scanned: Key | None = None
+    through: Key | None = None
 
 
 def start_position(kind: str, server_time: tuple[int, int]) -> Position:
@@ -162,7 +168,7 @@ def replay(
 
 
 def _page(reply: Any) -> Page:
-    epoch, gap, more, scanned, *flat = reply
+    epoch, gap, more, scanned, through, *flat = reply
     entries = []
     for index in range(0, len(flat), 3):
         entry = as_text(flat[index])
@@ -173,4 +179,5 @@ def _page(reply: Any) -> Page:
         entries=entries,
         more=bool(more),
         scanned=entry_key(as_text(scanned)) if scanned else None,
+        through=entry_key(as_text(through)) if through else None,
     )

@@ -96,12 +96,15 @@ return event_id
 # KEYS: stream, meta.
 # ARGV: after entry, its epoch ('' when unknown), '1' to check that the position still holds,
 #       max entries, max bytes, meta ttl_ms, max_age_us
-# Returns {epoch, gap (0/1), more (0/1), last entry scanned ('' if none), entry, tab id ('' for
-# every tab), body, ...}:
+# Returns {epoch, gap (0/1), more (0/1), last entry scanned ('' if none), through, entry, tab
+# id ('' for every tab), body, ...}:
 # a page of the entries after the position, in order, expired ones left out. A page stops at
 # `max entries` or once it holds `max bytes` (or has scanned SCAN_FACTOR times as many
 # entries), with `more` set: the next page starts after the last entry scanned. The stream is
 # read a chunk at a time, so a script never holds much more than a page, however big the log.
+# `through`: up to where the page holds every entry the log will ever have after the position:
+# its last entry scanned if it stopped early; at the log's end, the clock too (an entry
+# appended later gets its microsecond, or one past the log's last), for merging logs in order.
 _CLOCK_SEQ = f"-{MAX_SEQ}"  # the sequence part of a position read from the clock
 REPLAY_CHUNK = 32  # entries read from the stream per XRANGE
 SCAN_FACTOR = 4  # expired entries skipped count too, so that no page scans without end
@@ -139,7 +142,15 @@ elseif after_epoch ~= '' and ARGV[3] == '1' then
     gap = 1
   end
 end
-local out = {epoch, gap, 0, ''}
+local out = {epoch, gap, 0, '', ''}
+local clock = string.format('%.0f', now - 1) .. '"""
+    + _CLOCK_SEQ
+    + """'
+local function at_end()
+  local last = out[4] ~= '' and out[4] or after
+  out[5] = less(last, clock) and clock or last
+  return out
+end
 local max_entries, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
 local taken, bytes, scanned = 0, 0, 0
 local start = '(' .. after
@@ -168,12 +179,13 @@ while true do
     + str(SCAN_FACTOR)
     + """ * max_entries then
       out[3] = 1
+      out[5] = out[4]
       return out
     end
   end
   if #chunk < """
     + str(REPLAY_CHUNK)
-    + """ then return out end
+    + """ then return at_end() end
   start = '(' .. chunk[#chunk][1]
 end
 """

@@ -118,8 +118,9 @@ class MemoryLog:
                 entries.append((key, f"{key[0]}-{key[1]}", body, tab))
                 size += len(body)
             if len(entries) >= max_entries or size >= max_bytes or scanned >= 4 * max_entries:
-                return Page(log.epoch, gap, entries, more=True, scanned=last)
-        return Page(log.epoch, gap, entries, more=False, scanned=last)
+                return Page(log.epoch, gap, entries, more=True, scanned=last, through=last)
+        through = max(last or start, (now - 1, MAX_SEQ))  # a later append is past the clock
+        return Page(log.epoch, gap, entries, more=False, scanned=last, through=through)
 
     async def server_time(self) -> tuple[int, int]:
         return divmod(self._clock(), 1_000_000)
