@@ -30,6 +30,7 @@ from tests.stack import COFFEE
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("nextjs")]
 
 SSE_PATH = "/api/v1/insight/sse"
+WORK = 30_000  # ms: a bound on what waits for a worker (never a measure of its speed)
 MODAL = '[role="dialog"][data-modal="payment_failed"]'
 
 
@@ -109,7 +110,7 @@ def test_nextjs_a_refused_cancel_shows_an_error_toast_and_a_finished_job_stays_f
     first = sign_in(context, nextjs, "alice")
     create_order(first)
     finished = first.page.locator('.job[data-kind="order"]')
-    expect(finished).to_have_attribute("data-status", "succeeded")
+    expect(finished).to_have_attribute("data-status", "succeeded", timeout=WORK)
     job_id = job_id_of(finished)
     second = open_tab(context, nextjs)
     UIManager.for_user("alice").update_ui(
@@ -143,12 +144,14 @@ def test_nextjs_a_payment_redirects_and_a_decline_opens_the_modal_only_in_the_ta
     pay(paying, order_id, "pm_card_visa")
     paying.page.wait_for_url("**/orders?status=success")
     expect(watching.toast(f"Order #{order_id} is paid", "success")).to_contain_text(
-        "Payment received"
+        "Payment received", timeout=WORK
     )
 
     declined = create_order(watching)
     pay(watching, declined, "pm_card_chargeDeclined")
-    expect(watching.page.locator(MODAL)).to_contain_text(f"Order #{declined} was not paid")
+    expect(watching.page.locator(MODAL)).to_contain_text(
+        f"Order #{declined} was not paid", timeout=WORK
+    )
     # The paying tab, now on /orders?status=success, gets the decline's toast but not its modal.
     expect(paying.toast("Payment failed", "error")).to_be_visible()
     expect(row(paying.page, declined)).to_have_attribute("data-status", "created")
@@ -184,7 +187,7 @@ def test_nextjs_the_seeds_hook_falls_back_to_sse_where_websockets_are_refused(
         assert all(url.startswith(proxy.origin + SSE_PATH + "?") for url in streams), streams
         order_id = create_order(visit)
         job = visit.page.locator('.job[data-kind="order"]')
-        expect(job).to_have_attribute("data-status", "succeeded")
+        expect(job).to_have_attribute("data-status", "succeeded", timeout=WORK)
         expect(job).to_contain_text("100%")
         expect(row(visit.page, order_id)).to_have_attribute("data-status", "created")
         screenshot(visit.page)
