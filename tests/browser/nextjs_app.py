@@ -216,24 +216,26 @@ def running_nextjs(
     npm_log = artifacts / "nextjs-npm-ci.log"
     installing = start_npm_ci(npm, workdir, npm_log)
     port = free_port()
-    with (
-        fresh_database("sqlite", artifacts) as database_url,
-        app_stack(redis_url, database_url, artifacts, f"http://127.0.0.1:{port}") as stack,
-        refusing_proxy(stack.edge.port, refusing=False) as proxy,
-    ):
-        app = NextApp(workdir, port, artifacts / f"next-{port}.log", stack, proxy)
-        try:
-            app.timings["npm_ci"] = wait_npm_ci(installing, npm_log, began)
-            keep.mkdir(parents=True, exist_ok=True)
-            build_log = keep / "nextjs-build.log"
-            app.timings["build"] = build(workdir, app.ws_url, stack.api.http_url, build_log)
-            app.start()
-            app.timings["ready"] = time.monotonic() - began
-            (keep / "nextjs-timings.json").write_text(json.dumps(app.timings, indent=2))
-            print(f"examples/nextjs: {json.dumps(app.timings)}")  # seen with -s
-            yield app
-        finally:
-            if installing.poll() is None:
-                installing.kill()
-                installing.wait(10)
-            app.stop()
+    try:
+        with (
+            fresh_database("sqlite", artifacts) as database_url,
+            app_stack(redis_url, database_url, artifacts, f"http://127.0.0.1:{port}") as stack,
+            refusing_proxy(stack.edge.port, refusing=False) as proxy,
+        ):
+            app = NextApp(workdir, port, artifacts / f"next-{port}.log", stack, proxy)
+            try:
+                app.timings["npm_ci"] = wait_npm_ci(installing, npm_log, began)
+                keep.mkdir(parents=True, exist_ok=True)
+                build_log = keep / "nextjs-build.log"
+                app.timings["build"] = build(workdir, app.ws_url, stack.api.http_url, build_log)
+                app.start()
+                app.timings["ready"] = time.monotonic() - began
+                (keep / "nextjs-timings.json").write_text(json.dumps(app.timings, indent=2))
+                print(f"examples/nextjs: {json.dumps(app.timings)}")  # seen with -s
+                yield app
+            finally:
+                app.stop()
+    finally:
+        if installing.poll() is None:
+            installing.kill()
+            installing.wait(10)
