@@ -12,6 +12,7 @@ import redis
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from cli.local_redis import LocalRedis
+from tests.browser.nextjs_app import NextApp, running_nextjs
 from tests.harness import ROOT
 from tests.stack import Stack, fresh_database, start_stack
 
@@ -57,6 +58,21 @@ def demo(redis_server: LocalRedis, artifacts: Path) -> Iterator[Stack]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def nextjs(
+    redis_server: LocalRedis, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NextApp]:
+    """examples/nextjs built once for every module that drives it (test_nextjs.py,
+    test_nextjs_jobs.py): npm ci and next build are most of its cost. Both modules are in the
+    xdist group "nextjs", for one worker under `-n N --dist loadgroup` (pytest-xdist 3.8
+    ignores groups on pytest 9.2: its issue 1386; each worker then builds its own). Its stack
+    has a broker of its own (nextjs_app.py), so it may outlive the modules that use it."""
+    with running_nextjs(
+        redis_server.url, artifacts, tmp_path_factory.mktemp("nextjs"), SCREENSHOTS
+    ) as app:
+        yield app
+
+
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
@@ -67,12 +83,13 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 @pytest.fixture
 def screenshot(request: pytest.FixtureRequest) -> Iterator[object]:
-    """screenshot(page, suffix="") keeps a PNG of the scenario under test-artifacts/browser."""
+    """screenshot(page, suffix="") keeps a PNG of the scenario under test-artifacts/browser,
+    with transitions (a toast's slide-in, the progress bars) run to their end first."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def take(page: Page, suffix: str = "") -> Path:
         path = SCREENSHOTS / f"{request.node.name}{suffix}.png"
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), animations="disabled")
         return path
 
     yield take

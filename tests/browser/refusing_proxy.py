@@ -1,5 +1,7 @@
 """A local HTTP proxy that refuses every WebSocket upgrade, as some corporate proxies do, and
-passes everything else through to one upstream: the network insight.js must fall back on."""
+passes everything else through to one upstream: the network insight.js must fall back on.
+Its refusal is a switch (`refusing`), read as each connection opens: an app built against the
+proxy works as usual with it off, and meets that network from the next connection on."""
 
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ MAX_HEAD = 64 * 1024
 
 
 class RefusingProxy:
-    """Listens on 127.0.0.1:`port` in a thread of its own; `refused` counts the upgrades."""
+    """Listens on 127.0.0.1:`port` in a thread of its own; `refused` counts the upgrades it
+    refused, `passed` those it let through."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, refusing: bool = True) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
+        self.refusing = refusing
         self.refused = 0
+        self.passed = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -28,6 +33,10 @@ class RefusingProxy:
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_origin(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -46,12 +55,14 @@ class RefusingProxy:
             writer.close()
             return
         if b"\r\nupgrade: websocket" in head.lower():
-            self.refused += 1
-            writer.write(REFUSAL)
-            with contextlib.suppress(OSError):
-                await writer.drain()
-            writer.close()
-            return
+            if self.refusing:
+                self.refused += 1
+                writer.write(REFUSAL)
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                writer.close()
+                return
+            self.passed += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         up_writer.write(head)
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
@@ -79,6 +90,6 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 
 
 @contextlib.contextmanager
-def refusing_proxy(upstream_port: int) -> Iterator[RefusingProxy]:
-    with RefusingProxy(upstream_port) as proxy:
+def refusing_proxy(upstream_port: int, *, refusing: bool = True) -> Iterator[RefusingProxy]:
+    with RefusingProxy(upstream_port, refusing=refusing) as proxy:
         yield proxy

@@ -5,151 +5,31 @@ the product's useUIEvents hook unchanged, sonner's Toaster) as a production buil
 The app is copied to a temporary folder, installed with `npm ci` from its lock file and built
 there (`next build` inlines the stack's NEXT_PUBLIC_INSIGHT_WS and NEXT_PUBLIC_INSIGHT_API);
 the services allow only its origin (ALLOWED_ORIGINS). Its token route signs with the stack's
-JWT secret, audience and issuer.
+JWT secret, audience and issuer. The build, the stack and the pages' helpers are shared with
+test_nextjs_jobs.py (the `nextjs` fixture, nextjs_app.py, nextjs_pages.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
+from playwright.sync_api import Browser, BrowserContext, expect
 
-from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import verify_token
 from demo.routes import DEMO_USERS
 from realtime import UIManager
-from tests.browser.conftest import SCREENSHOTS
-from tests.browser.nextjs_app import (
-    APP,
-    NextApp,
-    build,
-    copy_app,
-    npm_or_skip,
-    start_npm_ci,
-    wait_npm_ci,
-)
+from tests.browser.nextjs_app import APP, NextApp
+from tests.browser.nextjs_pages import Shot, create_order, no_token_in_urls, row, sign_in
 from tests.harness import ROOT
-from tests.stack import SERVER_KEY, fresh_database, start_stack
 
-# npm ci, the build and the stack come first: the first test's budget covers them.
-pytestmark = pytest.mark.timeout(300)
-
-Shot = Callable[..., Path]
-CONNECTED = "✅ UI Events WebSocket connected"  # the seed's console line
-ORDER_TOAST = re.compile(r"Order #(\d+) created")
-
-
-@pytest.fixture(scope="module")
-def nextjs(
-    redis_server: LocalRedis, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NextApp]:
-    npm = npm_or_skip()
-    began = time.monotonic()
-    workdir = copy_app(tmp_path_factory.mktemp("nextjs") / "app")
-    installing = start_npm_ci(npm, workdir, artifacts / "nextjs-npm-ci.log")
-    port = free_port()
-    with fresh_database("sqlite", artifacts) as database_url:
-        with pytest.MonkeyPatch.context() as env:
-            # The API and the edge answer the app's origin, and only it.
-            env.setenv("ALLOWED_ORIGINS", f"http://127.0.0.1:{port}")
-            # The app's own event (ui_confetti), which its server publishes with a server key.
-            env.setenv("INSIGHT_EVENT_MODULES", "demo.events")
-            env.setenv("PUBLISH_API_KEYS", SERVER_KEY)
-            stack = start_stack(redis_server.url, database_url, artifacts)
-        app = NextApp(workdir, port, artifacts / f"next-{port}.log", stack)
-        try:
-            app.timings["npm_ci"] = wait_npm_ci(installing, artifacts / "nextjs-npm-ci.log", began)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            app.timings["build"] = build(workdir, stack, SCREENSHOTS / "nextjs-build.log")
-            app.start()
-            app.timings["ready"] = time.monotonic() - began
-            (SCREENSHOTS / "nextjs-timings.json").write_text(json.dumps(app.timings, indent=2))
-            print(f"examples/nextjs: {json.dumps(app.timings)}")  # seen with -s
-            yield app
-        finally:
-            if installing.poll() is None:
-                installing.kill()
-                installing.wait(10)
-            app.stop()
-            for process in (stack.edge, stack.worker, stack.api, stack.stripe):
-                process.stop()
-
-
-@pytest.fixture
-def screenshot(request: pytest.FixtureRequest) -> Shot:
-    """screenshot(page, suffix="") keeps a PNG under test-artifacts/browser, with transitions
-    (sonner's slide-in, the progress bars) run to their end first."""
-
-    def take(page: Page, suffix: str = "") -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{request.node.name}{suffix}.png"
-        page.screenshot(path=str(path), animations="disabled")
-        return path
-
-    return take
-
-
-@dataclass
-class Visit:
-    """One signed-in page, with what its WebSockets did."""
-
-    page: Page
-    sockets: list[str] = field(default_factory=list)
-    frames: list[dict[str, Any]] = field(default_factory=list)
-
-    def record(self, socket: WebSocket) -> None:
-        self.sockets.append(socket.url)
-        socket.on("framereceived", self._frame)
-
-    def _frame(self, payload: str | bytes) -> None:
-        self.frames.append(json.loads(payload))
-
-    def toast(self, text: str | re.Pattern[str], kind: str | None = None) -> Any:
-        selector = "[data-sonner-toast]" + (f'[data-type="{kind}"]' if kind else "")
-        return self.page.locator(selector, has_text=text)
-
-
-def sign_in(context: BrowserContext, app: NextApp, user: str) -> Visit:
-    """Choose `user` on the sign-in page; returns once the seed's console line was logged."""
-    visit = Visit(context.new_page())
-    visit.page.on("websocket", visit.record)
-    with visit.page.expect_console_message(lambda m: m.text == CONNECTED, timeout=20_000):
-        visit.page.goto(app.url)
-        visit.page.click(f'button[data-user="{user}"]')
-    visit.page.wait_for_url("**/orders")
-    expect(visit.page.locator('[data-connection="open"]')).to_be_visible()
-    return visit
-
-
-def no_token_in_urls(visit: Visit, app: NextApp) -> None:
-    assert visit.sockets, "the page opened no WebSocket"
-    for url in visit.sockets:
-        assert url.startswith(app.stack.edge.ws_url + "?"), url
-        assert "token=" not in url, url
-
-
-def row(page: Page, order_id: str) -> Any:
-    return page.locator(f'tr[data-order-id="{order_id}"]')
-
-
-def create_order(visit: Visit) -> str:
-    """Create an order from the page; its id, read from the order's sonner toast."""
-    visit.page.click("#create-order")
-    toast = visit.toast("Order created", "success")
-    expect(toast).to_be_visible()
-    match = ORDER_TOAST.search(toast.inner_text())
-    assert match, toast.inner_text()
-    return match.group(1)
+# npm ci, the build and the stack come first: the first test's budget covers them. The xdist
+# group keeps this module on the worker of test_nextjs_jobs.py, which shares the build.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("nextjs")]
 
 
 def test_the_example_uses_the_products_client_and_hook_unchanged() -> None:

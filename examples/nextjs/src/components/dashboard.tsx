@@ -2,15 +2,14 @@
 // The business's live metrics: every member's dashboard gets the workers' metrics_update
 // (ui_update to the business), whoever asked for it, and beat's every minute.
 import { useCallback, useEffect, useRef, useState } from "react";
-import { toast } from "sonner";
 
 import { useConnectionStatus } from "@/app/providers";
-import { useBusinessId, useJobApi } from "@/components/auth";
-import { useJobs } from "@/components/jobs";
+import { useBusinessId } from "@/components/auth";
+import { useSubmitJob } from "@/components/jobs";
 import { isUpdatePayload } from "@/hooks/insight.js";
 import type { BusinessFigures } from "@/hooks/insight";
 import { useUIEventListener } from "@/hooks/useUIEvents";
-import { moneyByCurrency, reason } from "@/lib/format";
+import { moneyByCurrency } from "@/lib/format";
 
 const WINDOWS = [
   ["today", "Today"],
@@ -20,8 +19,7 @@ const WINDOWS = [
 
 export function MetricsDashboard() {
   const business = useBusinessId();
-  const api = useJobApi();
-  const track = useJobs();
+  const submit = useSubmitJob();
   const [metrics, setMetrics] = useState<BusinessFigures | null>(null);
   const [updates, setUpdates] = useState(0);
 
@@ -32,13 +30,7 @@ export function MetricsDashboard() {
     }
   });
 
-  const recalculate = useCallback(async () => {
-    try {
-      track(await api.submit("/metrics/recalculate", {}), "metrics");
-    } catch (error) {
-      toast.error("Request refused", { description: reason(error) });
-    }
-  }, [api, track]);
+  const recalculate = useCallback(() => submit("/metrics/recalculate", {}, "metrics"), [submit]);
 
   // Fresh figures once the socket is live (an event published before the first connection
   // opened would not reach it); after that they arrive by themselves.

@@ -2,15 +2,15 @@
 // The orders page: create an order, pay it with a card that succeeds or one that declines,
 // and watch it all happen through Insight's events (progress bars, sonner toasts, the
 // redirect to /orders?status=success, the payment_failed modal).
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { toast } from "sonner";
 
 import { useJobApi } from "@/components/auth";
-import { useJobs } from "@/components/jobs";
+import { useSubmitJob } from "@/components/jobs";
 import { isUpdatePayload } from "@/hooks/insight.js";
 import { useUIEventListener } from "@/hooks/useUIEvents";
 import { money, reason } from "@/lib/format";
-import { isPaymentFailed, type JobKind, type Order, type PaymentFailed } from "@/lib/types";
+import { isPaymentFailed, type Order, type PaymentFailed } from "@/lib/types";
 
 const ORDER = {
   items: [
@@ -19,25 +19,11 @@ const ORDER = {
   ],
   currency: "usd",
 };
-
-/** Submit a job and track it; a refusal becomes an error toast. */
-function useSubmit(): (path: "/orders" | "/payments", body: unknown, kind: JobKind) => Promise<void> {
-  const api = useJobApi();
-  const track = useJobs();
-  return useCallback(
-    async (path, body, kind) => {
-      try {
-        track(await api.submit(path, body), kind);
-      } catch (error) {
-        toast.error("Request refused", { description: reason(error) });
-      }
-    },
-    [api, track],
-  );
-}
+// POST /orders/import takes 1 to 1,000 orders (docs/jobs.md, "Importing orders").
+const IMPORT_MAX = 1000;
 
 export function CreateOrder() {
-  const submit = useSubmit();
+  const submit = useSubmitJob();
   const [busy, setBusy] = useState(false);
   return (
     <section className="card">
@@ -59,6 +45,39 @@ export function CreateOrder() {
   );
 }
 
+/** One job for many orders: one progress bar (done/total) and one toast when it ends. */
+export function ImportOrders() {
+  const submit = useSubmitJob();
+  const [busy, setBusy] = useState(false);
+  const start = async (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const count = Number(new FormData(event.currentTarget).get("count"));
+    if (!Number.isInteger(count) || count < 1 || count > IMPORT_MAX) {
+      toast.error("Import refused", { description: `from 1 to ${IMPORT_MAX} orders` });
+      return;
+    }
+    setBusy(true);
+    await submit("/orders/import", { orders: Array.from({ length: count }, () => ORDER) }, "import");
+    setBusy(false);
+  };
+  return (
+    <section className="card">
+      <h2>Import orders</h2>
+      <form id="import-form" className="import" onSubmit={(event) => void start(event)}>
+        <label>
+          Import{" "}
+          <input id="import-count" name="count" type="number" min={1} max={IMPORT_MAX} defaultValue={100} required />{" "}
+          orders
+        </label>
+        <button type="submit" id="import-orders" className="secondary" disabled={busy}>
+          Import
+        </button>
+      </form>
+      <p className="muted">One job: one progress bar counting the orders made, one toast at the end.</p>
+    </section>
+  );
+}
+
 function upsert(orders: Order[] | null, order: Order): Order[] {
   const rest = (orders ?? []).filter((o) => o.order_id !== order.order_id);
   return [order, ...rest].sort((a, b) => Number(b.order_id) - Number(a.order_id));
@@ -66,7 +85,7 @@ function upsert(orders: Order[] | null, order: Order): Order[] {
 
 export function OrdersList() {
   const api = useJobApi();
-  const submit = useSubmit();
+  const submit = useSubmitJob();
   const [orders, setOrders] = useState<Order[] | null>(null);
 
   const reload = useCallback(async () => {

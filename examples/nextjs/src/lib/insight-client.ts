@@ -66,14 +66,23 @@ async function call<T>(user: string, method: "GET" | "POST", path: string, body?
   return payload as T;
 }
 
+/** The job routes that start a job (each answers 202 with a JobAccepted). */
+export type JobRoute = "/orders" | "/orders/import" | "/payments" | "/metrics/recalculate";
+
 export interface JobApi {
   get<T>(path: string): Promise<T>;
-  submit(path: "/orders" | "/payments" | "/metrics/recalculate", body: unknown): Promise<JobAccepted>;
+  submit(path: JobRoute, body: unknown): Promise<JobAccepted>;
+  /** Ask a job to stop (409: it has finished; 404: not the caller's). How it ends, its own
+   * job_progress says: `cancelled`, or as it would have past its point of no return. */
+  cancel(jobId: string): Promise<void>;
 }
 
 export function jobApi(user: string): JobApi {
   return {
     get: <T,>(path: string) => call<T>(user, "GET", path),
     submit: (path, body) => call<JobAccepted>(user, "POST", path, body),
+    cancel: async (jobId) => {
+      await call<unknown>(user, "POST", `/jobs/${encodeURIComponent(jobId)}/cancel`);
+    },
   };
 }

@@ -15,7 +15,7 @@ export interface JobAccepted {
   status_url: string;
 }
 
-export type JobKind = "order" | "payment" | "metrics";
+export type JobKind = "order" | "import" | "payment" | "metrics";
 
 export interface PaymentFailed {
   jobId: string;

@@ -1,4 +1,4 @@
-import { CreateOrder, OrdersList, PaymentFailedModal } from "@/components/orders";
+import { CreateOrder, ImportOrders, OrdersList, PaymentFailedModal } from "@/components/orders";
 import { JobsPanel } from "@/components/jobs";
 
 export default async function OrdersPage({
@@ -14,7 +14,10 @@ export default async function OrdersPage({
           Payment succeeded — thank you!
         </div>
       ) : null}
-      <CreateOrder />
+      <div className="stack">
+        <CreateOrder />
+        <ImportOrders />
+      </div>
       <JobsPanel />
       <OrdersList />
       <PaymentFailedModal />
