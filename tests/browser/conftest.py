@@ -63,10 +63,9 @@ def nextjs(
     redis_server: LocalRedis, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NextApp]:
     """examples/nextjs built once for every module that drives it (test_nextjs.py,
-    test_nextjs_jobs.py): npm ci and next build are most of its cost. Both modules are in the
-    xdist group "nextjs", for one worker under `-n N --dist loadgroup` (pytest-xdist 3.8
-    ignores groups on pytest 9.2: its issue 1386; each worker then builds its own). Its stack
-    has a broker of its own (nextjs_app.py), so it may outlive the modules that use it."""
+    test_nextjs_jobs.py): npm ci and next build are most of its cost. Both modules run on one
+    worker under `make test-all` (tests/conftest.py, SHARED_WORKER). Its stack has a broker
+    of its own (nextjs_app.py), so it may outlive the modules that use it."""
     with running_nextjs(
         redis_server.url, artifacts, tmp_path_factory.mktemp("nextjs"), SCREENSHOTS
     ) as app:

@@ -27,9 +27,10 @@ from tests.browser.nextjs_app import APP, NextApp
 from tests.browser.nextjs_pages import Shot, create_order, no_token_in_urls, row, sign_in
 from tests.harness import ROOT
 
-# npm ci, the build and the stack come first: the first test's budget covers them. The xdist
-# group keeps this module on the worker of test_nextjs_jobs.py, which shares the build.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("nextjs")]
+# npm ci, the build and the stack come first: the first test's budget covers them. Under
+# `make test-all` this module runs on the worker of test_nextjs_jobs.py, which shares the
+# build (tests/conftest.py, SHARED_WORKER).
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_the_example_uses_the_products_client_and_hook_unchanged() -> None:

@@ -25,9 +25,10 @@ from tests.browser.nextjs_pages import (
 )
 from tests.stack import COFFEE
 
-# The first test of the session to use `nextjs` waits for npm ci and the build; the xdist
-# group keeps this module on the worker of test_nextjs.py, which shares that build.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("nextjs")]
+# The first test of the session to use `nextjs` waits for npm ci and the build; under
+# `make test-all` this module runs on the worker of test_nextjs.py, which shares that build
+# (tests/conftest.py, SHARED_WORKER).
+pytestmark = pytest.mark.timeout(300)
 
 SSE_PATH = "/api/v1/insight/sse"
 WORK = 30_000  # ms: a bound on what waits for a worker (never a measure of its speed)
