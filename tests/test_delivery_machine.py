@@ -1,113 +1,35 @@
 """The edge's delivery state machine (hub, connection, catch-up) over the in-memory broker:
-replay merged in publish order, nothing twice, coalescing, the 1013 policy, catch-up races,
-the replay budget. Pure logic, in one process, in milliseconds; the same guarantees are
-tested end to end against real Redis and edge processes elsewhere (test_delivery, test_resume,
-test_paged_replay, test_nothing_held, test_cluster...).
+replay merged in publish order, nothing twice, coalescing, the 1013 policy, the replay budget.
+Pure logic, in one process, in milliseconds; the same guarantees are tested end to end against
+real Redis and edge processes elsewhere (test_delivery, test_resume, test_paged_replay,
+test_nothing_held, test_cluster...). The catch-up's races: test_catch_up_races.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from core.security import Identity
 from edge.catch_up import catch_up
 from edge.close_codes import CloseCode
-from edge.connection import ClientConnection
-from edge.hub import Hub
-from realtime import PublishOptions
-from realtime.broker import Broker
-from realtime.broker.log_calls import Retention, start_position
 from realtime.broker.memory import MemoryBroker
-from realtime.frames import parse_cursor
-from realtime.recipients import Recipient, recipients_of
+from realtime.recipients import Recipient
+from tests.delivery_machine import (
+    PLAIN,
+    Tab,
+    broker,
+    connect,
+    make_hub,
+    publish,
+    resuming,
+    settle,
+)
+
+__all__ = ["broker"]  # the fixture, used by name
 
 pytestmark = pytest.mark.anyio
-
-PLAIN = PublishOptions()
-
-
-@dataclass
-class Tab:
-    """A connection as the endpoint makes it, and what its socket would have received."""
-
-    connection: ClientConnection
-    frames: list[dict[str, Any]] = field(default_factory=list)
-
-    def drain(self, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Take what the writer would send now."""
-        taken = [json.loads(f) for f in self.connection.take(limit, 1 << 30)]
-        self.frames.extend(taken)
-        return taken
-
-    def events(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["type"].startswith("ui_")]
-
-    def ns(self) -> list[int]:
-        return [f["data"]["n"] for f in self.events()]
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    memory = MemoryBroker(Retention(max_len=1000, max_age_seconds=3600))
-    assert isinstance(memory, object)
-    checked: Broker = memory  # the in-memory broker is a Broker (mypy checks this line)
-    yield memory
-    await checked.close()
-
-
-def make_hub(broker: MemoryBroker, budget: int = 4 * 1024 * 1024) -> Hub:
-    return Hub(broker.log, broker.live, subscribe_timeout=1.0, replay_budget=budget)
-
-
-async def connect(
-    hub: Hub,
-    broker: MemoryBroker,
-    user: str,
-    business: str | None = "b1",
-    *,
-    since: str | None = None,
-    capacity: int = 256,
-) -> Tab:
-    """A connection as the endpoint opens one: positions from `since` or the clock,
-    subscribed, then caught up (run until its replay is queued)."""
-    identity = Identity(user, business, None, time.time() + 3600, time.time())
-    recipients = recipients_of(user, business)
-    clock = await broker.log.server_time()
-    given = parse_cursor(since) if since else {}
-    assert given is not None
-    positions = [given.get(r.letter) or start_position(r.letter, clock) for r in recipients]
-    connection = ClientConnection(identity, recipients, positions, capacity, since=since)
-    await hub.listen(connection)
-    tab = Tab(connection)
-    await catch_up(connection, hub.log, budget=1 << 30, announce=True, read_timeout=5)
-    tab.drain()
-    return tab
-
-
-def resuming(gone: Tab, capacity: int = 256) -> ClientConnection:
-    """The connection of a client that comes back with the cursor of `gone`."""
-    old = gone.connection
-    return ClientConnection(
-        old.identity, old.recipients, list(old.positions), capacity, since=old.cursor
-    )
-
-
-async def publish(broker: MemoryBroker, recipient: Recipient, n: int, **options: Any) -> str:
-    body = json.dumps({"type": "ui_update", "data": {"n": n}}, separators=(",", ":"))
-    return await broker.log.append(recipient, body, 600, PublishOptions(**options))
-
-
-async def settle() -> None:
-    """Let announcements made so far reach the hub (they arrive on the next loop turns)."""
-    for _ in range(3):
-        await asyncio.sleep(0)
 
 
 async def test_a_resume_merges_three_logs_in_publish_order_over_many_small_pages(
@@ -257,141 +179,3 @@ async def test_a_catch_up_never_holds_more_than_its_budget_for_a_socket_that_tak
     assert not reading.done()  # waiting for the socket to take what is queued
     connection.hang_up()
     await asyncio.wait_for(reading, 1)
-
-
-class LateReply:
-    """The memory log, except that the reply to the first page of the user's log that reaches
-    its end arrives after `burst` live events were published (so the page lacks them) and
-    announced: what happens when Redis answers a read while the live feed runs ahead."""
-
-    def __init__(self, broker: MemoryBroker, user: Recipient, burst: range) -> None:
-        self.broker, self.user, self.burst = broker, user, burst
-        self.armed = False
-
-    async def append(
-        self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
-    ) -> str:
-        return await self.broker.log.append(recipient, body, ttl, options)
-
-    async def replay_page(self, recipient: Recipient, after: Any, **page: Any) -> Any:
-        reply = await self.broker.log.replay_page(recipient, after, **page)
-        if recipient == self.user and not reply.more and self.armed:
-            self.armed = False
-            for n in self.burst:
-                await publish(self.broker, recipient, n)
-            await settle()
-        return reply
-
-    async def server_time(self) -> tuple[int, int]:
-        return await self.broker.log.server_time()
-
-
-async def test_live_events_let_go_during_the_last_read_are_read_again_not_lost(
-    broker: MemoryBroker,
-) -> None:
-    """The catch-up's last round: its read reached the end of every log, but more live events
-    than the buffer holds arrived before its reply, and were let go. They are in the log, and
-    only a further round reads them: without it they are lost."""
-    user = Recipient.user("u9")
-    late = LateReply(broker, user, range(5, 25))  # 20 events, over the buffer of 8
-    hub = Hub(late, broker.live, subscribe_timeout=1.0, replay_budget=1 << 20)
-    await hub.start()
-    first = await connect(hub, broker, "u9", None)
-    hub.detach(first.connection)
-    for n in range(5):
-        await publish(broker, user, n)
-    connection = resuming(first, capacity=8)
-    await hub.listen(connection)
-    late.armed = True
-    await catch_up(connection, late, budget=1 << 20, announce=True, read_timeout=5)
-    tab = Tab(connection)
-    tab.drain()
-    assert connection.held_let_go > 0
-    assert tab.ns() == list(range(25))
-
-
-async def test_live_events_let_go_after_a_log_was_read_to_its_end_are_read_again_not_lost(
-    broker: MemoryBroker,
-) -> None:
-    """The user's log is read to its end in the first round while the business's still pages
-    on; live events for the user then overflow the held buffer and are let go while the
-    catch-up waits for the socket. The user's log must be read again: the CI failure of
-    test_paged_replay, where one such event never arrived."""
-    hub = make_hub(broker)
-    await hub.start()
-    user, business = Recipient.user("u10"), Recipient.business("b10")
-    first = await connect(hub, broker, "u10", "b10")
-    hub.detach(first.connection)
-    pad = "x" * 2_000
-    await publish(broker, user, 0)
-    for n in range(1, 61):  # 120 kB of the business's log: many pages of a 4 kB budget
-        body = json.dumps({"type": "ui_update", "data": {"n": n, "pad": pad}})
-        await broker.log.append(business, body, 600, PLAIN)
-    connection = resuming(first, capacity=8)
-    back = Tab(connection)
-    await hub.listen(connection)
-    reading = asyncio.create_task(
-        catch_up(connection, broker.log, budget=4_000, announce=True, read_timeout=5)
-    )
-    for _ in range(50):  # the first round is queued; the catch-up waits for room
-        await asyncio.sleep(0)
-    assert not reading.done()
-    for n in range(61, 81):  # 20 live events for the user: over the held buffer of 8
-        await publish(broker, user, n)
-    await settle()
-    assert connection.held_let_go > 0
-    while not reading.done():
-        back.drain(2)
-        await asyncio.sleep(0)
-    await settle()
-    back.drain()
-    assert back.ns() == list(range(81))
-
-
-class AppendsBetweenReads:
-    """The memory log, except that right after a round's page of the user's log is read, an
-    event for the user and then one for the business are published: the business's page,
-    read next, has the later of the two, while the user's earlier one is only held live."""
-
-    def __init__(self, broker: MemoryBroker, user: Recipient, business: Recipient) -> None:
-        self.broker, self.user, self.business = broker, user, business
-        self.armed = False
-
-    async def append(
-        self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
-    ) -> str:
-        return await self.broker.log.append(recipient, body, ttl, options)
-
-    async def replay_page(self, recipient: Recipient, after: Any, **page: Any) -> Any:
-        reply = await self.broker.log.replay_page(recipient, after, **page)
-        if recipient == self.user and self.armed:
-            self.armed = False
-            await publish(self.broker, self.user, 3)
-            await publish(self.broker, self.business, 4)
-            await settle()
-        return reply
-
-    async def server_time(self) -> tuple[int, int]:
-        return await self.broker.log.server_time()
-
-
-async def test_an_event_published_while_a_round_reads_keeps_its_place_among_the_other_logs(
-    broker: MemoryBroker,
-) -> None:
-    """Found under load in CI: a user's event published between the reads of the user's log
-    and the business's arrived after the business's later event."""
-    user, business = Recipient.user("u11"), Recipient.business("b11")
-    reads = AppendsBetweenReads(broker, user, business)
-    hub = Hub(reads, broker.live, subscribe_timeout=1.0, replay_budget=1 << 20)
-    await hub.start()
-    first = await connect(hub, broker, "u11", "b11")
-    hub.detach(first.connection)
-    for n, recipient in enumerate((user, business, user)):
-        await publish(broker, recipient, n)
-    connection = resuming(first)
-    await hub.listen(connection)
-    reads.armed = True
-    await catch_up(connection, reads, budget=1 << 20, announce=True, read_timeout=5)
-    tab = Tab(connection)
-    tab.drain()
-    assert tab.ns() == [0, 1, 2, 3, 4]
