@@ -16,8 +16,9 @@ from bench import blocked_page, churn, connect_latency, large_replay, server_api
 from bench.churn import QUICK_CHURN, ChurnSizes
 from bench.large_replay import QUICK_REPLAY, ReplaySizes
 from bench.order_to_toast import job_system, measure
-from bench.rig import Rig, Window
+from bench.rig import Rig
 from bench.targets import BY_NAME, EDGE_ONLY, SSE_TARGET, TARGETS, Target
+from bench.window import Window
 from core.config import Settings
 from tests.local_cluster import LocalCluster, running_cluster
 
