@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.scenarios import QUICK, SCENARIOS, Row, Sizes
+from bench.scenarios import SCENARIOS, Row
+from bench.sizes import QUICK, Sizes
 from bench.targets import BY_NAME
 
 

@@ -40,8 +40,9 @@ import httpx
 from bench import churnclient
 from bench.churnclient import Reconnect
 from bench.common import LOGS, percentile
-from bench.rig import Rig, Window
+from bench.rig import Rig
 from bench.targets import Target
+from bench.window import Window
 
 Row = dict[str, Any]
 SEED = 20  # the kills and reconnect choices are random, but the same in every run

@@ -30,8 +30,10 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from bench.loadclient import LoadClient, Stats, WebSocketClient, serve
+from bench.client_stats import Stats
+from bench.loadclient import LoadClient, serve
 from bench.targets import Target
+from bench.websocket_client import WebSocketClient
 from realtime.frames import Key, event_id_of, parse_event_id
 
 KILLED = 0  # the cause of a socket the client aborted itself
@@ -61,7 +63,7 @@ class Reconnect(NamedTuple):
 
 class Watch:
     """Per user, across every socket it opens: log order and gaps. Duplicates are counted
-    by `bench.rig.summarise` from the records; here a repeat is only left out of the order."""
+    by `bench.window.summarise` from the records; here a repeat is only left out of the order."""
 
     def __init__(self) -> None:
         self.seen: dict[str, set[int]] = {}

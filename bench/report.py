@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.layouts import LAYOUTS, WORST, Layout
-from bench.rig import median
+from bench.window import median
 
 Row = dict[str, Any]
 

@@ -1,10 +1,10 @@
 """One target set up for measuring: a private Redis (or a Redis Cluster already running),
 its server processes, load client processes holding the users' connections, and producer
-processes pushing events.
+processes pushing events (`bench.producer`).
 
-A `Window` is one stretch of traffic at a fixed rate: what was published and delivered, the
-latencies, and the CPU that servers, Redis and producers spent on it. Every process is real
-and separate, so the figures include every hop a deployment has.
+The rig runs a stretch of traffic at a fixed rate and measures what its processes spent on
+it; `bench.window` turns that into a `Window`. Every process is real and separate, so the
+figures include every hop a deployment has.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import random
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -29,93 +27,14 @@ import psutil
 import redis
 
 from bench import loadclient
+from bench.producer import Traffic, produce
 from bench.targets import Target
+from bench.window import Window, quantile_ms, summarise, with_masters
 from cli.local_redis import LocalRedis, free_port
 from tests.local_cluster import LocalCluster
 
 SPAWN = multiprocessing.get_context("spawn")
 DRAIN_TIMEOUT = 15.0  # after the producers stop, how long in-flight events may take to land
-
-
-@dataclass
-class Window:
-    """One measured stretch of traffic."""
-
-    target: str
-    rate: float  # offered, events/s
-    seconds: float
-    published: int
-    delivered: int
-    lost: int
-    misrouted: int
-    duplicated: int
-    p50_ms: float | None
-    p90_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-    delivered_per_s: float
-    server_cpu_us_per_event: float | None
-    redis_cpu_us_per_event: float
-    producer_cpu_us_per_event: float
-    # The masters' CPU alone (replicas left out); with several masters, the busiest one's
-    # share of the masters' CPU and of the commands they processed, in percent.
-    masters_cpu_us_per_event: float | None = None
-    busiest_master_cpu_pct: float | None = None
-    busiest_master_commands_pct: float | None = None
-    # How long a producer's publish call took to return (with EVENTS_MIN_REPLICAS, the WAIT).
-    publish_call_p50_ms: float | None = None
-    publish_call_p99_ms: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def produce(
-    target: Target,
-    redis_url: str,
-    users: list[str],
-    rate: float,
-    seconds: float,
-    index: int,
-    of: int,
-    out: str,
-) -> None:
-    """A producer process: `rate` events/s to random users; event numbers are index + k*of,
-    so several producers never reuse one. Each event carries the wall clock just before the
-    publish call, which the client subtracts on arrival; how long each call took is kept."""
-    publish = target.publisher(redis_url)
-    rng = random.Random(index)
-    sent: dict[str, list[int]] = {}
-    calls: list[int] = []
-    started = time.perf_counter()
-    cpu = time.process_time()
-    k = 0
-    while (elapsed := time.perf_counter() - started) < seconds:
-        due = int(elapsed * rate) + 1
-        while k < due:
-            user = rng.choice(users)
-            n = index + k * of
-            called = time.time_ns()
-            publish(user, {"t": called, "to": user, "n": n})
-            calls.append(time.time_ns() - called)
-            sent.setdefault(user, []).append(n)
-            k += 1
-        time.sleep(0.0005)
-    cpu_seconds = time.process_time() - cpu
-    Path(out).write_text(json.dumps({"sent": sent, "cpu_seconds": cpu_seconds, "calls": calls}))
-
-
-@dataclass
-class Traffic:
-    """Producers under way; `Rig.finish` turns them into a Window."""
-
-    rate: float
-    seconds: float
-    producers: list[SpawnProcess]
-    outputs: list[Path]
-    cpu_before: tuple[float, dict[int, float]]
-    masters: list[int]
-    commands_before: dict[int, int]
 
 
 class Rig:
@@ -341,9 +260,9 @@ class Rig:
         commands = {p: commands_after[p] - traffic.commands_before[p] for p in traffic.masters}
         calls = sorted(call for output in produced for call in output["calls"])
         return replace(
-            _with_masters(window, nodes, commands),
-            publish_call_p50_ms=_quantile_ms(calls, 0.5),
-            publish_call_p99_ms=_quantile_ms(calls, 0.99),
+            with_masters(window, nodes, commands),
+            publish_call_p50_ms=quantile_ms(calls, 0.5),
+            publish_call_p99_ms=quantile_ms(calls, 0.99),
         )
 
     def traffic(
@@ -364,70 +283,3 @@ class Rig:
             elif time.monotonic() - last_change > 1.0:
                 return
             time.sleep(0.05)
-
-
-def _with_masters(window: Window, node_cpu: dict[int, float], commands: dict[int, int]) -> Window:
-    """The window with the masters' CPU per event and (with several masters) the busiest
-    one's share of the masters' CPU and of their commands, in percent."""
-    cpu = [node_cpu.get(port, 0.0) for port in commands]
-    several = len(cpu) > 1 and sum(cpu) > 0 and sum(commands.values()) > 0
-    return replace(
-        window,
-        masters_cpu_us_per_event=round(sum(cpu) / max(window.published, 1) * 1e6, 1),
-        busiest_master_cpu_pct=round(100 * max(cpu) / sum(cpu), 1) if several else None,
-        busiest_master_commands_pct=(
-            round(100 * max(commands.values()) / sum(commands.values()), 1) if several else None
-        ),
-    )
-
-
-def summarise(
-    target: str,
-    traffic: Traffic,
-    sent: dict[str, set[int]],
-    records: list[loadclient.Record],
-    server_cpu: float | None,
-    redis_cpu: float,
-    producer_cpu: float,
-) -> Window:
-    received: dict[str, list[int]] = {}
-    misrouted = 0
-    for user, n, _, addressed_to in records:
-        received.setdefault(user, []).append(n)
-        misrouted += addressed_to != user
-    lost = sum(len(numbers - set(received.get(user, ()))) for user, numbers in sent.items())
-    duplicated = sum(len(ns) - len(set(ns)) for ns in received.values())
-    latencies = sorted(latency for _, _, latency, _ in records)
-    published = sum(len(numbers) for numbers in sent.values())
-    delivered = len(latencies)
-    return Window(
-        target=target,
-        rate=traffic.rate,
-        seconds=traffic.seconds,
-        published=published,
-        delivered=delivered,
-        lost=lost,
-        misrouted=misrouted,
-        duplicated=duplicated,
-        p50_ms=_quantile_ms(latencies, 0.5),
-        p90_ms=_quantile_ms(latencies, 0.9),
-        p99_ms=_quantile_ms(latencies, 0.99),
-        max_ms=round(latencies[-1] / 1e6, 3) if latencies else None,
-        delivered_per_s=round(delivered / traffic.seconds, 1),
-        server_cpu_us_per_event=(
-            round(server_cpu / delivered * 1e6, 1) if server_cpu is not None and delivered else None
-        ),
-        redis_cpu_us_per_event=round(redis_cpu / max(published, 1) * 1e6, 1),
-        producer_cpu_us_per_event=round(producer_cpu / max(published, 1) * 1e6, 1),
-    )
-
-
-def _quantile_ms(ordered_ns: list[int], q: float) -> float | None:
-    if not ordered_ns:
-        return None
-    return round(ordered_ns[min(len(ordered_ns) - 1, int(q * len(ordered_ns)))] / 1e6, 3)
-
-
-def median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None

@@ -67,7 +67,7 @@ class Target:
         return None
 
     def path(self, user: str, token: str | None, since: str | None) -> str:
-        if self.name == SSE:  # the token travels in a header (bench.loadclient.SseClient)
+        if self.name == SSE:  # the token travels in a header (bench.sse_client.SseClient)
             return "/api/v1/insight/sse" + (f"?since={quote(since)}" if since else "")
         if self.is_insight:
             cursor = f"&since={quote(since)}" if since else ""
