@@ -3,6 +3,7 @@
 .venv/bin/python -m bench                       # everything, 3 runs (about an hour)
 .venv/bin/python -m bench --scenarios targeted_push --targets insight broadcaster
 .venv/bin/python -m bench --quick --out /tmp/b  # tiny sizes: does the benchmark work?
+.venv/bin/python -m bench --scenarios targeted_push --baseline main~5   # against a commit
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.baseline import checkout
 from bench.scenarios import SCENARIOS, Row
 from bench.sizes import QUICK, Sizes
-from bench.targets import BY_NAME
+from bench.targets import BY_NAME, Target
 
 
 def main() -> None:
@@ -30,9 +32,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure Insight at this commit, in the same runs; Insight's figures then "
+        "show their ratio to it",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     targets = tuple(BY_NAME[name] for name in args.targets)
+    if args.baseline:
+        commit, code = checkout(args.baseline)
+        at = next((i + 1 for i, t in enumerate(targets) if t.name == "insight"), 0)
+        targets = (*targets[:at], Target("insight", code=code, commit=commit), *targets[at:])
     for name in args.scenarios:
         runs: list[Row] = []
         for repeat in range(args.repeats):

@@ -39,13 +39,17 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 LOGS = Path(tempfile.gettempdir()) / "insight-bench-logs"
 
 
-def start_server(command: list[str], port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    """Start a server; its output goes to LOGS/<port>.log."""
+def start_server(
+    command: list[str], port: int, redis_url: str, code: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server (from the product packages in `code`, if given: a baseline commit's);
+    its output goes to LOGS/<port>.log."""
     LOGS.mkdir(exist_ok=True)
+    env = server_env(redis_url)
+    if code is not None:  # `-m` puts the working directory first on the import path
+        env["PYTHONPATH"] = str(code)
     with open(LOGS / f"{port}.log", "wb") as log:
-        process = subprocess.Popen(
-            command, env=server_env(redis_url), stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code)
     wait_ready(f"http://127.0.0.1:{port}/")
     return process
 
@@ -59,10 +63,11 @@ def start_uvicorn(app: str, port: int, redis_url: str) -> subprocess.Popen[bytes
     )  # fmt: skip
 
 
-def start_edge(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    """An Insight edge, started as operators start one (`insight edge`)."""
+def start_edge(port: int, redis_url: str, code: Path | None = None) -> subprocess.Popen[bytes]:
+    """An Insight edge, started as operators start one (`insight edge`); from `code`, the
+    product packages of a baseline commit, if given."""
     command = [sys.executable, "-m", "cli.main", "edge", "--port", str(port)]
-    return start_server(command, port, redis_url)
+    return start_server(command, port, redis_url, code)
 
 
 @lru_cache(maxsize=1)

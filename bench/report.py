@@ -69,7 +69,12 @@ def markdown(name: str, rows: list[Row]) -> str:
     lines += [
         "",
         "Medians over the runs (lost, misrouted and duplicated: the worst run); "
-        f"(n.nnx) is the ratio to {layout.baseline_name}.",
+        f"(n.nnx) is the ratio to {layout.baseline_name}"
+        + (
+            f"; on Insight's own row, to {baseline} (the same run)."
+            if (baseline := _commit_measured(rows))
+            else "."
+        ),
         "",
     ]
     if layout.note:
@@ -78,10 +83,31 @@ def markdown(name: str, rows: list[Row]) -> str:
 
 
 def _baseline_row(rows: list[Row], row: Row, layout: Layout) -> Row | None:
+    """The row `row`'s ratios are to: the layout's baseline in the same group; for Insight's
+    own row, Insight at the baseline commit (`--baseline`: target `insight@<commit>`) if the
+    run measured it."""
     field, value = layout.baseline
     group = [k for k in layout.key if k != field]
+
+    def matching(wanted: Any) -> Row | None:
+        return next(
+            (r for r in rows if wanted(r.get(field)) and all(r[k] == row[k] for k in group)),
+            None,
+        )
+
+    if str(row.get(field, "")).startswith(f"{value}@"):
+        return None  # the baseline commit's own row: the figures the others are read against
+    if field == "target" and row.get(field) == value:
+        earlier = matching(lambda target: str(target).startswith(f"{value}@"))
+        if earlier is not None:
+            return earlier
+    return matching(lambda target: target == value)
+
+
+def _commit_measured(rows: list[Row]) -> str | None:
+    """`insight@<commit>` if the run measured Insight at a baseline commit."""
     return next(
-        (r for r in rows if r.get(field) == value and all(r[k] == row[k] for k in group)),
+        (str(r["target"]) for r in rows if str(r.get("target", "")).startswith("insight@")),
         None,
     )
 

@@ -249,7 +249,7 @@ class Rig:
         nodes = {port: cpu - redis_before.get(port, 0.0) for port, cpu in redis_after.items()}
         records = [r for batch in self._call("take", [{} for _ in self.pipes]) for r in batch]
         window = summarise(
-            self.target.name,
+            self.target.label,
             traffic,
             sent,
             records,

@@ -126,7 +126,7 @@ def _highest(rig: Rig, sizes: Sizes) -> Row:
         }
     if best is not None:
         return _row(best, users=sizes.users[0], sustained_per_s=best.delivered_per_s, **failed_at)
-    return {"target": rig.target.name, "sustained_per_s": 0, **failed_at}
+    return {"target": rig.target.label, "sustained_per_s": 0, **failed_at}
 
 
 def connections(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
@@ -142,7 +142,7 @@ def connections(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
             rss = rig.server_rss()
             window = rig.traffic(sizes.storm_rate, sizes.ramp_seconds)
             yield {
-                "target": target.name,
+                "target": target.label,
                 "connections": count,
                 "accept_first": sizes.accept_timed,
                 "seconds_to_accept_first": round(first, 2),

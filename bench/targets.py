@@ -24,9 +24,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench.baseline import use_code
 from bench.common import start_edge, start_uvicorn
 
 Publish = Callable[[str, dict[str, Any]], object]
@@ -44,6 +46,14 @@ class Target:
     name: str
     idempotency_keys: bool = False  # Insight's producer only, as are the next
     min_replicas: int = 0
+    # Insight at another commit (`--baseline`): that commit's product packages, and its name
+    code: Path | None = None
+    commit: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The target's name in results: `insight@<commit>` for a baseline."""
+        return f"{self.name}@{self.commit}" if self.commit else self.name
 
     @property
     def has_server(self) -> bool:
@@ -61,7 +71,7 @@ class Target:
 
     def start(self, port: int, redis_url: str) -> subprocess.Popen[bytes] | None:
         if self.is_insight:
-            return start_edge(port, redis_url)
+            return start_edge(port, redis_url, self.code)
         if self.name in PEER_APPS:
             return start_uvicorn(PEER_APPS[self.name], port, redis_url)
         return None
@@ -78,6 +88,8 @@ class Target:
 
     def publisher(self, redis_url: str) -> Publish:
         """How a producer process sends `data` to one user (called once per process)."""
+        if self.code is not None:
+            use_code(self.code)
         if self.name in ("insight", SSE):
             os.environ.update(
                 REDIS_URL=redis_url, EVENTS_REDIS_URL=redis_url, ENVIRONMENT="development"

@@ -153,3 +153,28 @@ def test_the_app_event_bench_prints_each_kind_with_its_comparisons_ratio() -> No
         assert row["cpu_us_per_publish"] > 0
         assert (row["ratio"] is None) == (row["compared_with"] is None)
         assert row["ratio"] is None or row["ratio"] > 0
+
+
+def test_a_baseline_commit_runs_in_the_same_run_and_insights_figures_are_read_against_it(
+    tmp_path: Path,
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--repeats", "1",
+         "--scenarios", "targeted_push", "--targets", "insight", "--baseline", "HEAD",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    push = json.loads((tmp_path / "targeted_push.json").read_text())
+    rows = {row["target"]: row for row in push["runs"]}
+    assert set(rows) == {"insight", f"insight@{commit}"}
+    for row in rows.values():
+        assert row["delivered"] == row["published"] > 0, row
+        assert (row["lost"], row["misrouted"], row["duplicated"]) == (0, 0, 0), row
+    table = (tmp_path / "targeted_push.md").read_text()
+    [ours] = [line for line in table.splitlines() if line.startswith("| 50 | 200 | insight |")]
+    assert "x) |" in ours  # Insight's figures carry their ratio to the baseline's
+    assert f"to insight@{commit} (the same run)" in table
