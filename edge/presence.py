@@ -160,7 +160,8 @@ class Presence:
             self._change(Entry(identity.user_id, business=identity.business_id), -1)
 
     async def revoked(self, identity: Identity) -> bool:
-        """Whether the user's revocation mark refuses this identity's token (a renewal)."""
+        """Whether the user's revocation mark refuses this identity's token (a renewal, a
+        ticket's purchase)."""
         mark = await self._store.revocation_mark(identity.user_id)
         return mark is not None and issued_before(identity, mark)
 

@@ -28,13 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from core.config import Settings
-from core.security import (
-    Identity,
-    InvalidToken,
-    accepted_until,
-    issued_before,
-    verify_token_async,
-)
+from core.security import Identity, InvalidToken, accepted_until, verify_token_async
 from edge.handshake import bearer_token
 from edge.http_answers import refusal
 from edge.pump import log_broker_failure
@@ -59,7 +53,7 @@ async def _answer(request: Request) -> JSONResponse:
     if request.method != "POST":
         return refusal(405, "use POST")
     settings: Settings = request.app.state.settings
-    broker = request.app.state.engine.broker
+    broker, presence = request.app.state.engine.broker, request.app.state.engine.presence
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         return refusal(401, "a Bearer token is required", "Authorization")
@@ -67,14 +61,13 @@ async def _answer(request: Request) -> JSONResponse:
         identity = await verify_token_async(token, settings)
     except InvalidToken:
         return refusal(401, "invalid token", "Authorization")
-    if broker is None:
+    if broker is None or presence is None:
         return refusal(503, "event log unavailable")
     try:
         async with asyncio.timeout(settings.ws_subscribe_timeout_seconds):
             # A revoked token buys nothing: its page hears 401 here, where fetch can read it
             # (a refused EventSource only says "error"), and asks getToken for a new one.
-            mark = await broker.presence.revocation_mark(identity.user_id)
-            if mark is not None and issued_before(identity, mark):
+            if await presence.revoked(identity):
                 return refusal(401, "token revoked", "Authorization")
             ticket = await issue(broker.tickets, identity, settings.sse_ticket_seconds)
     except Exception as error:  # a Redis error or a timeout: never a 500
