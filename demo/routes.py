@@ -13,8 +13,9 @@ from fastapi.responses import FileResponse
 from core.config import Settings
 from core.security import InvalidToken, issue_token, verify_token_async
 from demo.events import Celebration
+from edge.handshake import bearer_token
 from realtime import AsyncUIManager
-from realtime.registry import event_registry
+from realtime.registry import UndeclaredEvent
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -75,19 +76,15 @@ async def celebrate(
     """Confetti on the page of every member of the caller's business: the demo's own event,
     published like the five (Authorization: Bearer <a demo token>)."""
     settings: Settings = request.app.state.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = bearer_token(request.headers.get("authorization"))
     try:
-        if scheme.lower() != "bearer":
+        if token is None:
             raise InvalidToken("no bearer token")
         identity = await verify_token_async(token, settings)
     except InvalidToken:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a demo token", {"WWW-Authenticate": "Bearer"}
         ) from None
-    if event_registry().app_events.get("ui_confetti") is not Celebration:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "INSIGHT_EVENT_MODULES does not name demo.events"
-        )
     ui = (
         AsyncUIManager.for_business(identity.business_id)
         if identity.business_id
@@ -95,8 +92,12 @@ async def celebrate(
     )
     try:
         event_id = await ui.publish(
-            Celebration(by=identity.name or identity.user_id, message=message)
+            Celebration(by=(identity.name or identity.user_id)[:100], message=message)
         )
+    except UndeclaredEvent:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "INSIGHT_EVENT_MODULES does not name demo.events"
+        ) from None
     except (redis.RedisError, OSError):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "Redis did not answer", {"Retry-After": "1"}

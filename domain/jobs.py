@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Job, utcnow
+from realtime.payloads import JobStatus as JobStatus  # where a job stands, as its job_progress says
 
-# The kinds of job the API accepts (each is a row of domain/registry.py) and where a job stands.
+# The kinds of job the API accepts (each is a row of domain/registry.py).
 JobKind = Literal["order", "payment", "metrics", "import"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 UNFINISHED: tuple[JobStatus, ...] = ("queued", "running")
 

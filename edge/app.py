@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,12 +32,13 @@ from starlette.websockets import WebSocket
 
 from core.config import READY_CHECK_SECONDS, get_settings
 from core.json_logs import configure_logging
-from edge.endpoint import SOCKET_PATH, insight_socket
+from edge.endpoint import insight_socket
 from edge.engine import BrokerFactory, Engine, redis_broker
 from edge.serving import served_by_insight
-from edge.sse_endpoint import SSE_PATH, insight_sse
-from edge.tickets import TICKETS_PATH, tickets_endpoint
+from edge.sse_endpoint import insight_sse
+from edge.tickets import tickets_endpoint
 from realtime import asyncapi
+from realtime.frames import SOCKET_PATH, SSE_PATH, TICKETS_PATH
 from realtime.registry import event_registry
 
 logger = logging.getLogger(__name__)
@@ -114,15 +116,20 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
         """Prometheus metrics of this edge process."""
         return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    # Built once per process, on first request (the declared events never change while it
+    # runs): each takes milliseconds of the event loop that delivers the frames.
+    frame_schema = functools.cache(lambda: event_registry().frame_json_schema())
+    asyncapi_of_edge = functools.cache(lambda: asyncapi.render(event_registry()))
+
     @app.get("/api/v1/events/schema", tags=["protocol"])
     async def schema() -> dict[str, object]:
         """JSON Schema of the frames this edge sends (the declared events, the control frames)."""
-        return event_registry().frame_json_schema()
+        return frame_schema()
 
     @app.get("/asyncapi.json", tags=["protocol"])
     async def asyncapi_document() -> dict[str, object]:
         """The AsyncAPI 3.0 document of this edge's WebSocket and SSE channels and frames."""
-        return asyncapi.render(event_registry())
+        return asyncapi_of_edge()
 
     return app
 

@@ -21,7 +21,6 @@ from edge.frame_writer import FRAME_WRITER_EXTENSION
 from edge.handshake import (
     BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
-    DEFAULT_CHANNEL,
     SUBPROTOCOL,
     auth_message,
     token_from_subprotocols,
@@ -32,11 +31,11 @@ from edge.hub import Hub
 from edge.presence import Presence
 from edge.pump import pump, read_websocket
 from edge.session import Refused, ended, join, leave, refused, starting_point
+from realtime.frames import DEFAULT_CHANNEL
 from realtime.ids import CLIENT_RULE
 
 logger = logging.getLogger(__name__)
 
-SOCKET_PATH = "/api/v1/insight"
 CLOSE_TIMEOUT_SECONDS = 5.0  # served without `insight edge`: an ASGI close waits for the peer
 
 

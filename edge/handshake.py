@@ -9,9 +9,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from realtime.frames import DEFAULT_CHANNEL
 from realtime.ids import CLIENT_PATTERN
 
-DEFAULT_CHANNEL = "ui_events"
 CHANNELS = frozenset({DEFAULT_CHANNEL})
 
 # A browser cannot put a header on a WebSocket, but it can offer subprotocols: offering

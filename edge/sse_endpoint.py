@@ -30,19 +30,18 @@ from core.security import Identity, InvalidToken, verify_token_async
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
 from edge.frame_writer import STREAM_WRITER_EXTENSION, StreamWriter
-from edge.handshake import CHANNELS, DEFAULT_CHANNEL, bearer_token, well_formed_client
+from edge.handshake import CHANNELS, bearer_token, well_formed_client
 from edge.http_answers import refusal_of
 from edge.pump import Expiry, log_broker_failure, pump
 from edge.session import Refused, ended, join, leave, refused, starting_point
 from edge.tickets import redeem
 from realtime import sse
 from realtime.broker import Broker
-from realtime.frames import frame_id, parse_cursor
+from realtime.frames import DEFAULT_CHANNEL, frame_id, parse_cursor
 from realtime.ids import CLIENT_RULE
 
 logger = logging.getLogger(__name__)
 
-SSE_PATH = "/api/v1/insight/sse"
 END_TIMEOUT_SECONDS = 5.0  # served without `insight edge`: the last ASGI send waits for the peer
 _SINGLE = ("channel", "since", "ticket", "client")  # query parameters that may appear once
 

@@ -37,7 +37,6 @@ from realtime.ids import check_id
 
 logger = logging.getLogger(__name__)
 
-TICKETS_PATH = "/api/v1/insight/tickets"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32}")
 MAX_TICKET_LENGTH = 33 + 4 * 1024 // 3 + 4  # the secret, a dot, a 1 KiB id in base64url
 

@@ -12,11 +12,10 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from realtime.events import CONTEXT_KEYS, CONTROL_FRAMES, Event
+from realtime.frames import DEFAULT_CHANNEL, SOCKET_PATH, SSE_PATH
 from realtime.registry import EventRegistry, declared_type
 
 ASYNCAPI_VERSION = "3.0.0"
-SOCKET_ADDRESS = "/api/v1/insight"
-SSE_ADDRESS = "/api/v1/insight/sse"
 _SCHEMAS = "#/components/schemas/"
 
 _FRAME_ID = {
@@ -29,7 +28,7 @@ _HANDSHAKE_QUERY = {
     "type": "object",
     "properties": {
         "token": _TEXT,
-        "channel": {**_TEXT, "default": "ui_events"},
+        "channel": {**_TEXT, "default": DEFAULT_CHANNEL},
         "client": _TEXT,
         "since": _TEXT,
     },
@@ -72,7 +71,7 @@ def render(registry: EventRegistry, title: str = "Insight realtime edge") -> dic
         "defaultContentType": "application/json",
         "channels": {
             "websocket": {
-                "address": SOCKET_ADDRESS,
+                "address": SOCKET_PATH,
                 "title": "WebSocket",
                 "description": "GET with `token` (or the `insight.bearer.<JWT>` subprotocol), "
                 "optional `channel=ui_events`, `client=<tab id>` and `since=<last id>`.",
@@ -80,7 +79,7 @@ def render(registry: EventRegistry, title: str = "Insight realtime edge") -> dic
                 "bindings": {"ws": {"method": "GET", "query": _HANDSHAKE_QUERY}},
             },
             "sse": {
-                "address": SSE_ADDRESS,
+                "address": SSE_PATH,
                 "title": "Server-Sent Events",
                 "description": "text/event-stream: each message's `data:` is the frame, its `id:` "
                 "the frame's id; resume with Last-Event-ID. Authorization: Bearer, or `ticket`.",

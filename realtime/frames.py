@@ -39,6 +39,13 @@ from realtime.events import Gap, Ready
 
 KINDS = ("u", "b", "a")  # user, business, everyone: the first letter of every component
 MAX_CURSOR_LENGTH = 1024
+# Where the edge serves them: the WebSocket, its SSE twin and SSE's tickets, and the one
+# channel a client may ask for (`channel=`, the seed's).
+SOCKET_PATH = "/api/v1/insight"
+SSE_PATH = "/api/v1/insight/sse"
+TICKETS_PATH = "/api/v1/insight/tickets"
+DEFAULT_CHANNEL = "ui_events"
+
 MAX_SEQ = 2**64 - 1  # the largest part (milliseconds or sequence) of a Stream entry id
 
 _COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")

@@ -59,13 +59,11 @@ class EventRegistry:
         self,
         app_events: Mapping[str, type[AppEvent]],
         update_payloads: Mapping[str, type[UpdatePayload]],
-        modules: tuple[str, ...],
     ) -> None:
         seeds = {declared_type(model) or "": model for model in SEED_EVENTS}
         self.events: dict[str, type[Event]] = {**seeds, **app_events}
         self.app_events = dict(app_events)
         self.payloads = dict(update_payloads)
-        self.modules = modules
         self._payload_adapters = {name: TypeAdapter(m) for name, m in self.payloads.items()}
         self.event_type = _tagged([self._member(model) for model in self.events.values()])
         self._adapter: TypeAdapter[Event] = TypeAdapter(self.event_type)
@@ -134,6 +132,13 @@ def load_registry(modules: Iterable[str]) -> EventRegistry:
     seeds = {declared_type(model) for model in SEED_EVENTS}
     for module_name in (INSIGHT_PAYLOADS, *names):
         module = _import(module_name)
+        declared = _declared_in(module, AppEvent) + _declared_in(module, UpdatePayload)
+        if not declared:
+            raise EventDeclarationError(
+                f"INSIGHT_EVENT_MODULES names {module_name!r}, which defines no AppEvent or "
+                "UpdatePayload (a class counts in the module that defines it, not in one that "
+                "imports it: name that module)"
+            )
         for model in _declared_in(module, AppEvent):
             name = _checked_name(model, module_name, events)
             if name in seeds:
@@ -144,7 +149,7 @@ def load_registry(modules: Iterable[str]) -> EventRegistry:
             events[name] = model
         for payload in _declared_in(module, UpdatePayload):
             update_payloads[_checked_name(payload, module_name, update_payloads)] = payload
-    return EventRegistry(events, update_payloads, names)
+    return EventRegistry(events, update_payloads)
 
 
 def _import(module_name: str) -> ModuleType:

@@ -193,9 +193,3 @@ export function isUpdatePayload<K extends UpdatePayload["type"]>(
   type: K,
 ): data is Extract<UpdatePayload, {{ type: K }}>;
 """
-
-
-if __name__ == "__main__":
-    from realtime.registry import load_registry
-
-    print(render(load_registry(())), end="")

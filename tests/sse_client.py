@@ -14,10 +14,8 @@ from typing import Any
 
 import httpx
 
+from realtime.frames import SSE_PATH, TICKETS_PATH
 from tests.harness import WAIT, Frames
-
-SSE_PATH = "/api/v1/insight/sse"
-TICKETS_PATH = "/api/v1/insight/tickets"
 
 
 @dataclass(frozen=True)

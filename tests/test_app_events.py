@@ -83,6 +83,8 @@ def test_an_untyped_update_is_still_any_json() -> None:
         ("tests.app_events.broken", ["'tests.app_events.broken'", "does not import",
                                      "insight_no_such_module"]),
         ("tests.app_events.no_such_module", ["'tests.app_events.no_such_module'"]),
+        ("tests.app_events.reexports", ["'tests.app_events.reexports'", "defines no AppEvent"]),
+        ("os", ["'os'", "defines no AppEvent"]),
     ],
 )  # fmt: skip
 def test_a_module_that_cannot_be_used_is_refused_at_load_naming_it(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from realtime import asyncapi
+from realtime.frames import SOCKET_PATH, SSE_PATH
 from realtime.registry import load_registry
 from tests.app_events import DECLARED
 from tests.harness import ROOT
@@ -46,7 +47,7 @@ def test_the_document_is_valid_asyncapi_3_with_every_declared_frame(
     code, report = parse(parser, asyncapi.render(registry))
     assert (code, report["errors"]) == (0, [])
     assert report["warnings"] == []
-    assert set(report["channels"]) == {asyncapi.SOCKET_ADDRESS, asyncapi.SSE_ADDRESS}
+    assert set(report["channels"]) == {SOCKET_PATH, SSE_PATH}
     assert set(report["messages"]) == {*registry.events, "insight_ready", "insight_gap", "auth"}
 
 

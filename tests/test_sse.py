@@ -16,8 +16,9 @@ import pytest
 
 from cli.local_redis import LocalRedis
 from realtime import UIManager
+from realtime.frames import SSE_PATH, TICKETS_PATH
 from tests.harness import Client, Edge, id_of, start_edge, unique
-from tests.sse_client import SSE_PATH, TICKETS_PATH, SseClient, ticket_for
+from tests.sse_client import SseClient, ticket_for
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from realtime import Recipient
+from realtime.frames import SSE_PATH
 from realtime.recipients import Recipient as Addressee
 from tests.harness import Client, Edge, id_of, unique
 from tests.local_cluster import LocalCluster, slot_of
-from tests.sse_client import SSE_PATH, SseClient, ticket_for
+from tests.sse_client import SseClient, ticket_for
 from tests.test_cluster import publisher
 
 pytestmark = pytest.mark.anyio

@@ -32,7 +32,6 @@ _EVENT_SCHEMA = {
     "properties": {
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string"},
-        "event": {"type": "string"},
     },
     "required": ["data"],
 }

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, Request, expect
 
 from realtime import UIManager
+from realtime.frames import SSE_PATH
 from realtime.payloads import JobProgress
 from tests.browser.nextjs_app import NextApp
 from tests.browser.nextjs_pages import (
@@ -30,7 +31,6 @@ from tests.stack import COFFEE
 # (tests/conftest.py, SHARED_WORKER).
 pytestmark = pytest.mark.timeout(300)
 
-SSE_PATH = "/api/v1/insight/sse"
 WORK = 30_000  # ms: a bound on what waits for a worker (never a measure of its speed)
 MODAL = '[role="dialog"][data-modal="payment_failed"]'
 
