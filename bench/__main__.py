@@ -4,6 +4,7 @@
 .venv/bin/python -m bench --scenarios targeted_push --targets insight broadcaster
 .venv/bin/python -m bench --quick --out /tmp/b  # tiny sizes: does the benchmark work?
 .venv/bin/python -m bench --scenarios targeted_push --baseline main~5   # against a commit
+.venv/bin/python -m bench --scenarios targeted_push --users 1000 --rates 2000 --seconds 15
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench import report
@@ -38,8 +40,17 @@ def main() -> None:
         help="also measure Insight at this commit, in the same runs; Insight's figures then "
         "show their ratio to it",
     )
+    parser.add_argument("--users", type=int, nargs="+", help="connected users (scenario 1)")
+    parser.add_argument("--rates", type=int, nargs="+", help="events per second (scenario 1)")
+    parser.add_argument("--seconds", type=float, help="each measured window (scenario 1)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
+    if args.users:
+        sizes = replace(sizes, users=tuple(args.users))
+    if args.rates:
+        sizes = replace(sizes, rates=tuple(args.rates))
+    if args.seconds:
+        sizes = replace(sizes, seconds=args.seconds)
     targets = tuple(BY_NAME[name] for name in args.targets)
     if args.baseline:
         commit, code = checkout(args.baseline)

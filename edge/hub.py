@@ -20,6 +20,8 @@ from realtime.broker import LiveFeed, LogStore
 from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
 from realtime.recipients import Recipient
 
+REVOKE_ID = REVOKE_EVENT_ID.encode()
+
 logger = logging.getLogger(__name__)
 
 PAGE_READS = 64  # page reads in flight at once (see edge.catch_up.Reads)
@@ -144,11 +146,11 @@ class Hub:
         if not listeners:
             return
         coalesce_key, event_id, tab, body = parse_announcement(data)
-        event = parse_event_id(event_id)
+        event = parse_event_id(event_id.decode("latin-1"))  # never fails; an id is ASCII
         if event is None:
             # Not an event: a control announcement (an id no event has), costing the
             # delivery path nothing, or garbage.
-            if event_id == REVOKE_EVENT_ID and body.isdigit():
+            if event_id == REVOKE_ID and body.isdigit():
                 self._revoke(listeners, int(body))
                 return
             logger.warning(
@@ -156,11 +158,11 @@ class Hub:
                 extra={"channel": channel.decode(errors="replace")},
             )
             return
-        encoded_id = event_id.encode()
         if tab:  # for one tab of the user (`realtime.broker.log_calls`): its connections only
-            listeners = {c: i for c, i in listeners.items() if c.client == tab}
+            client = tab.decode(errors="replace")
+            listeners = {c: i for c, i in listeners.items() if c.client == client}
         for connection, index in listeners.items():
-            connection.offer(index, event, encoded_id, coalesce_key, body)
+            connection.offer(index, event, event_id, coalesce_key, body)
         telemetry.record_delivery(body, event, len(listeners))
 
     def _listeners_of(self, channels: set[bytes]) -> set[ClientConnection]:

@@ -33,7 +33,7 @@ connections (see `realtime.broker.log_calls`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from realtime.events import Gap, Ready
 
@@ -48,7 +48,8 @@ DEFAULT_CHANNEL = "ui_events"
 
 MAX_SEQ = 2**64 - 1  # the largest part (milliseconds or sequence) of a Stream entry id
 
-_COMPONENT = re.compile(r"^([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})$")
+# fullmatch, not match with `$`, which also matches before a final newline
+_COMPONENT = re.compile(r"([uba])([0-9]{1,20})\.([0-9]{1,20})-([0-9]{1,20})")
 _ID_PREFIX = b'{"id":"'
 _READY_ID = b'"type":"insight_ready","id":"'
 
@@ -65,10 +66,12 @@ REVOKE_ANNOUNCEMENT = f"\n{REVOKE_EVENT_ID}\n"  # the prefix a REVOKE script pub
 Key = tuple[int, int]  # a Stream entry id as numbers, which order it
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where a connection stands in one recipient's log: after entry `key` of epoch `epoch`
-    (None before the log was first read: a position taken from the clock at the handshake)."""
+    (None before the log was first read: a position taken from the clock at the handshake).
+
+    A named tuple, not a frozen dataclass: the edge makes one per event it delivers, and a
+    frozen dataclass's constructor costs twice as much (0.40 against 0.21 µs)."""
 
     kind: str
     epoch: str | None
@@ -89,8 +92,8 @@ def entry_key(entry_id: str) -> Key:
 
 
 def parse_event_id(event_id: str) -> Position | None:
-    """The position an event id names, or None if it is not one."""
-    match = _COMPONENT.match(event_id)
+    """The position an event id (`<kind><epoch>.<µs>-<n>`) names, or None if it is not one."""
+    match = _COMPONENT.fullmatch(event_id)
     if match is None:
         return None
     kind, epoch, micros, seq = match.groups()
@@ -125,12 +128,13 @@ def announcement(coalesce_key: str, event_id: str, body: str, tab: str = "") -> 
     return f"{coalesce_key}\n{event_id}{scope}\n{body}".encode()
 
 
-def parse_announcement(data: bytes) -> tuple[str, str, str, bytes]:
-    """(coalesce key, event id, tab id or "", body) of a live announcement."""
+def parse_announcement(data: bytes) -> tuple[str, bytes, bytes, bytes]:
+    """(coalesce key, event id, tab id or b"", body) of a live announcement; the id and the
+    tab stay bytes, as the edge writes the one and compares the other."""
     coalesce, _, rest = data.partition(b"\n")
     event_id, _, body = rest.partition(b"\n")
     event_id, _, tab = event_id.partition(b" ")
-    return coalesce.decode(), event_id.decode(), tab.decode(), body
+    return coalesce.decode(), event_id, tab, body
 
 
 def splice(cursor: bytes, body: bytes) -> bytes:

@@ -102,6 +102,11 @@ class AsyncDriver:
         self._scripts: dict[str, AsyncScript] = {}
         self._masters: dict[str, redis.asyncio.Redis] = {}
 
+    @property
+    def cluster(self) -> bool:
+        """Whether it talks to a Redis Cluster (a script's keys must then share a slot)."""
+        return self._cluster is not None
+
     async def run(self, call: Call[T]) -> T:
         """`SyncDriver.run` for asyncio."""
         if call.durable and self.durability.min_replicas:

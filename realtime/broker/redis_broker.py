@@ -62,8 +62,8 @@ class RedisPresenceStore:
             return await self._driver.run(call)
 
     async def put(self, entries: dict[Entry, int], by: Stamp) -> Marks:
-        """One script per hash slot, pipelined, PIPELINE_CALLS at a time."""
-        batch = presence_calls.put(entries, by)
+        """A few scripts (`presence_calls.put`), pipelined, PIPELINE_CALLS at a time."""
+        batch = presence_calls.put(entries, by, cluster=self._driver.cluster)
         marks: Marks = []
         for start in range(0, len(batch), PIPELINE_CALLS):
             async with self._calls or contextlib.nullcontext():
