@@ -26,12 +26,13 @@ one importer of `edge.protocols`, which holds every use of uvicorn's internals;
 from __future__ import annotations
 
 import gc
+import math
 from typing import Any
 
 from core.config import Settings
 from edge.protocols.contract import check_uvicorn
 from edge.protocols.http import edge_http_protocol
-from edge.protocols.websocket import EdgeWebSocketProtocol
+from edge.protocols.websocket import edge_websocket_protocol
 
 APP = "edge.app:app"
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -39,13 +40,18 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
-        "http": edge_http_protocol(settings.ws_handshake_timeout_seconds),
-        "ws": EdgeWebSocketProtocol,
+        "http": edge_http_protocol(
+            settings.ws_handshake_timeout_seconds, settings.ws_shutdown_drain_seconds
+        ),
+        "ws": edge_websocket_protocol(settings.ws_shutdown_drain_seconds),
         "ws_per_message_deflate": False,
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_ping_interval": settings.ws_ping_interval_seconds,
         "ws_ping_timeout": settings.ws_ping_timeout_seconds,
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        # The drain, then what the last sockets' closes and the app's shutdown may take.
+        "timeout_graceful_shutdown": math.ceil(
+            settings.ws_shutdown_drain_seconds + GRACEFUL_SHUTDOWN_SECONDS
+        ),
     }
 
 

@@ -12,13 +12,16 @@ an SSE stream (`edge.protocols.stream`).
 from __future__ import annotations
 
 import asyncio
+import random
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edge.close_codes import CloseCode
 from edge.frame_writer import STREAM_WRITER_EXTENSION
 from edge.protocols.stream import StreamWire
+from realtime import sse
 
 # The most a request head (request line and headers) may take, all lines together. Each line
 # of a WebSocket handshake is also held to websockets' MAX_LINE_LENGTH (8 KiB); browsers send
@@ -41,10 +44,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     (its headers), whether it arrives whole or never ends; either way the connection is
     closed and the app never sees the request. Bodies, responses and upgrades stay uvicorn's.
 
-    Served through `edge_http_protocol(timeout)`, which sets `head_timeout`.
+    Served through `edge_http_protocol(timeout, drain)`, which sets `head_timeout` and
+    `drain_seconds`.
     """
 
     head_timeout: float = 5.0
+    drain_seconds: float = 0.0  # WS_SHUTDOWN_DRAIN_SECONDS: see `shutdown`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,6 +59,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_parsed = 0  # bytes of the current head's target and headers, as parsed
         self._head_received = 0  # bytes received while the current head was open
         self._refusal: HTTPStatus | None = None
+        self._stream: StreamWire | None = None  # the current GET's, which may be an SSE stream
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -102,9 +108,20 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self.scope["method"] == "GET" and cycle is not None and cycle.scope is self.scope:
             # The ASGI task is created but has not run yet, so it sees the extension.
             extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
-            extensions[STREAM_WRITER_EXTENSION] = StreamWire(
-                cycle, self.flow, self.transport, self.loop
-            )
+            self._stream = StreamWire(cycle, self.flow, self.transport, self.loop)
+            extensions[STREAM_WRITER_EXTENSION] = self._stream
+
+    def shutdown(self) -> None:
+        """As uvicorn shuts a connection down, but a stream under way (an SSE stream never
+        ends by itself, so uvicorn would wait for it until its graceful timeout and then cut
+        it) ends with 1012 at a random moment within `drain_seconds`, as a socket does
+        (`edge.protocols.websocket`): its client resumes on another edge."""
+        super().shutdown()
+        stream = self._stream
+        if stream is not None and stream.streaming:
+            delay = random.uniform(0, self.drain_seconds)  # a spread, not a secret
+            ending = sse.closing(CloseCode.SERVER_RESTARTING, "server restarting")
+            self.loop.call_later(delay, stream.finish, ending)
 
     def _count(self, size: int, status: HTTPStatus) -> None:
         self._head_parsed += size
@@ -147,11 +164,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def edge_http_protocol(head_timeout: float) -> type[EdgeHttpProtocol]:
-    """`EdgeHttpProtocol` with the given head timeout (uvicorn takes a class, not options)."""
+def edge_http_protocol(head_timeout: float, drain_seconds: float) -> type[EdgeHttpProtocol]:
+    """`EdgeHttpProtocol` with the given head timeout and shutdown drain (uvicorn takes a
+    class, not options)."""
 
     class ConfiguredEdgeHttpProtocol(EdgeHttpProtocol):
         pass
 
     ConfiguredEdgeHttpProtocol.head_timeout = head_timeout
+    ConfiguredEdgeHttpProtocol.drain_seconds = drain_seconds
     return ConfiguredEdgeHttpProtocol

@@ -52,6 +52,11 @@ class StreamWire:
             and not self._transport.is_closing()
         )
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the response is under way: started, and neither ended nor cut."""
+        return self._open()
+
     def write_frame(self, frame: bytes) -> bool:
         if self._flow.write_paused or not self._open():
             return False

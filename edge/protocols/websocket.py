@@ -18,6 +18,11 @@ drain, and the app's close first waits for the transport to take data at all. Th
 queues the app's close frame at once, and aborts the connection CLOSE_GRACE_SECONDS after any
 close it starts if the peer has not taken it by then.
 
+A shutdown drains: each open socket gets its 1012 at a random moment within `drain_seconds`
+(WS_SHUTDOWN_DRAIN_SECONDS), as Phoenix's socket drainer does, so that the clients, which
+reconnect at once, reach the other edges as a stream rather than a herd: at a rolling deploy
+all of an edge's sockets would otherwise land on the others in the same instant.
+
 A text message that is not UTF-8 is closed 4400 (malformed), like any other malformed first
 frame, instead of uvicorn's 1007 with an error and its traceback logged for every one. And a
 connection failed for a protocol error (1009 for a message over WS_MAX_MESSAGE_BYTES) is
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +72,9 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         self.close_timeout = CLOSE_GRACE_SECONDS  # for the peer's reply to our close frame
         self._abort_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    drain_seconds = 0.0  # set by `edge_websocket_protocol`
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -138,9 +147,10 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-            self._abort_timer = None
+        for timer in (self._abort_timer, self._drain_timer):
+            if timer is not None:
+                timer.cancel()
+        self._abort_timer = self._drain_timer = None
         super().connection_lost(exc)
 
     def keepalive_timeout(self) -> None:
@@ -148,6 +158,18 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self._bound_close()
 
     def shutdown(self) -> None:
+        """An open socket closes at a random moment within `drain_seconds`; a handshake
+        still under way is answered at once."""
+        if self.drain_seconds and self.handshake_complete and not self.close_sent:
+            delay = random.uniform(0, self.drain_seconds)  # a spread, not a secret
+            self._drain_timer = self.loop.call_later(delay, self._shut_down)
+        else:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        self._drain_timer = None
+        if self.disconnected or self.transport.is_closing():
+            return
         super().shutdown()  # sends 1012 (or answers a pending handshake) and closes
         self._bound_close()
 
@@ -231,3 +253,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
+
+
+def edge_websocket_protocol(drain_seconds: float) -> type[EdgeWebSocketProtocol]:
+    """`EdgeWebSocketProtocol` with the given shutdown drain (uvicorn takes a class)."""
+
+    class ConfiguredEdgeWebSocketProtocol(EdgeWebSocketProtocol):
+        pass
+
+    ConfiguredEdgeWebSocketProtocol.drain_seconds = drain_seconds
+    return ConfiguredEdgeWebSocketProtocol
