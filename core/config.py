@@ -127,7 +127,7 @@ class Settings(EventsSettings):
     ws_ping_timeout_seconds: float = Field(20.0, gt=0)
     # At a shutdown (SIGTERM), each open socket gets its 1012 at a random moment within this,
     # so that its clients come back to the other edges spread out, not all in one instant.
-    ws_shutdown_drain_seconds: float = Field(3.0, ge=0, le=60)
+    ws_shutdown_drain_seconds: float = Field(5.0, ge=0, le=60)
     # How often the edge's quiet pub/sub connection is PINGed; two silent intervals and it is
     # replaced (a Redis host can vanish without closing the TCP connection).
     pubsub_ping_interval_seconds: float = Field(5.0, gt=0)

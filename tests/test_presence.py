@@ -110,7 +110,8 @@ async def test_an_edge_killed_with_kill_9_leaves_presence_within_the_ttl_and_liv
 async def test_an_edge_that_stops_gives_its_entries_up_at_once(
     edge_factory: Callable[..., Edge], token: Callable[..., str]
 ) -> None:
-    stopping = edge_factory()  # the default PRESENCE_TTL_SECONDS, 30 s
+    # The default PRESENCE_TTL_SECONDS, 30 s; no drain: the socket closes at the SIGTERM.
+    stopping = edge_factory(WS_SHUTDOWN_DRAIN_SECONDS="0")
     user, business = unique("u"), unique("b")
     client = await Client.connect(stopping.ws_url, token(user, business))
     await eventually(lambda: members(business) == {user: 1})
