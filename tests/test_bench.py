@@ -178,3 +178,20 @@ def test_a_baseline_commit_runs_in_the_same_run_and_insights_figures_are_read_ag
     [ours] = [line for line in table.splitlines() if line.startswith("| 50 | 200 | insight |")]
     assert "x) |" in ours  # Insight's figures carry their ratio to the baseline's
     assert f"to insight@{commit} (the same run)" in table
+
+
+def test_the_publish_cost_bench_measures_the_tree_and_a_baseline_on_both_redis_kinds() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.publish_cost", "--baseline", "HEAD", "--events", "50",
+         "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [row["redis"] for row in rows] == ["one Redis", "cluster 3+3"]
+    for row in rows:
+        baseline = next(key for key in row if key.endswith("_cpu_us") and key != "tree_cpu_us")
+        assert row["tree_cpu_us"] > 0
+        assert row[baseline] > 0
+        low, high = row["ratio_range"]
+        assert 0 < low <= row["ratio"] <= high

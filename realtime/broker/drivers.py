@@ -1,12 +1,12 @@
 """The two drivers that run a `Call` on the events Redis: one for synchronous code (Celery
 tasks, scripts, the API's dependencies), one for asyncio (the edge, the API's routes).
 
-Each knows whether it talks to one Redis or to a cluster, once, from its client. On a cluster
-a call goes straight to the master of its slot, skipping redis-py's routing of each call (the
-producer pays for it in CPU on every publish, bench/results/design-figures.md); a slot that
-moved or a master that went away sends the call through the cluster client, which follows
-MOVED and ASK, and the whole call rides through a slot that is moving (`ride_through`). A
-durable call (EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the
+Each knows whether it talks to one Redis or to a cluster, once, from its client. A script goes
+straight onto a connection (`realtime.broker.evalsha`); on a cluster, onto the connection of
+the master of its slot, skipping redis-py's routing of each call (the producer pays for it in
+CPU on every publish, bench/results/publish_cost.md); a slot that moved or a master that went
+away sends the call through the cluster client, which follows MOVED and ASK, and the whole
+call rides through a slot that is moving (`ride_through`). A durable call (EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the
 master, which counts the replicas that have that connection's writes.
 """
 
@@ -30,6 +30,7 @@ from realtime.broker.call import (
     ride_through,
     ride_through_async,
 )
+from realtime.broker.evalsha import evalsha, evalsha_async
 
 T = TypeVar("T")
 SyncClient = redis.Redis | redis.RedisCluster
@@ -46,6 +47,7 @@ class SyncDriver:
         self.durability = durability
         self._cluster = client if isinstance(client, redis.RedisCluster) else None
         self._scripts: dict[str, Script] = {}
+        self._masters: dict[str, redis.Redis] = {}
 
     def run(self, call: Call[T]) -> T:
         """The call's parsed reply; Redis errors propagate (NotReplicated for a durable
@@ -65,13 +67,13 @@ class SyncDriver:
         return script
 
     def _direct(self, call: Call[Any]) -> Any:
-        script = self._script(call.script)
+        master = self._master_of(call.keys[0])
         if self._cluster is None:
-            return script(keys=call.keys, args=call.args)
+            return evalsha(master, call)
         try:
-            return script(keys=call.keys, args=call.args, client=self._master_of(call.keys[0]))
-        except _REROUTE:
-            return script(keys=call.keys, args=call.args)  # the cluster client: MOVED, ASK
+            return evalsha(master, call)
+        except _REROUTE:  # the cluster client: MOVED, ASK
+            return self._script(call.script)(keys=call.keys, args=call.args)
 
     def _replicated(self, call: Call[Any]) -> Any:
         pipe = self._master_of(call.keys[0]).pipeline(transaction=False)
@@ -81,11 +83,23 @@ class SyncDriver:
         return replicated(reply, replicas, self.durability)
 
     def _master_of(self, key: str) -> redis.Redis:
+        """A client of the master that holds `key`: on a cluster, one connection per master,
+        as on one Redis (redis-py's client of a node takes each call's connection from a pool
+        and gives it back, a fifth of a publish's CPU)."""
         if self._cluster is None:
             assert isinstance(self.client, redis.Redis)
             return self.client
         node = self._cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
-        return self._cluster.get_redis_connection(node)
+        master = self._masters.get(node.name)
+        if master is None:
+            pool = node.redis_connection.connection_pool
+            own = redis.ConnectionPool(
+                connection_class=pool.connection_class, **pool.connection_kwargs
+            )
+            master = self._masters[node.name] = redis.Redis(
+                connection_pool=own, single_connection_client=True
+            )
+        return master
 
     def _reread_slots(self) -> None:
         if self._cluster is not None:
@@ -161,7 +175,13 @@ class AsyncDriver:
         return script
 
     async def _direct(self, call: Call[Any]) -> Any:
-        return await self._script(call.script)(keys=call.keys, args=call.args)
+        master = self._master_of(call.keys[0])
+        if self._cluster is None:
+            return await evalsha_async(master, call)
+        try:
+            return await evalsha_async(master, call)
+        except _REROUTE:  # the cluster client: MOVED, ASK
+            return await self._script(call.script)(keys=call.keys, args=call.args)
 
     async def _replicated(self, call: Call[Any]) -> Any:
         pipe = self._master_of(call.keys[0]).pipeline(transaction=False)

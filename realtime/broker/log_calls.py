@@ -43,7 +43,9 @@ re-sends a script whose reply was lost cannot publish twice.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +87,25 @@ class Page:
     through: Key | None = None
 
 
+_retry_prefix = ""
+_retry_count = itertools.count()
+
+
+def _new_retry_prefix() -> None:
+    global _retry_prefix
+    _retry_prefix = secrets.token_hex(8)
+
+
+_new_retry_prefix()
+os.register_at_fork(after_in_child=_new_retry_prefix)  # a forked child never reuses its parent's
+
+
+def retry_key() -> str:
+    """The key of a call made without an idempotency key: 64 random bits per process and a
+    counter, unique across processes and calls (a uuid4 per call cost 4% of a publish)."""
+    return f"retry:{_retry_prefix}.{next(_retry_count)}"
+
+
 def start_position(kind: str, server_time: tuple[int, int]) -> Position:
     """The position just before anything appended after the clock read `server_time`
     (Redis TIME: seconds, microseconds): where a connection without `since` starts."""
@@ -99,7 +120,7 @@ def append(
     seconds and announce it; the call returns its id (the first one's, for a repeated key)."""
     check_event(recipient, body, ttl, options, retention)
     if options.idempotency_key is None:
-        key, ttl_ms = f"retry:{uuid.uuid4().hex}", RETRY_KEY_TTL_SECONDS * 1000
+        key, ttl_ms = retry_key(), RETRY_KEY_TTL_SECONDS * 1000
     else:
         key, ttl_ms = f"key:{options.idempotency_key}", retention.max_age_seconds * 1000
     keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]

@@ -1,0 +1,89 @@
+"""EVALSHA on a redis-py client's own connection, without its per-command layers.
+
+Every publish is one EVALSHA. Through `Script.__call__`, redis-py 8 spends more CPU around the
+command than on it: `execute_command`'s retry closure, its failure callback, the observability
+records of each call's duration, the response callbacks, and the `Script` object's own
+dispatch. Here the command is packed and sent on the client's connection, its reply read, and
+only what Insight relies on is kept: the client's lock (a single-connection client is shared
+by threads), its pool otherwise, its health check (`send_command` does it), one new
+connection when the old one turns out dead (`realtime.broker.topology` asks the same of the
+client), and the script's text sent to a server that does not know it yet (a restarted
+Redis, a new master after a failover). The figures are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from realtime.broker.call import Call
+
+
+def evalsha(client: redis.Redis, call: Call[Any]) -> Any:
+    """The call's raw reply, from the client's connection (its pool's, if it has no own)."""
+    conn = client.connection
+    if conn is not None:
+        with client.single_connection_lock:
+            return _run(conn, call)
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        return _run(conn, call)
+    finally:
+        pool.release(conn)
+
+
+def _run(conn: redis.connection.AbstractConnection, call: Call[Any]) -> Any:
+    try:
+        return _send(conn, call)
+    except redis.ConnectionError:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # dead (a Redis restart): anew
+        return _send(conn, call)
+
+
+def _send(conn: redis.connection.AbstractConnection, call: Call[Any]) -> Any:
+    script = call.script
+    send = cast(Callable[..., None], conn.send_command)  # untyped in redis-py
+    try:
+        send("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+        return conn.read_response()
+    except NoScriptError:
+        send("SCRIPT", "LOAD", script.text)
+        conn.read_response()
+        send("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+        return conn.read_response()
+
+
+async def evalsha_async(client: redis.asyncio.Redis, call: Call[Any]) -> Any:
+    """`evalsha` for asyncio code, on a connection of the client's pool (Insight's asyncio
+    clients pool their connections: an event loop runs many calls at once)."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await _run_async(conn, call)
+    finally:
+        await pool.release(conn)
+
+
+async def _run_async(conn: redis.asyncio.connection.AbstractConnection, call: Call[Any]) -> Any:
+    try:
+        return await _send_async(conn, call)
+    except redis.ConnectionError:
+        await conn.disconnect()
+        return await _send_async(conn, call)
+
+
+async def _send_async(conn: redis.asyncio.connection.AbstractConnection, call: Call[Any]) -> Any:
+    script = call.script
+    try:
+        await conn.send_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+        return await conn.read_response()
+    except NoScriptError:
+        await conn.send_command("SCRIPT", "LOAD", script.text)
+        await conn.read_response()
+        await conn.send_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+        return await conn.read_response()

@@ -1,0 +1,171 @@
+"""What a publish relies on from the connection it runs its script on, against a Redis of the
+test's own: a server that forgot the script (a restart, a new master after a failover) is
+sent it; a connection that died (a Redis restart) is replaced once; a Redis that is down is
+an error at once, not a hang; the reply is the script's, whichever driver runs it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from cli.local_redis import LocalRedis, free_port
+from realtime.broker.drivers import AsyncDriver, SyncDriver
+from realtime.broker.log_calls import Page, replay, retry_key, start_position
+from realtime.broker.log_scripts import REPLAY
+from realtime.broker.topology import async_client, sync_client
+from realtime.eventlog import AsyncEventLog, EventLog, Retention
+from realtime.events import Toast
+from realtime.publisher import AsyncUIManager, UIManager
+from realtime.recipients import Recipient
+from tests.harness import unique
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+RETENTION = Retention(max_len=100, max_age_seconds=60)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A Redis to flush and restart without touching anyone else's."""
+    server = LocalRedis(free_port(), tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def sync_manager(url: str, user: str) -> UIManager:
+    client = sync_client(url, single_connection_client=True, socket_timeout=5)
+    return UIManager(Recipient.user(user), EventLog(client, RETENTION))
+
+
+async def async_manager(url: str, user: str) -> AsyncUIManager:
+    client = await async_client(url, socket_timeout=5)
+    return AsyncUIManager(Recipient.user(user), AsyncEventLog(client, RETENTION))
+
+
+def toast(n: int) -> Toast:
+    return Toast(title="Saved", description=f"#{n}", variant="success")
+
+
+def without_clock(page: Page) -> Page:
+    """The page without what the clock decides (a page at the log's end reads it)."""
+    return dataclasses.replace(page, through=None)
+
+
+def logged(url: str, user: str) -> int:
+    """How many entries the user's log holds, read with a plain client."""
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.xlen(Recipient.user(user).stream_key))
+    finally:
+        client.close()
+
+
+def test_a_server_that_forgot_the_script_is_sent_it_and_the_publish_succeeds(
+    own_redis: LocalRedis,
+) -> None:
+    user = unique("u")
+    ui = sync_manager(own_redis.url, user)
+    first = ui.publish(toast(1))
+    redis.Redis.from_url(own_redis.url).script_flush()
+    second = ui.publish(toast(2))
+    assert second != first
+    assert logged(own_redis.url, user) == 2
+
+
+async def test_an_async_publish_to_a_server_that_forgot_the_script_succeeds(
+    own_redis: LocalRedis,
+) -> None:
+    user = unique("u")
+    ui = await async_manager(own_redis.url, user)
+    await ui.publish(toast(1))
+    redis.Redis.from_url(own_redis.url).script_flush()
+    await ui.publish(toast(2))
+    assert logged(own_redis.url, user) == 2
+
+
+def test_the_first_publish_after_a_redis_restart_succeeds_on_a_new_connection(
+    own_redis: LocalRedis,
+) -> None:
+    user = unique("u")
+    ui = sync_manager(own_redis.url, user)
+    ui.publish(toast(1))
+    own_redis.stop()
+    own_redis.start()  # no persistence: the log and the scripts are gone, the socket is dead
+    ui.publish(toast(2))
+    assert logged(own_redis.url, user) == 1
+
+
+async def test_the_first_async_publish_after_a_redis_restart_succeeds(
+    own_redis: LocalRedis,
+) -> None:
+    user = unique("u")
+    ui = await async_manager(own_redis.url, user)
+    await ui.publish(toast(1))
+    own_redis.stop()
+    own_redis.start()
+    await ui.publish(toast(2))
+    assert logged(own_redis.url, user) == 1
+
+
+def test_a_publish_to_a_redis_that_is_down_raises_at_once(own_redis: LocalRedis) -> None:
+    ui = sync_manager(own_redis.url, unique("u"))
+    ui.publish(toast(1))
+    own_redis.stop()
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        ui.publish(toast(2))
+    assert time.monotonic() - started < 2
+
+
+async def test_both_drivers_hand_the_call_the_reply_a_redis_py_script_gets(
+    own_redis: LocalRedis,
+) -> None:
+    """The call layer parses the raw reply: the drivers must read what redis-py's `Script`
+    reads (bulk strings, nested arrays, integers, nil), for a publish and a page of the log."""
+    recipient = Recipient.user(unique("u"))
+    sync_log = EventLog(sync_client(own_redis.url), RETENTION)
+    ids = [UIManager(recipient, sync_log).publish(toast(n)) for n in range(3)]
+    async_log = AsyncEventLog(await async_client(own_redis.url), RETENTION)
+    ids.append(await AsyncUIManager(recipient, async_log).publish(toast(3)))
+    assert len(set(ids)) == 4
+    page = replay(
+        recipient,
+        start_position("u", (1, 0)),
+        check=True,
+        max_entries=100,
+        max_bytes=1 << 20,
+        retention=RETENTION,
+    )
+    plain = redis.Redis.from_url(own_redis.url)
+    by_redis_py = page.parse(plain.register_script(REPLAY.text)(page.keys, page.args))
+    by_sync = SyncDriver(plain).run(page)
+    by_async = await AsyncDriver(redis.asyncio.Redis.from_url(own_redis.url)).run(page)
+    assert without_clock(by_sync) == without_clock(by_async) == without_clock(by_redis_py)
+    bodies = [json.loads(body) for _, _, body, _ in by_redis_py.entries]
+    assert [body["description"] for body in bodies] == ["#0", "#1", "#2", "#3"]
+
+
+def _child_retry_key(keys: multiprocessing.Queue[str]) -> None:
+    keys.put(retry_key())
+
+
+def test_a_forked_child_makes_retry_keys_of_its_own() -> None:
+    """A call without an idempotency key is guarded by a key of its own: a forked child (a
+    Celery prefork worker) that reused its parent's would have its events taken for repeats."""
+    before = retry_key()
+    fork = multiprocessing.get_context("fork")
+    keys: multiprocessing.Queue[str] = fork.Queue()
+    child = fork.Process(target=_child_retry_key, args=(keys,))
+    child.start()
+    from_child = keys.get(timeout=10)
+    child.join(10)
+    after = retry_key()
+    assert len({before, from_child, after}) == 3
+    assert from_child.rpartition(".")[0] != before.rpartition(".")[0] == after.rpartition(".")[0]
