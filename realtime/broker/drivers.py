@@ -6,8 +6,9 @@ straight onto a connection (`realtime.broker.evalsha`); on a cluster, onto the c
 the master of its slot, skipping redis-py's routing of each call (the producer pays for it in
 CPU on every publish, bench/results/publish_cost.md); a slot that moved or a master that went
 away sends the call through the cluster client, which follows MOVED and ASK, and the whole
-call rides through a slot that is moving (`ride_through`). A durable call (EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the
-master, which counts the replicas that have that connection's writes.
+call rides through a slot that is moving (`ride_through`). A durable call
+(EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the master, which
+counts the replicas that have that connection's writes.
 """
 
 from __future__ import annotations
