@@ -9,7 +9,7 @@ import dataclasses
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,14 +39,23 @@ def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
     server.stop()
 
 
-def sync_manager(url: str, user: str) -> UIManager:
-    client = sync_client(url, single_connection_client=True, socket_timeout=5)
-    return UIManager(Recipient.user(user), EventLog(client, RETENTION))
+Publish = Callable[[Toast], Awaitable[str]]
 
 
-async def async_manager(url: str, user: str) -> AsyncUIManager:
-    client = await async_client(url, socket_timeout=5)
-    return AsyncUIManager(Recipient.user(user), AsyncEventLog(client, RETENTION))
+async def publisher(driver: str, url: str, user: str) -> Publish:
+    """The user's publish, through the synchronous driver (as a Celery task) or the asyncio
+    one (as the API), each on a client made as the process's default one is."""
+    recipient = Recipient.user(user)
+    if driver == "sync":
+        client = sync_client(url, single_connection_client=True, socket_timeout=5)
+        ui = UIManager(recipient, EventLog(client, RETENTION))
+
+        async def publish(event: Toast) -> str:
+            return ui.publish(event)
+
+        return publish
+    async_ui = AsyncUIManager(recipient, AsyncEventLog(await async_client(url), RETENTION))
+    return async_ui.publish
 
 
 def toast(n: int) -> Toast:
@@ -67,60 +76,42 @@ def logged(url: str, user: str) -> int:
         client.close()
 
 
-def test_a_server_that_forgot_the_script_is_sent_it_and_the_publish_succeeds(
-    own_redis: LocalRedis,
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_a_server_that_forgot_the_script_is_sent_it_and_the_publish_succeeds(
+    own_redis: LocalRedis, driver: str
 ) -> None:
     user = unique("u")
-    ui = sync_manager(own_redis.url, user)
-    first = ui.publish(toast(1))
+    publish = await publisher(driver, own_redis.url, user)
+    first = await publish(toast(1))
     redis.Redis.from_url(own_redis.url).script_flush()
-    second = ui.publish(toast(2))
+    second = await publish(toast(2))
     assert second != first
     assert logged(own_redis.url, user) == 2
 
 
-async def test_an_async_publish_to_a_server_that_forgot_the_script_succeeds(
-    own_redis: LocalRedis,
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_the_first_publish_after_a_redis_restart_succeeds_on_a_new_connection(
+    own_redis: LocalRedis, driver: str
 ) -> None:
     user = unique("u")
-    ui = await async_manager(own_redis.url, user)
-    await ui.publish(toast(1))
-    redis.Redis.from_url(own_redis.url).script_flush()
-    await ui.publish(toast(2))
-    assert logged(own_redis.url, user) == 2
-
-
-def test_the_first_publish_after_a_redis_restart_succeeds_on_a_new_connection(
-    own_redis: LocalRedis,
-) -> None:
-    user = unique("u")
-    ui = sync_manager(own_redis.url, user)
-    ui.publish(toast(1))
+    publish = await publisher(driver, own_redis.url, user)
+    await publish(toast(1))
     own_redis.stop()
     own_redis.start()  # no persistence: the log and the scripts are gone, the socket is dead
-    ui.publish(toast(2))
+    await publish(toast(2))
     assert logged(own_redis.url, user) == 1
 
 
-async def test_the_first_async_publish_after_a_redis_restart_succeeds(
-    own_redis: LocalRedis,
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_a_publish_to_a_redis_that_is_down_raises_at_once(
+    own_redis: LocalRedis, driver: str
 ) -> None:
-    user = unique("u")
-    ui = await async_manager(own_redis.url, user)
-    await ui.publish(toast(1))
-    own_redis.stop()
-    own_redis.start()
-    await ui.publish(toast(2))
-    assert logged(own_redis.url, user) == 1
-
-
-def test_a_publish_to_a_redis_that_is_down_raises_at_once(own_redis: LocalRedis) -> None:
-    ui = sync_manager(own_redis.url, unique("u"))
-    ui.publish(toast(1))
+    publish = await publisher(driver, own_redis.url, unique("u"))
+    await publish(toast(1))
     own_redis.stop()
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError):
-        ui.publish(toast(2))
+        await publish(toast(2))
     assert time.monotonic() - started < 2
 
 
