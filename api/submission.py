@@ -116,6 +116,10 @@ def submit(
             task_id=job.id,  # a cancel that outlives its grace revokes the message by it
             queue=job_type.queue,
             headers={"request_id": correlation_id},
+            # No Celery result is kept (the job's state is its row). Without this, send_task
+            # subscribes to the task's result channel on the result backend, and the result's
+            # garbage collection unsubscribes: two round trips per job for nothing.
+            ignore_result=True,
         )
     except Exception as error:
         logger.error("could not enqueue", extra={"job_id": job.id, "error": repr(error)})
