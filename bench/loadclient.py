@@ -69,6 +69,8 @@ class LoadClient:
         self.stats.ready = 0
         self.stats.wanted = len(users)
         self.stats.all_ready = asyncio.Event()
+        if not users:  # a share of none (fewer users than client processes)
+            return 0.0
         started = time.perf_counter()
         if self.target.name == "floor":
             self.floor, _ = await loop.create_connection(

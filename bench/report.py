@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.layouts import LAYOUTS, WORST, Layout
+from bench.layout import WORST, Layout
+from bench.layouts import LAYOUTS
 from bench.window import median
 
 Row = dict[str, Any]
@@ -179,6 +180,7 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
             "jitter": ("replay_p99_s", "delivered_pct"),
             "sse": ("server_cpu_us_per_event", "rss_kib_per_connection"),
             "blocked_page": ("open_ms", "first_event_ms"),
+            "broadcast": ("last_frame_ms", "server_cpu_ms_per_broadcast"),
         }[name]
         labels = [
             textwrap.fill(str(r["target"]), 16)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from bench import blocked_page, churn, connect_latency, large_replay, server_api
+from bench import blocked_page, broadcast, churn, connect_latency, large_replay, server_api
 from bench.order_to_toast import job_system, measure
 from bench.rig import Rig
 from bench.sizes import Sizes
@@ -265,4 +265,5 @@ SCENARIOS: dict[str, Scenario] = {
     "large_replay": lambda sizes, targets: large_replay.large_replay(sizes.replay, targets),
     "sse": sse_against_websocket,
     "blocked_page": lambda sizes, targets: blocked_page.measure(sizes.page_rounds),
+    "broadcast": lambda sizes, targets: broadcast.broadcast(sizes.broadcast, targets),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.broadcast import QUICK_BROADCAST, BroadcastSizes
 from bench.churn import QUICK_CHURN, ChurnSizes
 from bench.large_replay import QUICK_REPLAY, ReplaySizes
 
@@ -37,6 +38,7 @@ class Sizes:
     sse_users: int = 1_000  # scenario 13: SSE against WebSockets
     sse_rate: int = 2_000
     page_rounds: int = 10  # scenario 14: a page whose WebSocket is refused (bench/blocked_page.py)
+    broadcast: BroadcastSizes = field(default_factory=BroadcastSizes)  # 15 (bench/broadcast.py)
 
 
 QUICK = Sizes(
@@ -60,4 +62,5 @@ QUICK = Sizes(
     server_api_calls=30,
     churn=QUICK_CHURN,
     replay=QUICK_REPLAY,
+    broadcast=QUICK_BROADCAST,
 )

@@ -32,6 +32,13 @@ from bench.baseline import use_code
 from bench.common import start_edge, start_uvicorn
 
 Publish = Callable[[str, dict[str, Any]], object]
+Broadcast = Callable[[dict[str, Any]], object]
+
+# Scenario 15 (bench.broadcast): a user whose name starts with BROADCAST_USER listens to
+# broadcasts (on broadcaster, its socket subscribes to the EVERYONE channel instead of its own;
+# on Insight, every connection listens as everyone anyway).
+BROADCAST_USER = "all-"
+EVERYONE = "everyone"
 
 EDGE_ONLY = "insight-edge"
 SSE = "insight-sse"  # the Insight edge, its clients on Server-Sent Events (docs/sse.md)
@@ -84,16 +91,24 @@ class Target:
             return f"/api/v1/insight?token={token}{cursor}"
         if self.name == "socketio":
             return f"/socket.io/?EIO=4&transport=websocket&user={user}"
+        if user.startswith(BROADCAST_USER):
+            return f"/ws?user={user}&channel={EVERYONE}"
         return f"/ws?user={user}"
 
-    def publisher(self, redis_url: str) -> Publish:
-        """How a producer process sends `data` to one user (called once per process)."""
+    def _producer_process(self, redis_url: str) -> None:
+        """Make this process publish as the target's producers do: a baseline's code, and for
+        Insight, its events Redis."""
         if self.code is not None:
             use_code(self.code)
-        if self.name in ("insight", SSE):
+        if self.is_insight:
             os.environ.update(
                 REDIS_URL=redis_url, EVENTS_REDIS_URL=redis_url, ENVIRONMENT="development"
             )
+
+    def publisher(self, redis_url: str) -> Publish:
+        """How a producer process sends `data` to one user (called once per process)."""
+        self._producer_process(redis_url)
+        if self.name in ("insight", SSE):
             if self.min_replicas:
                 os.environ["EVENTS_MIN_REPLICAS"] = str(self.min_replicas)
             from realtime import Recipient, UIManager
@@ -115,6 +130,19 @@ class Target:
 
         client = redis.Redis.from_url(redis_url)
         return lambda user, data: client.publish(f"user:{user}", json.dumps(data))
+
+    def broadcast_publisher(self, redis_url: str) -> Broadcast:
+        """How a producer process sends `data` to every connection (scenario 15; Insight and
+        broadcaster only)."""
+        self._producer_process(redis_url)
+        if self.name == "insight":
+            from realtime import UIManager
+
+            return lambda data: UIManager.broadcast().update_ui(data)
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        return lambda data: client.publish(EVERYONE, json.dumps(data))
 
 
 def _frames_without_the_log(redis_url: str) -> Publish:

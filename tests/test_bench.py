@@ -195,3 +195,20 @@ def test_the_publish_cost_bench_measures_the_tree_and_a_baseline_on_both_redis_k
         assert row[baseline] > 0
         low, high = row["ratio_range"]
         assert 0 < low <= row["ratio"] <= high
+
+
+def test_a_quick_broadcast_reaches_every_socket_once_on_insight_and_broadcaster(
+    tmp_path: Path,
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--repeats", "1", "--scenarios", "broadcast",
+         "--targets", "insight", "broadcaster", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "broadcast.json").read_text())["runs"]
+    assert [row["target"] for row in rows] == ["insight", "broadcaster"]
+    for row in rows:
+        assert (row["delivered_pct"], row["duplicated"]) == (100, 0), row
+        assert 0 < row["first_frame_ms"] <= row["frame_p50_ms"] <= row["last_frame_ms"], row
+    assert "| broadcaster |" in (tmp_path / "broadcast.md").read_text()

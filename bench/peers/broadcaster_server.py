@@ -16,8 +16,9 @@ broadcast = Broadcast(os.environ["REDIS_URL"])
 
 async def endpoint(websocket: WebSocket) -> None:
     user = websocket.query_params["user"]
+    channel = websocket.query_params.get("channel") or f"user:{user}"  # a broadcast's: one for all
     await websocket.accept()
-    async with broadcast.subscribe(channel=f"user:{user}") as subscriber:
+    async with broadcast.subscribe(channel=channel) as subscriber:
         await websocket.send_text("ready")
         async for event in subscriber:  # type: ignore[union-attr]
             if event is not None:
@@ -27,7 +28,12 @@ async def endpoint(websocket: WebSocket) -> None:
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     await broadcast.connect()
-    yield
+    # broadcaster's Redis listener stops for good when it starts reading before the first
+    # SUBSCRIBE took effect, until a subscription to another channel restarts it: with every
+    # socket on one channel (a broadcast, scenario 15), nothing would arrive. A channel held
+    # from the start takes that first subscription.
+    async with broadcast.subscribe(channel="bench:warm"):
+        yield
     await broadcast.disconnect()
 
 
