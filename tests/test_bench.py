@@ -212,3 +212,15 @@ def test_a_quick_broadcast_reaches_every_socket_once_on_insight_and_broadcaster(
         assert (row["delivered_pct"], row["duplicated"]) == (100, 0), row
         assert 0 < row["first_frame_ms"] <= row["frame_p50_ms"] <= row["last_frame_ms"], row
     assert "| broadcaster |" in (tmp_path / "broadcast.md").read_text()
+
+
+def test_the_connection_memory_probe_reports_what_idle_sockets_add_by_line() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.connection_memory", "--connections", "100"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    total, *sites = run.stdout.splitlines()
+    assert total.startswith("total ")
+    assert int(total.split()[1]) > 1000  # an open socket costs kilobytes, not nothing
+    assert any("websockets" in site or "edge/" in site for site in sites), sites
