@@ -69,8 +69,10 @@ class ChurnSizes:
     settle: float = 10  # seconds before the first restart, and after each
 
 
+# deploy_seconds: each of the two steps takes the edge's shutdown drain (5 s) and a restart,
+# with `settle` around them; 20 s left a busy machine no margin.
 QUICK_CHURN = ChurnSizes(
-    clients=50, jitter_seconds=10, kill_every=3, offline=0.5, deploy_seconds=20, settle=2
+    clients=50, jitter_seconds=10, kill_every=3, offline=0.5, deploy_seconds=30, settle=2
 )
 
 
