@@ -75,13 +75,13 @@ def _broadcasts(rig: Rig, target: Target, sizes: BroadcastSizes) -> Row:
     producer.start()
     try:
         rig.each("take")  # nothing from the connects
-        cpu_before, _ = rig._cpu()
+        cpu_before = rig.server_cpu()
         for n in range(sizes.broadcasts):
             ours.send(n)
             ours.recv()
             if not _arrived(rig, sizes.sockets * (n + 1)):
                 break
-        cpu_after, _ = rig._cpu()
+        cpu_after = rig.server_cpu()
         records: list[Record] = [r for batch in rig.each("take") for r in batch]
     finally:
         ours.send(None)

@@ -173,6 +173,10 @@ class Rig:
     def server_rss(self) -> int:
         return sum(p.memory_info().rss for p in self._server_processes())
 
+    def server_cpu(self) -> float:
+        """The server processes' CPU seconds so far (user and system)."""
+        return self._cpu()[0]
+
     def _redis_pids(self) -> dict[int, int]:
         """Every Redis node's process by port: the private Redis, or each cluster node."""
         nodes = self.cluster.nodes if self.cluster is not None else [self._redis()]

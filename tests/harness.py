@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -159,6 +159,11 @@ def start_edge(
     return served_by(APP, port, env, log_dir / f"edge-{port}.log").start()
 
 
+def last_id(frames: Sequence[Mapping[str, Any]]) -> str:
+    """The last id among `frames`: the cursor a client resumes from with `since`."""
+    return str(next(f["id"] for f in reversed(frames) if "id" in f))
+
+
 class Frames(ABC):
     """What a test reads from any stream of frames (a WebSocket, an SSE stream), given `recv`,
     which receives and records the next frame in `frames`."""
@@ -201,7 +206,7 @@ class Frames(ABC):
     @property
     def cursor(self) -> str:
         """The last id seen (events and the ready frame both carry one)."""
-        return str(next(f["id"] for f in reversed(self.frames) if "id" in f))
+        return last_id(self.frames)
 
 
 @dataclass

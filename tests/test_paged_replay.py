@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosedError
 from cli.local_redis import LocalRedis
 from edge.close_codes import CloseCode
 from realtime import UIManager
-from tests.harness import Client, Edge, eventually, id_of, start_edge, unique
+from tests.harness import Client, Edge, eventually, id_of, last_id, start_edge, unique
 from tests.stalled_peer import StalledPeer, rss_bytes
 
 pytestmark = pytest.mark.anyio
@@ -104,7 +104,7 @@ async def test_live_events_published_during_a_long_replay_arrive_once_in_order(
     if expected[-1] not in mine(frames, tag):  # held ones come before insight_ready
         with contextlib.suppress(TimeoutError):  # if it never comes, the diff below says why
             last = expected[-1]
-            await follow(paging_edge, token(user, business), None, frames, last_id=last)
+            await follow(paging_edge, token(user, business), None, frames, until_id=last)
     got = mine(frames, tag)
     assert got == expected, {
         "lost": sorted(set(expected) - set(got)),
@@ -122,21 +122,21 @@ async def follow(
     frames: list[dict[str, object]],
     opened: Callable[[], object] = lambda: None,
     *,
-    last_id: str | None = None,
+    until_id: str | None = None,
 ) -> None:
-    """Read as a client following the protocol: until `insight_ready` (or, with `last_id`,
+    """Read as a client following the protocol: until `insight_ready` (or, with `until_id`,
     that event), resuming with the last id it saw whenever the edge closes 1013. `since`
     None resumes from the last id in `frames`; every frame read is added to `frames`."""
     for _ in range(RESUMES):
-        cursor = since or str(next(f["id"] for f in reversed(frames) if "id" in f))
+        cursor = since or last_id(frames)
         since = None
         client = await Client.connect(edge.ws_url, jwt, since=cursor, wait_ready=False)
         opened()
         try:
-            if last_id is None:
+            if until_id is None:
                 await client.until(lambda f: f["type"] == "insight_ready")
             else:
-                await client.until(lambda f: f["type"] == "ui_update" and id_of(f) == last_id)
+                await client.until(lambda f: f["type"] == "ui_update" and id_of(f) == until_id)
             return
         except ConnectionClosedError as closed:
             if closed.rcvd is None or closed.rcvd.code != CloseCode.TRY_AGAIN_LATER:

@@ -5,12 +5,16 @@ an error at once, not a hang; the reply is the script's, whichever driver runs i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -42,20 +46,20 @@ def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
 Publish = Callable[[Toast], Awaitable[str]]
 
 
-async def publisher(driver: str, url: str, user: str) -> Publish:
+async def publisher(driver: str, url: str, user: str, timeout: float = 5) -> Publish:
     """The user's publish, through the synchronous driver (as a Celery task) or the asyncio
     one (as the API), each on a client made as the process's default one is."""
     recipient = Recipient.user(user)
     if driver == "sync":
-        client = sync_client(url, single_connection_client=True, socket_timeout=5)
+        client = sync_client(url, single_connection_client=True, socket_timeout=timeout)
         ui = UIManager(recipient, EventLog(client, RETENTION))
 
         async def publish(event: Toast) -> str:
             return ui.publish(event)
 
         return publish
-    async_ui = AsyncUIManager(recipient, AsyncEventLog(await async_client(url), RETENTION))
-    return async_ui.publish
+    async_log = AsyncEventLog(await async_client(url, socket_timeout=timeout), RETENTION)
+    return AsyncUIManager(recipient, async_log).publish
 
 
 def toast(n: int) -> Toast:
@@ -67,6 +71,19 @@ def without_clock(page: Page) -> Page:
     return dataclasses.replace(page, through=None)
 
 
+def entry_of(url: str, user: str, description: str) -> str:
+    """The Stream id of the user's one logged event with this description."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = cast(
+            list[tuple[str, dict[str, str]]], client.xrange(Recipient.user(user).stream_key)
+        )
+    finally:
+        client.close()
+    (entry,) = [e for e, fields in entries if json.loads(fields["f"])["description"] == description]
+    return entry
+
+
 def logged(url: str, user: str) -> int:
     """How many entries the user's log holds, read with a plain client."""
     client = redis.Redis.from_url(url)
@@ -76,30 +93,54 @@ def logged(url: str, user: str) -> int:
         client.close()
 
 
+def forget_the_scripts(server: LocalRedis) -> None:
+    """SCRIPT FLUSH: as a new master after a failover, which never loaded them."""
+    client = redis.Redis.from_url(server.url)
+    client.script_flush()
+    client.close()
+
+
+def restart(server: LocalRedis) -> None:
+    """No persistence: the log and the scripts are gone, and the client's socket is dead."""
+    server.stop()
+    server.start()
+
+
 @pytest.mark.parametrize("driver", ["sync", "async"])
-async def test_a_server_that_forgot_the_script_is_sent_it_and_the_publish_succeeds(
-    own_redis: LocalRedis, driver: str
+@pytest.mark.parametrize(("disruption", "left"), [(forget_the_scripts, 2), (restart, 1)])
+async def test_the_first_publish_after_redis_forgot_the_scripts_or_restarted_succeeds(
+    own_redis: LocalRedis, driver: str, disruption: Callable[[LocalRedis], None], left: int
 ) -> None:
+    """The script's text is sent to a server that does not know it, and a dead connection is
+    replaced once, before the call could fail."""
     user = unique("u")
     publish = await publisher(driver, own_redis.url, user)
     first = await publish(toast(1))
-    redis.Redis.from_url(own_redis.url).script_flush()
+    disruption(own_redis)
     second = await publish(toast(2))
     assert second != first
-    assert logged(own_redis.url, user) == 2
+    assert logged(own_redis.url, user) == left
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
-async def test_the_first_publish_after_a_redis_restart_succeeds_on_a_new_connection(
+async def test_a_call_cut_off_mid_reply_leaves_nothing_for_the_next_call_to_read(
     own_redis: LocalRedis, driver: str
 ) -> None:
+    """The worst moment for a connection's replies: a call gives up while Redis is stalled
+    (a timeout, or an asyncio caller's cancel), and Redis answers it later. The next call on
+    the same client must read its own reply, not the stalled call's."""
     user = unique("u")
-    publish = await publisher(driver, own_redis.url, user)
-    await publish(toast(1))
-    own_redis.stop()
-    own_redis.start()  # no persistence: the log and the scripts are gone, the socket is dead
-    await publish(toast(2))
-    assert logged(own_redis.url, user) == 1
+    publish = await publisher(driver, own_redis.url, user, timeout=0.5)
+    await publish(toast(0))
+    assert own_redis.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises((redis.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(publish(toast(1)), 2)
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    second = await publish(toast(2))
+    assert second.endswith(f".{entry_of(own_redis.url, user, '#2')}")
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
