@@ -154,7 +154,10 @@ class JwksServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/.well-known/jwks.json"
+        # The process keeps one key set per URL, and a later test's server may get this port:
+        # a path of its own keeps each test's key set (and its clock) its own.
+        port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{port}/{unique('provider')}/.well-known/jwks.json"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
