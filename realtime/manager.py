@@ -111,16 +111,20 @@ class Manager(Generic[Result]):
         coalesce_key: str | None = None,
         ttl: float | None = None,
         idempotency_key: str | None = None,
+        version: int | None = None,
     ) -> Result:
         """Hand `data` to the page's ui-update listeners: any JSON, or a typed payload
         (`realtime.payloads`; the optional keys it was not given left out).
 
         With `coalesce_key`, a newer update with the same key replaces an older one still
-        waiting in a slow client's send buffer (use it for state snapshots, not deltas).
+        waiting in a slow client's send buffer (use it for state snapshots, not deltas). With
+        `version` too, an update below the newest version of its key is dropped, so a late
+        snapshot of an older fact never follows a newer one (see `PublishOptions`).
         """
         if isinstance(data, UpdatePayload):
             data = data.as_data()
-        return self.publish(Update(data=data), PublishOptions(ttl, coalesce_key, idempotency_key))
+        options = PublishOptions(ttl, coalesce_key, idempotency_key, version=version)
+        return self.publish(Update(data=data), options)
 
     def show_modal(
         self,

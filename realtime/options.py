@@ -26,13 +26,18 @@ class PublishOptions:
     event's id and publishes nothing. `client`: a user's event for one browser tab (its id,
     `client=` on its sockets): stored in the user's log like any other, and delivered only to
     that tab's connections if the tab is connected when it is published, else to all of the
-    user's (see `realtime.broker.log_calls`).
+    user's (see `realtime.broker.log_calls`). `version` (with `coalesce_key`): the snapshot's
+    place in the order of the facts it reports; one whose version is below the newest
+    published under its key within the retention is dropped (stored nowhere, announced to
+    nobody; the call returns the newest's id). For snapshots published by several processes,
+    whose publish order is not the order of their facts (a job's progress after its end).
     """
 
     ttl: float | None = None
     coalesce_key: str | None = None
     idempotency_key: str | None = None
     client: str | None = None
+    version: int | None = None
 
     def __post_init__(self) -> None:
         if self.ttl is not None and not self.ttl > 0:
@@ -45,6 +50,11 @@ class PublishOptions:
             raise ValueError("idempotency_key must be 1-200 printable ASCII characters, no spaces")
         if self.client is not None:
             check_client(self.client)
+        if self.version is not None:
+            if self.coalesce_key is None:
+                raise ValueError("version orders the events of one coalesce_key: give one")
+            if not 0 <= self.version < 2**53:  # exact in Lua's numbers
+                raise ValueError(f"version must be between 0 and 2**53 - 1, got {self.version}")
 
 
 DEFAULT_OPTIONS = PublishOptions()

@@ -109,6 +109,10 @@ class Recipient:
         """Remembers the id of the event published with idempotency key `key`."""
         return f"{self._prefix}:idem:{key}"
 
+    def version_key(self, coalesce_key: str) -> str:
+        """The newest version published under `coalesce_key`, and its event's id."""
+        return f"{self._prefix}:version:{coalesce_key}"
+
     @property
     def live_channel(self) -> str:
         """The sharded pub/sub channel announcing this recipient's events as they are

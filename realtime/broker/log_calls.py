@@ -39,6 +39,13 @@ Idempotency: an append with an idempotency key remembers the id it returned unde
 (in the recipient's slot, for the log's retention); a repeat returns that id and publishes
 nothing. Without a key each call makes one, kept briefly, so that a client library that
 re-sends a script whose reply was lost cannot publish twice.
+
+Versions: a snapshot published with a coalesce key and a version (`PublishOptions.version`)
+is dropped, in the same step, when a higher version of that key was appended within the
+retention; the script keeps the newest version and its id in the recipient's slot. Publish
+order across processes is not the order of the facts published (one process commits a job's
+progress, another its end, and the first publishes last): the version, taken from the fact,
+keeps a late, older snapshot from reaching any client, live or on replay.
 """
 
 from __future__ import annotations
@@ -123,9 +130,12 @@ def append(
         key, ttl_ms = retry_key(), RETRY_KEY_TTL_SECONDS * 1000
     else:
         key, ttl_ms = f"key:{options.idempotency_key}", retention.max_age_seconds * 1000
-    keys = [recipient.stream_key, recipient.meta_key, recipient.idempotency_key(key)]
-    if options.client is not None:
-        keys.append(recipient.tabs_key)
+    keys = [
+        recipient.stream_key,
+        recipient.meta_key,
+        recipient.idempotency_key(key),
+        recipient.meta_key if options.client is None else recipient.tabs_key,
+    ]
     args: list[str | int] = [
         recipient.live_channel,
         body,
@@ -137,9 +147,11 @@ def append(
         recipient.letter,
         "1",
         retention.max_age_seconds * 1000,  # the metadata lives as long as the log
+        options.client or "",
     ]
-    if options.client is not None:
-        args.append(options.client)
+    if options.version is not None and options.coalesce_key is not None:
+        keys.append(recipient.version_key(options.coalesce_key))
+        args.append(options.version)
     return Call(APPEND, keys, args, as_text, durable=True)
 
 

@@ -32,11 +32,13 @@ local function less(a, b)
 end
 """
 
-# KEYS: stream, meta, idempotency (the meta key again when the call has no key), and for an
-#       event for one tab, the user's tabs hash.
+# KEYS: stream, meta, idempotency (the meta key again when the call has no key), the user's
+#       tabs hash (the meta key again for an event for every tab), and for a versioned
+#       event, its coalesce key's version key.
 # ARGV: channel, body, ttl_us, max_len, max_age_us, coalesce key, idempotency ttl_ms,
-#       kind letter, '1' if KEYS[3] is an idempotency key, meta ttl_ms, and for an event for
-#       one tab, the tab's id.
+#       kind letter, '1' if KEYS[3] is an idempotency key, meta ttl_ms, the tab's id ('' for
+#       every tab), and for a versioned event, its version.
+# A versioned event below the newest version of its coalesce key returns that one's id.
 APPEND = Lua(
     "#!lua\n"
     + _EPOCH_LUA
@@ -47,6 +49,16 @@ local remembers = ARGV[9] == '1'
 if remembers then
   local first = redis.call('GET', KEYS[3])
   if first then return first end
+end
+local version = tonumber(ARGV[12])
+if version then
+  local newest = redis.call('GET', KEYS[5])
+  if newest then
+    local space = string.find(newest, ' ', 1, true)
+    if tonumber(string.sub(newest, 1, space - 1)) > version then
+      return string.sub(newest, space + 1)
+    end
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -66,7 +78,7 @@ local body = ARGV[2]
 local max_age = tonumber(ARGV[5])
 local expires = string.format('%.0f', now + tonumber(ARGV[3]))
 local scope = ''
-if ARGV[11] and has_live(KEYS[4], ARGV[11] .. ':', math.floor(now / 1000)) then
+if ARGV[11] ~= '' and has_live(KEYS[4], ARGV[11] .. ':', math.floor(now / 1000)) then
   scope = ' ' .. ARGV[11]
   redis.call('XADD', stream, entry, 'f', body, 'x', expires, 't', ARGV[11])
 else
@@ -85,6 +97,7 @@ redis.call('HSET', meta, 'last', entry)
 redis.call('PEXPIRE', meta, ARGV[10])
 local event_id = ARGV[8] .. epoch .. '.' .. entry
 if remembers then redis.call('SET', KEYS[3], event_id, 'PX', ARGV[7]) end
+if version then redis.call('SET', KEYS[5], ARGV[12] .. ' ' .. event_id, 'PX', ARGV[10]) end
 local coalesce = ARGV[6]
 redis.call('SPUBLISH', ARGV[1], """
     + ANNOUNCEMENT_LUA

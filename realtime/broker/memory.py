@@ -55,6 +55,8 @@ class MemoryLog:
         self._tab_connected = tab_connected
         self._logs: dict[str, _Log] = {}
         self._remembered: dict[tuple[str, str], str] = {}  # (recipient, key) -> event id
+        # (recipient, coalesce key) -> the newest version published under it, and its id
+        self._versions: dict[tuple[str, str], tuple[int, str]] = {}
 
     def forget(self, recipient: Recipient) -> None:
         """Lose the recipient's log, as a Redis that lost its data or let it expire."""
@@ -67,6 +69,10 @@ class MemoryLog:
         key = options.idempotency_key
         if key is not None and (first := self._remembered.get((str(recipient), key))):
             return first
+        versioned = (str(recipient), options.coalesce_key or "")
+        newest = self._versions.get(versioned)
+        if options.version is not None and newest is not None and newest[0] > options.version:
+            return newest[1]
         now = self._clock()
         log = self._log(recipient, now)
         entry: Key = (now, 0)
@@ -84,6 +90,8 @@ class MemoryLog:
         event_id = f"{recipient.letter}{log.epoch}.{entry[0]}-{entry[1]}"
         if key is not None:
             self._remembered[(str(recipient), key)] = event_id
+        if options.version is not None:
+            self._versions[versioned] = (options.version, event_id)
         data = announcement(options.coalesce_key or "", event_id, body, tab)
         self._live.announce(recipient.live_channel.encode(), data)
         return event_id
