@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 import redis
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,10 +19,10 @@ from api.refusals import RETRY_AFTER_SECONDS
 from core.config import Settings
 from core.db import new_session
 from core.models import Order, row_id
-from core.security import Identity, InvalidToken, issued_before, verify_token, verify_token_async
+from core.security import Identity, InvalidToken, issued_before, verify_token_async
 from realtime.ids import CLIENT_PATTERN, CLIENT_RULE
-from realtime.publisher import default_event_log
-from realtime.revocation import revocation_mark
+from realtime.publisher import default_async_event_log
+from realtime.revocation import revocation_mark_async
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT; `insight token` mints one.")
 _server_key = HTTPBearer(
@@ -38,36 +39,38 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-def current_user(
+async def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     settings: Annotated[Settings, Depends(get_app_settings)],
 ) -> Identity:
     """The caller, by the same verification as the edge's (core.security).
 
-    Synchronous on purpose: FastAPI runs it in its threadpool, so when the identity
-    provider's key set must be fetched (JWT_JWKS_URL), that wait never blocks the event loop.
+    Async, as at the edge: a cached key verifies without I/O, a fetch of the identity
+    provider's key set (JWT_JWKS_URL) is awaited, and the revocation mark is read on the
+    process's asyncio connection. A sync dependency cost every request a thread hop.
     """
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"}
         )
     try:
-        identity = verify_token(credentials.credentials, settings)
+        identity = await verify_token_async(credentials.credentials, settings)
     except InvalidToken:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid or expired token",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
-    _refuse_revoked(identity)
+    await _refuse_revoked(identity)
     return identity
 
 
-def _refuse_revoked(identity: Identity) -> None:
+async def _refuse_revoked(identity: Identity) -> None:
     """A token that its user's revocation refuses (POST /users/{id}/disconnect) is a 401,
     as at the edge; one GET of the user's mark, on the process's events connection."""
     try:
-        mark = revocation_mark(default_event_log().driver, identity.user_id)
+        log = await default_async_event_log()
+        mark = await revocation_mark_async(log.driver, identity.user_id)
     except (redis.RedisError, OSError):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -117,12 +120,19 @@ async def server_key(
     )
 
 
-def db_session() -> Iterator[Session]:
+async def db_session() -> AsyncIterator[Session]:
+    """The request's session. Async: a session is made without I/O, and one whose last
+    transaction ended (committed or rolled back) holds no connection and closes without I/O;
+    only one still in a transaction is closed in the threadpool, where its rollback waits for
+    the database. A sync generator cost every request two thread hops."""
     session = new_session()
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 CurrentUser = Annotated[Identity, Depends(current_user)]

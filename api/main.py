@@ -49,6 +49,10 @@ def create_app() -> FastAPI:
         description="Submit long jobs; their progress and outcome reach the user's page "
         "through the realtime edge (WebSocket /api/v1/insight).",
         lifespan=lifespan,
+        # Insight's telemetry is its Prometheus metrics and JSON logs. FastAPI's own
+        # OpenTelemetry layer, left on, asks the global providers whether it is configured on
+        # every request: 5% of a POST /orders' CPU, for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
     settings = get_settings()

@@ -72,7 +72,12 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
     """The edge's FastAPI app, delivering over the broker `broker` makes (Redis by default)."""
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(get_settings().log_level)
-    app = FastAPI(title="Insight realtime edge", lifespan=lifespan)
+    app = FastAPI(
+        title="Insight realtime edge",
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry layer off, as the job API's (api/main.py says why).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.broker_factory = broker
     # insight.js is an ES module: a page on another origin (the app on :3000, the edge on
     # :8001) may import it only with CORS, which the origins of ALLOWED_ORIGINS get (and

@@ -7,6 +7,8 @@ JWT_MAX_TTL_SECONDS are refused. The same on a real Redis Cluster."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,8 @@ import jwt
 import pytest
 import redis
 
-from cli.local_redis import LocalRedis
+from api.refusals import RETRY_AFTER_SECONDS
+from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from core.security import Identity, InvalidToken, issued_before, verify_token
 from edge.close_codes import CloseCode
@@ -314,3 +317,36 @@ async def test_disconnect_on_a_cluster(
     assert UIManager(Recipient.user(users[0]), log).connections() == 1
     await fresh.close()
     log.client.close()
+
+
+def test_a_user_request_whose_revocation_check_gets_no_answer_is_a_503_then_answers_again(
+    redis_server: LocalRedis, artifacts: Path, token: Callable[..., str], tmp_path: Path
+) -> None:
+    """The events Redis paused (SIGSTOP) under a user's request: the API's revocation check
+    gives up within its socket timeout and answers 503 with Retry-After, not a hang or a 500;
+    once Redis answers again, so does the API, each request reading its own reply."""
+    events = LocalRedis(free_port(), tmp_path / "events").start()
+    assert events.process is not None
+    user = unique("u")
+    try:
+        with fresh_database("sqlite", artifacts) as url:
+            api = start_api(redis_server.url, artifacts, url, EVENTS_REDIS_URL=events.url)
+            try:
+                assert call(api, "GET", "/orders", token(user)).status_code == 200
+                os.kill(events.process.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    refused = call(api, "GET", "/orders", token(user))
+                    waited = time.monotonic() - started
+                finally:
+                    os.kill(events.process.pid, signal.SIGCONT)
+                again = call(api, "GET", "/orders", token(user))
+            finally:
+                api.stop()
+    finally:
+        events.stop()
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert refused.json() == {"detail": "the revocation check (the events Redis) did not answer"}
+    assert waited < 9  # the events client's 5 s socket timeout, not the caller's 10 s
+    assert again.status_code == 200
