@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.models import Job, Order, OrderItem
+
+# Made once, as domain.jobs' row lock is (it says why).
+_ORDER_OF_JOB = select(Order).where(Order.job_id == bindparam("job_id"))
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class OrderView:
 
 def create_order(session: Session, job_id: str) -> OrderView:
     """The job's order, created from its request unless an earlier delivery already did."""
-    existing = session.scalars(select(Order).where(Order.job_id == job_id)).one_or_none()
+    existing = session.scalars(_ORDER_OF_JOB, {"job_id": job_id}).one_or_none()
     if existing is not None:
         return OrderView(existing.id, existing.total_amount, existing.currency)
     job = session.get(Job, job_id)

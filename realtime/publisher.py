@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from realtime import presence, revocation
-from realtime.broker.topology import async_client, sync_client
+from realtime.broker.topology import async_client, is_cluster_async, sync_client
 from realtime.eventlog import AsyncEventLog, EventLog, Retention
 from realtime.events import Event
 from realtime.manager import Manager
@@ -62,16 +62,37 @@ _async_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEventLog]
 )
 
 
+_async_logs_made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+# The default async client's connections: on one Redis, a call past them waits for one (up to
+# its socket timeout) rather than failing; on a cluster, a call past them on one node fails.
+ASYNC_CONNECTIONS = 64
+ASYNC_CLUSTER_CONNECTIONS = 1000
+
+
 async def default_async_event_log() -> AsyncEventLog:
-    """One async client per running event loop (an asyncio client cannot cross loops)."""
+    """One async client per running event loop (an asyncio client cannot cross loops), made
+    once however many calls ask for it at once (a burst of first requests made one each)."""
     loop = asyncio.get_running_loop()
     log = _async_logs.get(loop)
-    if log is None:
-        settings = events_settings()
-        client = await async_client(settings.events_url, health_check_interval=30, socket_timeout=5)
-        log = _async_logs.setdefault(
-            loop, AsyncEventLog(client, settings.retention, durability=settings.durability)
-        )
+    if log is not None:
+        return log
+    async with _async_logs_made.setdefault(loop, asyncio.Lock()):
+        log = _async_logs.get(loop)
+        if log is None:
+            settings = events_settings()
+            cluster = await is_cluster_async(settings.events_url)
+            client = await async_client(
+                settings.events_url,
+                health_check_interval=30,
+                socket_timeout=5,
+                wait_for_connection=5,
+                max_connections=ASYNC_CLUSTER_CONNECTIONS if cluster else ASYNC_CONNECTIONS,
+            )
+            log = _async_logs[loop] = AsyncEventLog(
+                client, settings.retention, durability=settings.durability
+            )
     return log
 
 

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from cli.local_redis import LocalRedis
-from realtime import AsyncUIManager, UIManager
+from realtime import AsyncUIManager, Recipient, UIManager
+from realtime.publisher import default_async_event_log
 from tests.figures import FIGURES
 from tests.harness import (
     ROOT,
@@ -96,6 +98,26 @@ async def test_async_twin_publishes_the_same_frames(edge: Edge, token: Callable[
         "variant": "info",
     }  # fmt: skip
     await client.close()
+
+
+def test_a_burst_of_first_async_publishes_makes_one_client_and_every_one_lands(
+    redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    """300 publishes at once from a loop that has published nothing yet (the job API's first
+    requests after a start): one client is made, and calls past its pool wait for a
+    connection rather than fail (redis-py refuses a call past 100 by default)."""
+    user = unique("u")
+
+    async def burst() -> tuple[list[str], set[int]]:
+        ui = AsyncUIManager.for_user(user)
+        ids = await asyncio.gather(*(ui.update_ui({"n": n}) for n in range(300)))
+        logs = {id(await default_async_event_log()) for _ in range(3)}
+        return ids, logs
+
+    ids, logs = asyncio.run(burst())
+    assert len(set(ids)) == 300
+    assert len(logs) == 1
+    assert redis_client.xlen(Recipient.user(user).stream_key) == 300
 
 
 async def test_business_and_broadcast_events_reach_every_member_and_nobody_else(

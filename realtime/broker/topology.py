@@ -63,15 +63,24 @@ def sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
 
 
 async def async_client(
-    url: str, **options: Any
+    url: str, *, wait_for_connection: float | None = None, **options: Any
 ) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
-    """The asyncio twin of `sync_client` (a cluster client has read the slot map)."""
+    """The asyncio twin of `sync_client` (a cluster client has read the slot map).
+
+    redis-py refuses a call at once when its pool holds `max_connections` (100 by default)
+    busy connections. With `wait_for_connection`, a call on one Redis waits up to that many
+    seconds for one instead (a cluster client keeps refusing past its per-node bound)."""
     if await is_cluster_async(url):
         cluster = redis.asyncio.RedisCluster.from_url(url, **options)
         await cluster.initialize()
         return cluster
     options.setdefault("retry", AsyncRetry(NoBackoff(), 1, (redis.ConnectionError,)))
-    return redis.asyncio.Redis.from_url(url, **options)
+    if wait_for_connection is None:
+        return redis.asyncio.Redis.from_url(url, **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, timeout=wait_for_connection, **options
+    )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 class Topology(Protocol):
