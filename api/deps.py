@@ -70,7 +70,7 @@ async def _refuse_revoked(identity: Identity) -> None:
     try:
         log = await default_async_event_log()
         mark = await revocation_mark_async(log.driver, identity.user_id)
-    except (redis.RedisError, OSError):
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "the revocation check (the events Redis) did not answer",

@@ -78,13 +78,20 @@ class JobView:
 # FOR NO KEY UPDATE, not FOR UPDATE: a job's id never changes, and on PostgreSQL an order of an
 # import updated twice in one transaction holds FOR KEY SHARE on its batch's row (the foreign
 # key's check), which FOR UPDATE would wait for: two orders counting their batch at once
-# deadlocked. One statement, made once: SQLAlchemy memoizes its cache key on the object, and
-# building it anew for each of a job's four locks was a third of an order task's CPU.
-_LOCK_JOB = select(Job).where(Job.id == bindparam("job_id")).with_for_update(key_share=True)
+# deadlocked. populate_existing: a job the session loaded earlier, unlocked (a cancel's owner
+# check, a batch's `stopping`), is read again as the lock finds it, not kept as it was. One
+# statement, made once: SQLAlchemy memoizes its cache key on the object, and building it anew
+# for each of a job's four locks was a third of an order task's CPU.
+_LOCK_JOB = (
+    select(Job)
+    .where(Job.id == bindparam("job_id"))
+    .with_for_update(key_share=True)
+    .execution_options(populate_existing=True)
+)
 
 
 def _locked(session: Session, job_id: str) -> Job:
-    """The job's row, locked until the transaction ends."""
+    """The job's row, locked until the transaction ends, as it is now."""
     job = session.scalars(_LOCK_JOB, {"job_id": job_id}).one_or_none()
     if job is None:
         raise UnknownJob(job_id)

@@ -51,6 +51,8 @@ class PublishOptions:
         if self.client is not None:
             check_client(self.client)
         if self.version is not None:
+            if type(self.version) is not int:
+                raise ValueError(f"version must be an integer, got {self.version!r}")
             if self.coalesce_key is None:
                 raise ValueError("version orders the events of one coalesce_key: give one")
             if not 0 <= self.version < 2**53:  # exact in Lua's numbers

@@ -62,38 +62,49 @@ _async_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEventLog]
 )
 
 
-_async_logs_made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-# The default async client's connections: on one Redis, a call past them waits for one (up to
-# its socket timeout) rather than failing; on a cluster, a call past them on one node fails.
+_async_logs_making: dict[asyncio.AbstractEventLoop, asyncio.Task[AsyncEventLog]] = {}
+# The default async client's connections: on one Redis, a call past them waits up to
+# POOL_WAIT_SECONDS for one rather than failing; on a cluster, a call past them on one node
+# fails.
 ASYNC_CONNECTIONS = 64
 ASYNC_CLUSTER_CONNECTIONS = 1000
+POOL_WAIT_SECONDS = 5
 
 
 async def default_async_event_log() -> AsyncEventLog:
-    """One async client per running event loop (an asyncio client cannot cross loops), made
-    once however many calls ask for it at once (a burst of first requests made one each)."""
+    """One async client per running event loop (an asyncio client cannot cross loops).
+
+    A burst of first calls shares one making of it, and its failure (a Redis that does not
+    answer): each call gets the error together, and the next call tries again."""
     loop = asyncio.get_running_loop()
     log = _async_logs.get(loop)
     if log is not None:
         return log
-    async with _async_logs_made.setdefault(loop, asyncio.Lock()):
-        log = _async_logs.get(loop)
-        if log is None:
-            settings = events_settings()
-            cluster = await is_cluster_async(settings.events_url)
-            client = await async_client(
-                settings.events_url,
-                health_check_interval=30,
-                socket_timeout=5,
-                wait_for_connection=5,
-                max_connections=ASYNC_CLUSTER_CONNECTIONS if cluster else ASYNC_CONNECTIONS,
-            )
-            log = _async_logs[loop] = AsyncEventLog(
-                client, settings.retention, durability=settings.durability
-            )
-    return log
+    making = _async_logs_making.get(loop)
+    if making is None:
+        making = _async_logs_making[loop] = loop.create_task(_new_async_event_log())
+        making.add_done_callback(_made)
+    return await asyncio.shield(making)
+
+
+async def _new_async_event_log() -> AsyncEventLog:
+    settings = events_settings()
+    cluster = await is_cluster_async(settings.events_url)
+    client = await async_client(
+        settings.events_url,
+        health_check_interval=30,
+        socket_timeout=5,
+        wait_for_connection=POOL_WAIT_SECONDS,
+        max_connections=ASYNC_CLUSTER_CONNECTIONS if cluster else ASYNC_CONNECTIONS,
+    )
+    return AsyncEventLog(client, settings.retention, durability=settings.durability)
+
+
+def _made(making: asyncio.Task[AsyncEventLog]) -> None:
+    loop = making.get_loop()
+    _async_logs_making.pop(loop, None)
+    if not making.cancelled() and making.exception() is None:
+        _async_logs[loop] = making.result()
 
 
 def ttl_of(event: Event, ttl: float | None, retention: Retention) -> float:

@@ -81,6 +81,24 @@ def test_each_recipients_keys_share_a_slot_and_recipients_spread_over_every_mast
         assert mine, f"no Insight keys on master {port}"
 
 
+def test_a_snapshot_versions_key_is_in_its_recipients_slot_and_drops_a_late_older_one(
+    redis_cluster: LocalCluster,
+) -> None:
+    """The version of a coalesce key lives in the recipient's slot, even for a key with braces
+    of its own (a hash tag names the first pair), so the append script may read it."""
+    recipient = Recipient.user(unique("u"))
+    ui = publisher(redis_cluster)(recipient)
+    coalesce_key = "job:{not-a-tag}"
+    newest = ui.update_ui({"percent": 100}, coalesce_key=coalesce_key, version=10)
+    assert ui.update_ui({"percent": 50}, coalesce_key=coalesce_key, version=5) == newest
+    assert slot_of(recipient.version_key(coalesce_key)) == slot_of(recipient.stream_key)
+    client = sync_client(redis_cluster.url)
+    try:
+        assert client.xlen(recipient.stream_key) == 1
+    finally:
+        client.close()
+
+
 def test_redis_itself_refuses_an_append_that_touches_another_recipients_slot(
     redis_cluster: LocalCluster,
 ) -> None:

@@ -45,6 +45,8 @@ def test_a_late_older_version_is_stored_nowhere_and_returns_the_newest_id_in_mem
         stored = [entry for _, entry, _, _ in page.entries]
         assert stored[:2] == [running.split(".")[-1], final.split(".")[-1]]
         assert len(stored) == 3
+        broker.log.forget(recipient)  # as Redis losing its data: the versions go with the log
+        assert await snapshot(40, 1040) not in (running, final)
 
     asyncio.run(scenario())
 
@@ -97,6 +99,6 @@ async def test_a_batch_count_published_after_the_batch_was_cancelled_is_dropped(
 def test_a_version_needs_a_coalesce_key_and_fits_a_lua_number() -> None:
     with pytest.raises(ValueError, match="coalesce_key"):
         PublishOptions(version=1)
-    for bad in (-1, 2**53):
+    for bad in (-1, 2**53, 10.5, True):
         with pytest.raises(ValueError, match="version"):
-            PublishOptions(coalesce_key="k", version=bad)
+            PublishOptions(coalesce_key="k", version=bad)  # type: ignore[arg-type]

@@ -55,12 +55,15 @@ class MemoryLog:
         self._tab_connected = tab_connected
         self._logs: dict[str, _Log] = {}
         self._remembered: dict[tuple[str, str], str] = {}  # (recipient, key) -> event id
-        # (recipient, coalesce key) -> the newest version published under it, and its id
-        self._versions: dict[tuple[str, str], tuple[int, str]] = {}
+        # (recipient, coalesce key) -> the newest version published under it, its id, and
+        # when that is forgotten (µs, as Redis's key expires with the log's retention)
+        self._versions: dict[tuple[str, str], tuple[int, str, int]] = {}
 
     def forget(self, recipient: Recipient) -> None:
         """Lose the recipient's log, as a Redis that lost its data or let it expire."""
         self._logs.pop(str(recipient), None)
+        for versioned in [v for v in self._versions if v[0] == str(recipient)]:
+            del self._versions[versioned]
 
     async def append(
         self, recipient: Recipient, body: str, ttl: float, options: PublishOptions
@@ -71,7 +74,12 @@ class MemoryLog:
             return first
         versioned = (str(recipient), options.coalesce_key or "")
         newest = self._versions.get(versioned)
-        if options.version is not None and newest is not None and newest[0] > options.version:
+        if (
+            options.version is not None
+            and newest is not None
+            and newest[0] > options.version
+            and newest[2] > self._clock()
+        ):
             return newest[1]
         now = self._clock()
         log = self._log(recipient, now)
@@ -91,7 +99,8 @@ class MemoryLog:
         if key is not None:
             self._remembered[(str(recipient), key)] = event_id
         if options.version is not None:
-            self._versions[versioned] = (options.version, event_id)
+            forgotten = now + self.retention.max_age_seconds * 1_000_000
+            self._versions[versioned] = (options.version, event_id, forgotten)
         data = announcement(options.coalesce_key or "", event_id, body, tab)
         self._live.announce(recipient.live_channel.encode(), data)
         return event_id

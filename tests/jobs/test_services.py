@@ -67,6 +67,29 @@ def test_an_order_is_created_once_however_often_its_job_runs(
         assert [(i.sku, i.quantity) for i in order.items] == [("A", 3), ("B", 1)]
 
 
+def test_a_lock_reads_the_job_as_it_is_now_not_as_the_session_last_saw_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A session that read a job without a lock (a cancel's owner check, a batch's `stopping`)
+    and locks it later must see what was committed meanwhile, or it writes over it."""
+    with sessions() as session:
+        job = new_job(session)
+    with sessions() as early:
+        seen = early.get(Job, job.id)  # held, as a route holds the job it checked
+        assert seen is not None
+        early.commit()  # the session keeps it past its transaction (expire_on_commit=False)
+        with sessions() as other:
+            jobs.begin(other, job.id, 45)
+            other.commit()
+        assert jobs.begin(early, job.id, 45).attempt == 2  # not a second first delivery
+        assert seen.deliveries == 2
+        early.commit()
+    with sessions() as session:
+        found = session.get(Job, job.id)
+        assert found is not None
+        assert found.deliveries == 2
+
+
 def test_a_job_delivered_too_often_is_failed_for_good(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         job = new_job(session)
