@@ -133,6 +133,21 @@ class PublishIn(TypedDict):
             ),
         ]
     ]
+    version: NotRequired[
+        Annotated[
+            int,
+            Field(
+                strict=True,
+                ge=0,
+                lt=2**53,
+                description="With coalesce_key: the snapshot's place in the order of the facts "
+                "it reports. A snapshot published after one of a higher version with the same "
+                "key (within the log's retention) is dropped: stored nowhere, sent to nobody, "
+                "and answered with the newer event's id. For snapshots published by several "
+                "processes, whose publish order is not the order of their facts.",
+            ),
+        ]
+    ]
 
 
 def item_ttl(item: PublishIn, retention: Retention) -> float:

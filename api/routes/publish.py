@@ -165,7 +165,7 @@ async def publish(
     that user (business, everyone) receives it, and a client that reconnects with `since`
     gets it within its TTL. Answers the event id, which starts the `id` of the frame."""
     retention = settings.retention
-    _within_retention([body], retention, lambda _: ("body",))
+    _refuse_before_publishing([body], retention, lambda _: ("body",))
     [event_id] = await _publish([body], [idempotency_key], retention)
     return Published(id=event_id)
 
@@ -186,7 +186,7 @@ async def publish_batch(
     of the items. With `Idempotency-Key: K`, item n is published with the key `K:n`, so a
     retry after a 503 publishes exactly the items that were not."""
     retention = settings.retention
-    _within_retention(body.items, retention, lambda n: ("body", "items", n))
+    _refuse_before_publishing(body.items, retention, lambda n: ("body", "items", n))
     keys = [
         None if idempotency_key is None else f"{idempotency_key}:{n}"
         for n in range(len(body.items))
@@ -194,13 +194,13 @@ async def publish_batch(
     return PublishedBatch(ids=await _publish(body.items, keys, retention))
 
 
-def _within_retention(
+def _refuse_before_publishing(
     items: Sequence[PublishIn], retention: Retention, where: Callable[[int], tuple[str | int, ...]]
 ) -> None:
-    """A TTL past the log's retention (configuration, so not in the schema) is a 422 too,
-    found before anything is published."""
+    """A TTL past the log's retention (configuration, so not in the schema), or a version
+    without the coalesce key it orders, is a 422 too, found before anything is published."""
     longest = retention.max_age_seconds
-    errors = [
+    errors: list[dict[str, Any]] = [
         {
             "type": "less_than_equal",
             "loc": (*where(n), "ttl_seconds"),
@@ -210,6 +210,15 @@ def _within_retention(
         }
         for n, item in enumerate(items)
         if item.get("ttl_seconds", 0) > longest
+    ]
+    errors += [
+        {
+            "type": "missing",
+            "loc": (*where(n), "coalesce_key"),
+            "msg": "version orders the snapshots of one coalesce_key: give one",
+        }
+        for n, item in enumerate(items)
+        if "version" in item and "coalesce_key" not in item
     ]
     if errors:
         raise RequestValidationError(errors)
@@ -223,7 +232,12 @@ async def _publish(
     try:
         for item, key in zip(items, keys, strict=True):
             manager = AsyncUIManager(recipient_of(item["to"]))
-            options = PublishOptions(item_ttl(item, retention), item.get("coalesce_key"), key)
+            options = PublishOptions(
+                item_ttl(item, retention),
+                item.get("coalesce_key"),
+                key,
+                version=item.get("version"),
+            )
             event_id = await manager.publish(item["event"], options)
             ids.append(event_id)
     except (redis.RedisError, OSError) as error:

@@ -270,6 +270,28 @@ async def test_a_repeated_idempotency_key_returns_the_first_id_and_publishes_onc
     await client.close()
 
 
+async def test_a_snapshot_published_after_a_newer_version_is_answered_with_the_newer_id(
+    http: httpx.AsyncClient, edge: Edge, token: Callable[..., str]
+) -> None:
+    """Two services report one job's progress over HTTP, the older report last: it is
+    answered with the newer event's id, and reaches no socket."""
+    user = unique("u")
+    client = await Client.connect(edge.ws_url, token(user))
+
+    def snapshot(percent: int) -> dict[str, Any]:
+        event = {"type": "ui_update", "data": {"percent": percent}}
+        return {"to": {"user": user}, "event": event, "coalesce_key": "job:7", "version": percent}
+
+    newer = await post(http, "/publish", snapshot(60))
+    older = await post(http, "/publish", snapshot(40))
+    assert newer.status_code == older.status_code == 200
+    assert older.json() == newer.json()
+    [frame] = await client.events(1)
+    assert id_of(frame) == newer.json()["id"]
+    await next_event_is_marker(http, client, {"user": user})
+    await client.close()
+
+
 async def test_a_batch_of_a_thousand_items_fits_arrives_and_leaves_the_loop_free(
     api: ServerProcess, http: httpx.AsyncClient, edge: Edge, token: Callable[..., str]
 ) -> None:
@@ -400,6 +422,27 @@ HOSTILE: dict[str, tuple[str, bytes, int, str]] = {
     "null ttl": ("/publish", raw(more=',"ttl_seconds":null'), 422, "ttl_seconds"),
     "ttl past retention": ("/publish", raw(more=',"ttl_seconds":3601'), 422, "ttl_seconds"),
     "NaN in data": ("/publish", update('{"x":[NaN]}'), 422, "data"),
+    "version without a key": ("/publish", raw(more=',"version":3'), 422, "coalesce_key"),
+    "negative version": ("/publish", raw(more=',"coalesce_key":"k","version":-1'), 422, "version"),
+    "version 2**53": (
+        "/publish",
+        raw(more=f',"coalesce_key":"k","version":{2**53}'),
+        422,
+        "version",
+    ),
+    "fractional version": (
+        "/publish",
+        raw(more=',"coalesce_key":"k","version":1.5'),
+        422,
+        "version",
+    ),
+    "string version": ("/publish", raw(more=',"coalesce_key":"k","version":"3"'), 422, "version"),
+    "batch version without a key": (
+        "/publish/batch",
+        b'{"items":[' + raw(more=',"version":3') + b"]}",
+        422,
+        "coalesce_key",
+    ),
     "huge int in data": ("/publish", update("9" * 5000), 400, "detail"),
     "deep nesting": ("/publish", update("[" * 50_000 + "]" * 50_000), 400, "detail"),
     "empty user": ("/publish", raw(to='{"user":""}'), 422, "user"),
