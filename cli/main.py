@@ -48,7 +48,9 @@ def _publish(args: argparse.Namespace) -> int:
             case "refresh":
                 event_id = ui.refresh()
             case "update":
-                event_id = ui.update_ui(json.loads(args.data), coalesce_key=args.coalesce_key)
+                event_id = ui.update_ui(
+                    json.loads(args.data), coalesce_key=args.coalesce_key, version=args.version
+                )
             case "modal":
                 event_id = ui.show_modal(args.modal_type, json.loads(args.payload))
             case "event":
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     update = events.add_parser("update")
     update.add_argument("data", help="JSON")
     update.add_argument("--coalesce-key")
+    update.add_argument(
+        "--version", type=int, help="with --coalesce-key: dropped if a higher one was published"
+    )
     modal = events.add_parser("modal")
     modal.add_argument("modal_type")
     modal.add_argument("payload", nargs="?", default="{}", help="JSON")

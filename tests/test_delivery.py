@@ -288,6 +288,14 @@ async def test_cli_token_and_publish_drive_a_real_connection(edge: Edge) -> None
     bad = _insight("publish", "--user", user, "toast", "x", "y", "--variant", "purple")
     assert bad.returncode == 2
     assert "variant" in bad.stderr
+    snapshot = ("publish", "--user", user, "update", "{}", "--coalesce-key", "k", "--version")
+    newer, older = _insight(*snapshot, "2"), _insight(*snapshot, "1")
+    assert older.stdout == newer.stdout  # the older one is answered with the newer id
+    [frame] = await client.events(1)
+    assert id_of(frame) == newer.stdout.strip()
+    keyless = _insight("publish", "--user", user, "update", "{}", "--version", "1")
+    assert keyless.returncode == 2
+    assert "coalesce_key" in keyless.stderr
     await client.close()
 
 
