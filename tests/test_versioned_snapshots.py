@@ -18,6 +18,7 @@ from domain.jobs import JobView
 from realtime import PublishOptions, Recipient, UIManager
 from realtime.broker.memory import MemoryBroker
 from realtime.frames import Position
+from tests.figures import FIGURES
 from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
@@ -94,6 +95,23 @@ async def test_a_batch_count_published_after_the_batch_was_cancelled_is_dropped(
     ]
     assert await client.silent_for(0.3)
     await client.close()
+
+
+async def test_figures_computed_earlier_and_pushed_later_do_not_replace_newer_ones(
+    edge: Edge, token: Callable[..., str]
+) -> None:
+    """Beat's figures and a recalculation's finish out of order: the dashboard keeps the
+    figures computed later."""
+    business = unique("b")
+    member = await Client.connect(edge.ws_url, token(unique("u"), business))
+    later = {**FIGURES, "computed_at": "2026-12-07T12:00:01.000002+00:00"}
+    earlier = {**FIGURES, "computed_at": "2026-12-07T12:00:01.000001+00:00"}
+    announcements.push_metrics(business, later)
+    announcements.push_metrics(business, earlier)
+    [frame] = await member.events(1)
+    assert frame["data"]["metrics"]["computed_at"] == later["computed_at"]
+    assert await member.silent_for(0.3)
+    await member.close()
 
 
 def test_a_version_needs_a_coalesce_key_and_fits_a_lua_number() -> None:
