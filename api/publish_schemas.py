@@ -11,6 +11,7 @@ from typing_extensions import TypedDict
 from realtime.broker.log_calls import MAX_FRAME_BYTES, Retention
 from realtime.events import Event, encode_event
 from realtime.ids import IdText
+from realtime.options import MAX_VERSION
 from realtime.publisher import ttl_of
 from realtime.recipients import Recipient
 from realtime.registry import event_registry
@@ -139,7 +140,7 @@ class PublishIn(TypedDict):
             Field(
                 strict=True,
                 ge=0,
-                lt=2**53,
+                le=MAX_VERSION,
                 description="With coalesce_key: the snapshot's place in the order of the facts "
                 "it reports. A snapshot published after one of a higher version with the same "
                 "key (within the log's retention) is dropped: stored nowhere, sent to nobody, "

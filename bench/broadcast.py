@@ -1,7 +1,7 @@
 """Scenario 15: one event to every socket of one edge (issue 25, goal 3).
 
 `sockets` connections on one server process; then `broadcasts` events, one at a time, each
-addressed to all of them: Insight's `UIManager.for_everyone()` (every connection listens as
+addressed to all of them: Insight's `UIManager.broadcast()` (every connection listens as
 everyone), and broadcaster's publish on the one channel all its sockets subscribed to. The next
 event goes once every socket has the previous one, so each is measured alone:
 
@@ -76,17 +76,19 @@ def _broadcasts(rig: Rig, target: Target, sizes: BroadcastSizes) -> Row:
     try:
         rig.each("take")  # nothing from the connects
         cpu_before = rig.server_cpu()
-        for n in range(sizes.broadcasts):
-            ours.send(n)
+        done = 0
+        while done < sizes.broadcasts:
+            ours.send(done)
             ours.recv()
-            if not _arrived(rig, sizes.sockets * (n + 1)):
-                break
+            done += 1
+            if not _arrived(rig, sizes.sockets * done):
+                break  # the rest would not be measured alone
         cpu_after = rig.server_cpu()
         records: list[Record] = [r for batch in rig.each("take") for r in batch]
     finally:
         ours.send(None)
         producer.join(10)
-    return _figures(records, sizes, cpu_after - cpu_before)
+    return _figures(records, sizes, done, cpu_after - cpu_before)
 
 
 def _arrived(rig: Rig, frames: int) -> bool:
@@ -99,7 +101,9 @@ def _arrived(rig: Rig, frames: int) -> bool:
     return True
 
 
-def _figures(records: list[Record], sizes: BroadcastSizes, server_cpu: float) -> Row:
+def _figures(records: list[Record], sizes: BroadcastSizes, done: int, server_cpu: float) -> Row:
+    """The figures of `done` broadcasts (fewer than asked when one never reached every
+    socket); the CPU is per broadcast made, delivery against every one asked for."""
     by_event: dict[int, list[int]] = {}
     copies = Counter((user, n) for user, n, _, _ in records)
     for _, n, latency_ns, _ in records:
@@ -118,8 +122,8 @@ def _figures(records: list[Record], sizes: BroadcastSizes, server_cpu: float) ->
         if by_event
         else None,
         "frame_p50_ms": _ms(statistics.median(everything)) if everything else None,
-        "server_cpu_ms_per_broadcast": round(server_cpu / sizes.broadcasts * 1e3, 2),
-        "server_cpu_us_per_frame": round(server_cpu / expected * 1e6, 2),
+        "server_cpu_ms_per_broadcast": round(server_cpu / done * 1e3, 2),
+        "server_cpu_us_per_frame": round(server_cpu / (sizes.sockets * done) * 1e6, 2),
     }
 
 

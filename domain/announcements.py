@@ -23,6 +23,7 @@ from domain.jobs import FINISHED, JobStatus, JobView
 from domain.payments import DEFAULT_SUCCESS_URL
 from domain.webhooks import PaymentChange
 from realtime import AsyncUIManager, UIManager
+from realtime.options import MAX_VERSION
 from realtime.payloads import JobProgress, MetricsUpdate, OrderUpdate, PaymentUpdate
 
 if TYPE_CHECKING:
@@ -51,18 +52,14 @@ def _key(job: JobView, part: str) -> str:
     return f"job:{job.id}:{part}"
 
 
-# A finished job's progress is its last word: above every version a running one can have.
-_FINAL_VERSION = 2**53 - 1
-
-
 def _version(job: JobView, percent: int, status: JobStatus) -> int:
     """Where a progress stands in the job's story, as its committed state says: a later
     attempt after an earlier one, a higher percentage after a lower one (a batch's counts are
     taken under its row lock, so in commit order), the end after everything. The log drops a
     progress published after one of a higher version (`PublishOptions.version`): processes
     publish after their commits in any order, and a count's late progress must not follow
-    the job's end."""
-    return _FINAL_VERSION if status in FINISHED else job.attempt * 1000 + percent
+    the job's end. A finished job's is the highest there is: its last word."""
+    return MAX_VERSION if status in FINISHED else job.attempt * 1000 + percent
 
 
 def progress(

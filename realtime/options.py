@@ -16,6 +16,10 @@ from realtime.ids import check_client
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
+# The highest version: the append script compares versions as Lua numbers, exact up to 2**53.
+MAX_VERSION = 2**53 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class PublishOptions:
     """`ttl`: seconds the event stays worth replaying to a client that reconnects (None: its
@@ -55,8 +59,8 @@ class PublishOptions:
                 raise ValueError(f"version must be an integer, got {self.version!r}")
             if self.coalesce_key is None:
                 raise ValueError("version orders the events of one coalesce_key: give one")
-            if not 0 <= self.version < 2**53:  # exact in Lua's numbers
-                raise ValueError(f"version must be between 0 and 2**53 - 1, got {self.version}")
+            if not 0 <= self.version <= MAX_VERSION:
+                raise ValueError(f"version must be between 0 and {MAX_VERSION}, got {self.version}")
 
 
 DEFAULT_OPTIONS = PublishOptions()

@@ -8,7 +8,11 @@ arriving late (a count committed before the end and published after it).
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import pytest
 import redis
@@ -18,12 +22,11 @@ from domain.jobs import JobView
 from realtime import PublishOptions, Recipient, UIManager
 from realtime.broker.memory import MemoryBroker
 from realtime.frames import Position
+from realtime.options import MAX_VERSION
 from tests.figures import FIGURES
 from tests.harness import Client, Edge, id_of, unique
 
 pytestmark = pytest.mark.anyio
-
-FINAL = 2**53 - 1
 
 
 def test_a_late_older_version_is_stored_nowhere_and_returns_the_newest_id_in_memory() -> None:
@@ -36,9 +39,9 @@ def test_a_late_older_version_is_stored_nowhere_and_returns_the_newest_id_in_mem
             return await broker.log.append(recipient, body, 60.0, options)
 
         running = await snapshot(50, 1050)
-        final = await snapshot(100, FINAL)
+        final = await snapshot(100, MAX_VERSION)
         assert await snapshot(40, 1040) == final  # the late one
-        assert await snapshot(100, FINAL) != final  # an equal version is published
+        assert await snapshot(100, MAX_VERSION) != final  # an equal version is published
         start = Position(recipient.letter, None, (0, 0))
         page = await broker.log.replay_page(
             recipient, start, check=False, max_entries=10, max_bytes=1 << 20
@@ -59,7 +62,7 @@ async def test_a_late_older_version_reaches_no_client_live_or_on_replay(
     live = await Client.connect(edge.ws_url, token(user))
     ui = UIManager.for_user(user)
     running = ui.update_ui({"percent": 50}, coalesce_key="job:1", version=1050)
-    final = ui.update_ui({"percent": 100}, coalesce_key="job:1", version=FINAL)
+    final = ui.update_ui({"percent": 100}, coalesce_key="job:1", version=MAX_VERSION)
     late = ui.update_ui({"percent": 40}, coalesce_key="job:1", version=1040)
     other_key = ui.update_ui({"percent": 40}, coalesce_key="job:2", version=1040)
 
@@ -73,6 +76,36 @@ async def test_a_late_older_version_reaches_no_client_live_or_on_replay(
     assert await resumed.silent_for(0.3)
     await live.close()
     await resumed.close()
+
+
+async def test_snapshots_racing_from_eight_threads_never_go_back_live_or_in_the_log(
+    edge: Edge, token: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    """The worst concurrency: eight publishers at once, each sending versions in random order.
+    Whatever interleaving Redis sees, what is stored and what a socket receives only rises,
+    and ends at the highest version."""
+    user = unique("u")
+    live = await Client.connect(edge.ws_url, token(user))
+    ui = UIManager.for_user(user)
+    versions = list(range(400))
+    random.shuffle(versions)
+
+    def publish(share: list[int]) -> None:
+        for version in share:
+            ui.update_ui({"v": version}, coalesce_key="job:race", version=version)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(publish, [versions[n::8] for n in range(8)]))
+    entries = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(Recipient.user(user).stream_key)
+    )
+    stored = [json.loads(fields[b"f"])["data"]["v"] for _, fields in entries]
+    assert stored == sorted(stored)
+    assert stored[-1] == 399
+    received = [frame["data"]["v"] for frame in await live.events(len(stored))]
+    assert received == stored
+    assert await live.silent_for(0.3)
+    await live.close()
 
 
 async def test_a_batch_count_published_after_the_batch_was_cancelled_is_dropped(
@@ -117,6 +150,6 @@ async def test_figures_computed_earlier_and_pushed_later_do_not_replace_newer_on
 def test_a_version_needs_a_coalesce_key_and_fits_a_lua_number() -> None:
     with pytest.raises(ValueError, match="coalesce_key"):
         PublishOptions(version=1)
-    for bad in (-1, 2**53, 10.5, True):
+    for bad in (-1, MAX_VERSION + 1, 10.5, True):
         with pytest.raises(ValueError, match="version"):
             PublishOptions(coalesce_key="k", version=bad)  # type: ignore[arg-type]

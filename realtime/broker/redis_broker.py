@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import redis
 import redis.asyncio
@@ -31,7 +30,13 @@ from realtime.broker import (
 from realtime.broker.drivers import AsyncClient, AsyncDriver
 from realtime.broker.log_calls import Retention
 from realtime.broker.redis_live import RedisLiveFeed
-from realtime.broker.topology import ClusterTopology, SingleNode, async_client, is_cluster_async
+from realtime.broker.topology import (
+    ClusterTopology,
+    SingleNode,
+    async_client,
+    is_cluster_async,
+    waiting_client,
+)
 from realtime.eventlog import AsyncEventLog
 from realtime.recipients import Recipient
 from realtime.revocation import revocation_mark_async
@@ -132,16 +137,15 @@ class RedisBroker:
             assert isinstance(cluster, redis.asyncio.RedisCluster)
             live = RedisLiveFeed(ClusterTopology(cluster, url), ping_interval=pubsub_ping_interval)
             return cls(cluster, retention, live, cluster=True)
-        pool: Any = redis.asyncio.BlockingConnectionPool.from_url(
+        client = waiting_client(
             url,
+            wait_for_pool,
             max_connections=32,
-            timeout=wait_for_pool,
             socket_timeout=5,
             socket_connect_timeout=5,
             health_check_interval=30,
             retry=retry,
         )
-        client = redis.asyncio.Redis(connection_pool=pool, auto_close_connection_pool=True)
         await client.ping()
         live = RedisLiveFeed(SingleNode(url), ping_interval=pubsub_ping_interval, home=url)
         return cls(client, retention, live, cluster=False)

@@ -77,9 +77,13 @@ async def async_client(
     options.setdefault("retry", AsyncRetry(NoBackoff(), 1, (redis.ConnectionError,)))
     if wait_for_connection is None:
         return redis.asyncio.Redis.from_url(url, **options)
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, timeout=wait_for_connection, **options
-    )
+    return waiting_client(url, wait_for_connection, **options)
+
+
+def waiting_client(url: str, wait: float, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the one Redis at `url` whose calls past `max_connections` busy
+    connections wait up to `wait` seconds for one (then raise ConnectionError)."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)
     return redis.asyncio.Redis.from_pool(pool)
 
 
