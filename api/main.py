@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from api.middleware import RequestId
+from api.publish_lane import PublishLane
 from api.refusals import JsonCORSMiddleware, invalid_request
 from api.routes import (
     health,
@@ -28,6 +29,8 @@ from api.schemas import MAX_BODY_BYTES
 from api.telemetry import Measure, metrics_endpoint
 from core.config import get_settings
 from core.json_logs import configure_logging
+
+API_PREFIX = "/api/v1"
 
 
 @asynccontextmanager
@@ -58,13 +61,16 @@ def create_app() -> FastAPI:
     settings = get_settings()
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(settings.log_level)
+    # Valid publishes skip FastAPI's request machinery (api/publish_lane.py says why); inside
+    # every other middleware, which still apply to them.
+    app.add_middleware(PublishLane, path=f"{API_PREFIX}/publish")
     # Not FastAPI's max_body_size: Starlette answers its 413 in text/plain; this one in JSON.
     # The publish routes take bigger bodies than the rest (api/schemas.py says why).
     app.add_middleware(
         publish.BodyLimits,
         max_bytes=MAX_BODY_BYTES,
         by_path={
-            f"/api/v1{path}": limit
+            f"{API_PREFIX}{path}": limit
             for path, limit in {**publish.BODY_LIMITS, **orders.BODY_LIMITS}.items()
         },
     )
@@ -106,7 +112,7 @@ def create_app() -> FastAPI:
         presence.router,
         users.router,
     ):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     return app
 

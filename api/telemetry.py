@@ -12,6 +12,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from api.middleware import HttpMiddleware
 
+# Where a middleware that answers a route's requests itself names that route's template.
+ROUTE_TEMPLATE = "insight.route_template"
 REQUESTS = Counter("insight_api_requests", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
     "insight_api_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"]
@@ -41,7 +43,11 @@ class Measure(HttpMiddleware):
 
 def route_template(scope: MutableMapping[str, Any]) -> str:
     """`/api/v1/jobs/{job_id}` for a request to /api/v1/jobs/123: the matched route's path,
-    with the prefix of the router it was included through."""
+    with the prefix of the router it was included through (or the one a middleware that
+    serves a route itself, `api.publish_lane`, put under ROUTE_TEMPLATE)."""
+    served = scope.get(ROUTE_TEMPLATE)
+    if isinstance(served, str):
+        return served
     path = getattr(scope.get("route"), "path", None)
     if path is None:
         return "unmatched"

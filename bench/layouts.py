@@ -139,7 +139,7 @@ LAYOUTS = {
     ),
     "server_api": Layout(
         "9. Server API: one HTTP publish and one presence read, against UIManager's publish",
-        ("users", "calls", "measure"),
+        ("users", "calls", "target", "measure"),
         ("p50_ms", "p99_ms", "cpu_us_per_call", "client_cpu_us_per_call"),
         baseline=("measure", "publish, UIManager"),
         baseline_name="UIManager's direct publish in the same run (CPU: the API process's "

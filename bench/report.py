@@ -166,7 +166,11 @@ def plot(name: str, rows: list[Row], path: Path) -> None:
         axes[0].set(ylabel="other user's publish-to-frame (ms)", yscale="log")
         axes[1].set(ylabel="edge RSS (MiB)")
     elif name == "server_api":
-        labels = [str(r["measure"]).replace(", ", "\n") for r in rows]
+        labels = [
+            str(r["measure"]).replace(", ", "\n")
+            + (f"\n{r['target']}" if "@" in str(r.get("target")) else "")
+            for r in rows
+        ]
         for axis, column in ((axes[0], "p50_ms"), (axes[1], "cpu_us_per_call")):
             axis.bar(labels, [r.get(column) or 0 for r in rows])
             axis.set(ylabel=column)

@@ -243,9 +243,11 @@ def _against(sizes: Sizes, redis: str, nodes: LocalCluster | None) -> Iterator[R
 def server_api_calls(sizes: Sizes, targets: tuple[Target, ...]) -> Iterator[Row]:
     """9. One HTTP publish and one presence read through the job API, against UIManager's
     direct publish and presence read, in the same run: p50/p99 latency and CPU per call.
-    Insight only: the peers have no server API to compare."""
-    if any(t.name == "insight" for t in targets):
-        yield from server_api.measure(sizes.server_api_calls)
+    Insight only (and at the baseline commit, if measured): the peers have no server API to
+    compare."""
+    for target in targets:
+        if target.name == "insight":
+            yield from server_api.measure(sizes.server_api_calls, target=target)
 
 
 Scenario = Callable[[Sizes, tuple[Target, ...]], Iterator[Row]]

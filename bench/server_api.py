@@ -37,7 +37,9 @@ import httpx
 import psutil
 import websockets
 
+from bench.baseline import checkout
 from bench.common import LOGS, SECRET, server_env, start_edge, token, wait_ready
+from bench.targets import Target
 from cli.local_redis import LocalRedis, free_port
 from core.config import Settings
 from realtime.broker.topology import sync_client
@@ -47,6 +49,7 @@ from realtime.recipients import Recipient
 
 Row = dict[str, Any]
 USERS = 100
+INSIGHT = Target("insight")  # the tree's
 KEY = "bench-publish-key-0123456789-abcdefghijklmnop"
 BASELINE = "publish, UIManager"
 
@@ -66,15 +69,20 @@ def _api_env(redis_url: str, database_url: str) -> dict[str, str]:
     }
 
 
-def _start_api(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`insight migrate`, then the job API under uvicorn; output in LOGS/<port>.log."""
-    subprocess.run([sys.executable, "-m", "cli.main", "migrate"], env=env, check=True, timeout=60)
+def _start_api(port: int, env: dict[str, str], code: Path | None) -> subprocess.Popen[bytes]:
+    """`insight migrate`, then the job API under uvicorn (from `code`, a baseline commit's
+    product packages, if given); output in LOGS/<port>.log."""
+    if code is not None:  # `-m` puts the working directory first on the import path
+        env = {**env, "PYTHONPATH": str(code)}
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "migrate"], env=env, check=True, timeout=60, cwd=code
+    )
     LOGS.mkdir(exist_ok=True)
     with open(LOGS / f"{port}.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code,
         )  # fmt: skip
     wait_ready(f"http://127.0.0.1:{port}/")
     return process
@@ -145,8 +153,11 @@ def _timed(call: Callable[[int], object], calls: int, server: psutil.Process | N
     return row
 
 
-def measure(calls: int, users: int = USERS) -> list[Row]:
-    """One run: a private Redis, edge and job API; `calls` of each kind. One row per kind."""
+def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Row]:
+    """One run: a private Redis, edge and job API; `calls` of each kind. One row per kind.
+    For a baseline commit's target, its job API runs that commit's code; the edge and
+    UIManager (in this process) stay the tree's, so its HTTP rows read against the same
+    direct publish."""
     names = [f"api-{n}" for n in range(users)]
     with tempfile.TemporaryDirectory() as scratch:
         server = LocalRedis(free_port(), Path(scratch) / "redis").start()
@@ -155,7 +166,7 @@ def measure(calls: int, users: int = USERS) -> list[Row]:
         try:
             started.append(start_edge(edge_port, server.url))
             env = _api_env(server.url, f"sqlite:///{Path(scratch) / 'insight.db'}")
-            started.append(api := _start_api(api_port, env))
+            started.append(api := _start_api(api_port, env, target.code))
             # UIManager's own log, made as default_event_log makes it (one connection).
             client = sync_client(server.url, single_connection_client=True, socket_timeout=5)
             log = EventLog(client, Settings(jwt_secret=SECRET).retention)
@@ -192,7 +203,7 @@ def measure(calls: int, users: int = USERS) -> list[Row]:
                     ("presence, HTTP", presence, api_process),
                 ]  # fmt: skip
                 rows = [
-                    {"measure": name, "target": "insight", "users": users,
+                    {"measure": name, "target": target.label, "users": users,
                      **_timed(call, calls, process)}
                     for name, call, process in kinds
                 ]  # fmt: skip
@@ -209,11 +220,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also run the job API at this commit")
     args = parser.parse_args()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    targets = [INSIGHT]
+    if args.baseline:
+        commit, code = checkout(args.baseline)
+        targets.append(Target("insight", code=code, commit=commit))
+    ratios: dict[str, list[float]] = {}
     for _ in range(args.repeats):
-        for row in measure(args.calls):
-            print(json.dumps(row), flush=True)
+        for target in targets:
+            rows = measure(args.calls, target=target)
+            for row in rows:
+                print(json.dumps(row), flush=True)
+            cpu = {row["measure"]: row["cpu_us_per_call"] for row in rows}
+            ratios.setdefault(target.label, []).append(cpu["publish, HTTP"] / cpu[BASELINE])
+    for label, values in ratios.items():
+        print(
+            f"# {label}: HTTP publish CPU / direct publish CPU, median of {len(values)}: "
+            f"{statistics.median(values):.2f}x ({', '.join(f'{v:.2f}' for v in values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""POST /api/v1/publish's lane (api/publish_lane.py) answers exactly as the route it shortcuts.
+
+Two job APIs in this process, the same app but for the lane (one has it, one has it taken out
+of its middleware), against the session's Redis: every request below is sent to both, and the
+answers must be the same, status, headers and body (an event id aside: each publish makes its
+own, except under one Idempotency-Key, where both must answer the same id). The lane must also
+have served every request the route accepts, and none that it refuses, so that a refusal is
+always the route's own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+import api.publish_lane
+from api.main import create_app
+from api.publish_lane import PublishLane
+from api.routes.publish import publish_items
+from cli.local_redis import LocalRedis
+from core.config import Settings, get_settings
+from core.security import issue_token
+from tests.harness import unique
+from tests.jobs.test_publish_api import HOSTILE, ROTATED_KEY, SERVER_KEY, raw
+
+pytestmark = pytest.mark.anyio
+
+Lane = Callable[..., Awaitable[list[str]]]
+EVENT_ID = re.compile(r'^\{"id":"u[0-9]+\.[0-9]+-[0-9]+"\}$')
+SAME_EVERY_TIME = {"date", "x-request-id"}  # headers whose values differ per answer
+
+
+def toast(user: str = "u1", **options: Any) -> bytes:
+    more = "".join(f',"{name}":{value}' for name, value in options.items())
+    return raw(
+        to=f'{{"user":"{user}"}}',
+        event='{"type":"ui_toast","title":"T","description":"D","variant":"info"}',
+        more=more,
+    )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+JSON = {"Content-Type": "application/json"}
+SERVED: dict[str, tuple[dict[str, str], bytes]] = {
+    "a toast": ({**bearer(SERVER_KEY), **JSON}, toast()),
+    "the rotated key": ({**bearer(ROTATED_KEY), **JSON}, toast()),
+    "a +json type": ({**bearer(SERVER_KEY), "Content-Type": "application/x+json"}, toast()),
+    "a byte order mark": ({**bearer(SERVER_KEY), **JSON}, b"\xef\xbb\xbf" + toast()),
+    "UTF-16": ({**bearer(SERVER_KEY), **JSON}, toast().decode().encode("utf-16-le")),
+    "a charset": (
+        {**bearer(SERVER_KEY), "Content-Type": "Application/JSON; charset=utf-8"},
+        toast(),
+    ),
+    "lowercase scheme": ({"Authorization": f"bearer {SERVER_KEY}", **JSON}, toast()),
+    "a coalesced version": (
+        {**bearer(SERVER_KEY), **JSON},
+        toast(coalesce_key='"k"', version=7, ttl_seconds=30),
+    ),
+    "an id from an identity provider": ({**bearer(SERVER_KEY), **JSON}, toast("urn:user:42")),
+}
+REFUSED: dict[str, tuple[dict[str, str], bytes]] = {
+    "no key": (JSON, toast()),
+    "an unknown key": ({**bearer("x" * 40), **JSON}, toast()),
+    "basic auth": ({"Authorization": f"Basic {SERVER_KEY}", **JSON}, toast()),
+    "an empty bearer": ({"Authorization": "Bearer ", **JSON}, toast()),
+    "text/plain": ({**bearer(SERVER_KEY), "Content-Type": "text/plain"}, toast()),
+    "no content type": (bearer(SERVER_KEY), toast()),
+    "a JSON subtype of text": ({**bearer(SERVER_KEY), "Content-Type": "text/json"}, toast()),
+    "an empty body": ({**bearer(SERVER_KEY), **JSON}, b""),
+    "an array": ({**bearer(SERVER_KEY), **JSON}, b"[" + toast() + b"]"),
+    "an extra member": ({**bearer(SERVER_KEY), **JSON}, toast(extra=1)),
+    "a space in the idempotency key": (
+        {**bearer(SERVER_KEY), **JSON, "Idempotency-Key": "a b"},
+        toast(),
+    ),
+    "an idempotency key of 191": (
+        {**bearer(SERVER_KEY), **JSON, "Idempotency-Key": "k" * 191},
+        toast(),
+    ),
+    **{
+        f"hostile: {name}": ({**bearer(SERVER_KEY), **JSON}, body)
+        for name, (path, body, _, _) in HOSTILE.items()
+        if path == "/publish"
+    },
+}
+
+
+@pytest.fixture
+def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many publishes the lane made (the route publishes through its own import)."""
+    calls: list[int] = []
+    real: Lane = publish_items
+
+    async def counted(*args: Any) -> list[str]:
+        calls.append(1)
+        return await real(*args)
+
+    monkeypatch.setattr(api.publish_lane, "publish_items", counted)
+    return calls
+
+
+@pytest.fixture
+def keys(redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("PUBLISH_API_KEYS", f"{SERVER_KEY},{ROTATED_KEY}")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+async def apis(keys: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """(with the lane, without it): the same app, each with its lifespan run."""
+    with_lane, without = create_app(), create_app()
+    without.user_middleware = [
+        m
+        for m in without.user_middleware
+        if m.cls is not PublishLane  # type: ignore[comparison-overlap]  # Starlette's typing
+    ]
+    assert len(without.user_middleware) == len(with_lane.user_middleware) - 1
+    async with (
+        with_lane.router.lifespan_context(with_lane),
+        without.router.lifespan_context(without),
+        client_of(with_lane) as lane,
+        client_of(without) as route,
+    ):
+        yield lane, route
+
+
+def client_of(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+async def both(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], headers: dict[str, str], body: bytes
+) -> tuple[httpx.Response, httpx.Response]:
+    lane, route = apis
+    answers = [
+        await client.post("/api/v1/publish", content=body, headers=headers)
+        for client in (lane, route)
+    ]
+    return answers[0], answers[1]
+
+
+def assert_alike(lane: httpx.Response, route: httpx.Response) -> None:
+    assert lane.status_code == route.status_code, (lane.text, route.text)
+    for name in {*lane.headers.keys(), *route.headers.keys()} - SAME_EVERY_TIME:
+        assert lane.headers.get(name) == route.headers.get(name), name
+    assert lane.headers.get("x-request-id")
+    assert route.headers.get("x-request-id")
+
+
+@pytest.mark.parametrize("case", SERVED, ids=list(SERVED))
+async def test_a_publish_the_route_accepts_is_served_by_the_lane_with_the_routes_answer(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int], case: str
+) -> None:
+    headers, body = SERVED[case]
+    lane, route = await both(apis, headers, body)
+    assert lane.status_code == 200, lane.text
+    assert_alike(lane, route)
+    assert EVENT_ID.match(lane.text)
+    assert EVENT_ID.match(route.text)
+    assert lane.json()["id"] != route.json()["id"]
+    assert lane_calls == [1]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
+async def test_a_request_the_route_refuses_gets_the_routes_own_refusal(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int], case: str
+) -> None:
+    headers, body = REFUSED[case]
+    lane, route = await both(apis, headers, body)
+    assert 400 <= lane.status_code < 500, lane.text
+    assert_alike(lane, route)
+    assert lane.content == route.content
+    assert lane_calls == []
+
+
+async def test_a_users_token_is_refused_by_the_route_as_no_server_credential(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], keys: Settings, lane_calls: list[int]
+) -> None:
+    token = issue_token(keys, "u1")
+    lane, route = await both(apis, {**bearer(token), **JSON}, toast())
+    assert lane.status_code == 403
+    assert_alike(lane, route)
+    assert lane.content == route.content
+    assert lane_calls == []
+
+
+async def test_one_idempotency_key_gives_one_id_whichever_answers(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int]
+) -> None:
+    headers = {**bearer(SERVER_KEY), **JSON, "Idempotency-Key": unique("key")}
+    lane, route = await both(apis, headers, toast(unique("u")))
+    assert lane.status_code == route.status_code == 200
+    assert lane.content == route.content
+    assert lane_calls == [1]
+
+
+async def test_a_lane_publish_is_counted_under_the_routes_template(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int]
+) -> None:
+    def count(route: str) -> float:
+        labels = {"method": "POST", "route": route, "status": "200"}
+        return REGISTRY.get_sample_value("insight_api_requests_total", labels) or 0.0
+
+    before = count("/api/v1/publish"), count("unmatched")
+    lane, _ = apis
+    answer = await lane.post(
+        "/api/v1/publish", content=toast(), headers={**bearer(SERVER_KEY), **JSON}
+    )
+    assert answer.status_code == 200
+    assert lane_calls == [1]
+    assert (count("/api/v1/publish"), count("unmatched")) == (before[0] + 1, before[1])
