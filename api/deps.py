@@ -9,12 +9,11 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-import redis
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.refusals import RETRY_AFTER_SECONDS
+from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS
 from core.config import Settings
 from core.db import new_session
 from core.models import Order, row_id
@@ -70,7 +69,7 @@ async def _refuse_revoked(identity: Identity) -> None:
     try:
         log = await default_async_event_log()
         mark = await revocation_mark_async(log.driver, identity.user_id)
-    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
+    except REDIS_FAILURES:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "the revocation check (the events Redis) did not answer",

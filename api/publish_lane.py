@@ -62,6 +62,7 @@ class PublishLane(HttpMiddleware):
         if scope["method"] != "POST" or app_path(scope) != self.path:
             await self.app(scope, receive, send)
             return
+        scope[ROUTE_TEMPLATE] = self.path  # whoever answers (a 413 while the lane reads too)
         headers = Headers(scope=scope)
         settings: Settings = scope["app"].state.settings
         if not _holds_server_key(headers, settings) or not _json_typed(headers):
@@ -71,14 +72,12 @@ class PublishLane(HttpMiddleware):
         if idempotency_key is not None and not _acceptable_idempotency_key(idempotency_key):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
-        if body is None:  # the client left
+        received = await _read_body(receive)
+        body = _body_of(received)
+        item = None if body is None else _valid_item(body, settings)
+        if item is None:  # refused, or the client left mid-body: the route answers
+            await self.app(scope, _replaying(received, receive), send)
             return
-        item = _valid_item(body, settings)
-        if item is None:
-            await self.app(scope, _replaying(body, receive), send)
-            return
-        scope[ROUTE_TEMPLATE] = self.path
         answer: Response
         try:
             [event_id] = await publish_items([item], [idempotency_key], settings.retention)
@@ -116,7 +115,8 @@ def _json_typed(headers: Headers) -> bool:
 
 
 def _acceptable_idempotency_key(key: str) -> bool:
-    return len(key) <= MAX_IDEMPOTENCY_KEY and _IDEMPOTENCY_KEY.match(key) is not None
+    # fullmatch: the pattern's `$` would also let a final newline through
+    return len(key) <= MAX_IDEMPOTENCY_KEY and _IDEMPOTENCY_KEY.fullmatch(key) is not None
 
 
 def _valid_item(body: bytes, settings: Settings) -> PublishIn | None:
@@ -132,21 +132,28 @@ def _valid_item(body: bytes, settings: Settings) -> PublishIn | None:
     return item
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body (the body limit, outside, bounds it), or None if the client left."""
-    chunks = []
+async def _read_body(receive: Receive) -> list[Message]:
+    """The messages of the whole body (the body limit, outside, bounds it), or of as much as
+    came before the client left (the last message is then not a body's)."""
+    messages = []
     while True:
         message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the body read already, then whatever the client sends next."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _body_of(messages: list[Message]) -> bytes | None:
+    """The body the messages carry, or None if the client left before its end."""
+    if messages[-1]["type"] != "http.request":
+        return None
+    return b"".join(message.get("body", b"") for message in messages)
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives the messages the lane read, in order, then whatever comes next:
+    the route sees the request as the lane did."""
+    pending = list(reversed(messages))
 
     async def replay() -> Message:
         return pending.pop() if pending else await receive()

@@ -15,9 +15,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisClusterException
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -160,6 +162,12 @@ class JsonCORSMiddleware(CORSMiddleware):
 # -- 503: the events Redis could not do it ----------------------------------------------
 
 RETRY_AFTER_SECONDS = 1  # the Retry-After of every 503 for the events Redis
+
+
+# What a call of the events Redis raises when Redis cannot answer it (down, unreachable,
+# timed out, a cluster without a node for the slot): a 503 with Retry-After, never a 500.
+# RedisClusterException is not a RedisError.
+REDIS_FAILURES = (redis.RedisError, RedisClusterException, OSError)
 
 
 def unavailable(error: Exception) -> str:

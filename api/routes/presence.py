@@ -11,13 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.deps import server_key
-from api.refusals import RETRY_AFTER_SECONDS, unavailable
+from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS, unavailable
 from api.schemas import Problem, refusals
 from realtime import AsyncUIManager, Recipient
 from realtime.ids import ID_PATTERN, MAX_ID_LENGTH, check_id
@@ -85,7 +84,7 @@ async def answered(call: Callable[[], Awaitable[T]], what: str) -> T:
     """`call()`, with Redis not answering turned into a 503 (never a 500)."""
     try:
         return await call()
-    except (redis.RedisError, OSError) as error:
+    except REDIS_FAILURES as error:
         logger.warning("%s: Redis did not answer: %r", what, error)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,7 +44,7 @@ from api.publish_schemas import (
     item_ttl,
     recipient_of,
 )
-from api.refusals import RETRY_AFTER_SECONDS, BodyLimit, unavailable
+from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS, BodyLimit, unavailable
 from api.schemas import Problem, refusals
 from realtime import PublishOptions
 from realtime.eventlog import Retention
@@ -247,7 +246,7 @@ async def publish_items(
             )
             event_id = await manager.publish(item["event"], options)
             ids.append(event_id)
-    except (redis.RedisError, OSError) as error:
+    except REDIS_FAILURES as error:
         logger.warning(
             "publish: Redis did not answer after %d of %d events: %r", len(ids), len(items), error
         )

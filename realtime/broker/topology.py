@@ -24,6 +24,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from realtime.broker.command_packing import with_hiredis_packing
+
 _async_answers: dict[str, bool] = {}
 
 
@@ -76,14 +78,16 @@ async def async_client(
         return cluster
     options.setdefault("retry", AsyncRetry(NoBackoff(), 1, (redis.ConnectionError,)))
     if wait_for_connection is None:
-        return redis.asyncio.Redis.from_url(url, **options)
+        return redis.asyncio.Redis.from_url(url, **with_hiredis_packing(url, options))
     return waiting_client(url, wait_for_connection, **options)
 
 
 def waiting_client(url: str, wait: float, **options: Any) -> redis.asyncio.Redis:
     """An asyncio client of the one Redis at `url` whose calls past `max_connections` busy
     connections wait up to `wait` seconds for one (then raise ConnectionError)."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, timeout=wait, **with_hiredis_packing(url, options)
+    )
     return redis.asyncio.Redis.from_pool(pool)
 
 

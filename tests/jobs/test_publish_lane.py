@@ -10,13 +10,17 @@ always the route's own.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from redis.exceptions import RedisClusterException
+from starlette.types import Message
 
 import api.publish_lane
 from api.main import create_app
@@ -25,7 +29,8 @@ from api.routes.publish import publish_items
 from cli.local_redis import LocalRedis
 from core.config import Settings, get_settings
 from core.security import issue_token
-from tests.harness import unique
+from realtime.publisher import AsyncUIManager
+from tests.harness import WAIT, unique
 from tests.jobs.test_publish_api import HOSTILE, ROTATED_KEY, SERVER_KEY, raw
 
 pytestmark = pytest.mark.anyio
@@ -116,7 +121,7 @@ def keys(redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 @pytest.fixture
-async def apis(keys: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+async def apps(keys: Settings) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
     """(with the lane, without it): the same app, each with its lifespan run."""
     with_lane, without = create_app(), create_app()
     without.user_middleware = [
@@ -128,9 +133,15 @@ async def apis(keys: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.A
     async with (
         with_lane.router.lifespan_context(with_lane),
         without.router.lifespan_context(without),
-        client_of(with_lane) as lane,
-        client_of(without) as route,
     ):
+        yield with_lane, without
+
+
+@pytest.fixture
+async def apis(
+    apps: tuple[FastAPI, FastAPI],
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    async with client_of(apps[0]) as lane, client_of(apps[1]) as route:
         yield lane, route
 
 
@@ -219,3 +230,107 @@ async def test_a_lane_publish_is_counted_under_the_routes_template(
     assert answer.status_code == 200
     assert lane_calls == [1]
     assert (count("/api/v1/publish"), count("unmatched")) == (before[0] + 1, before[1])
+
+
+# --- what only a raw ASGI request can send -----------------------------------------------
+
+
+class Answer(NamedTuple):
+    status: int | None  # None: nothing was answered
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    counted: dict[str, float]  # insight_api_requests samples this request added
+
+
+async def call(
+    app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[bytes | None]
+) -> Answer:
+    """One POST /api/v1/publish of `chunks` (None: the client leaves) straight to the app."""
+    messages: list[Message] = [
+        {"type": "http.disconnect"}
+        if chunk is None
+        else {"type": "http.request", "body": chunk, "more_body": n + 1 < len(chunks)}
+        for n, chunk in enumerate(chunks)
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    path = "/api/v1/publish"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "server": ("api", 80), "client": ("127.0.0.1", 5000), "path": path,
+        "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
+    }  # fmt: skip
+    before = requests_counted()
+    async with asyncio.timeout(WAIT):
+        await app(scope, receive, send)
+    after = requests_counted()
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    return Answer(
+        None if start is None else start["status"],
+        []
+        if start is None
+        else [h for h in start["headers"] if h[0] not in (b"date", b"x-request-id")],
+        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
+    )
+
+
+def requests_counted() -> dict[str, float]:
+    return {
+        f"{s.labels['route']} {s.labels['status']}": s.value
+        for metric in REGISTRY.collect()
+        if metric.name == "insight_api_requests"
+        for s in metric.samples
+        if s.name == "insight_api_requests_total"
+    }
+
+
+RAW_AUTH = [
+    (b"authorization", f"Bearer {SERVER_KEY}".encode()),
+    (b"content-type", b"application/json"),
+]
+RAW: dict[str, tuple[list[tuple[bytes, bytes]], list[bytes | None]]] = {
+    # `$` in a pattern also matches before a final newline: the header is still refused
+    "an idempotency key ending in a newline": (
+        [*RAW_AUTH, (b"idempotency-key", b"k\n")],
+        [toast()],
+    ),
+    "a streamed body over the limit": (RAW_AUTH, [b'{"pad":"', *[b"x" * 65_536] * 4]),
+    "a client that leaves mid-body": (RAW_AUTH, [b'{"to"', None]),
+}
+
+
+@pytest.mark.parametrize("case", RAW, ids=list(RAW))
+async def test_a_raw_request_gets_the_routes_answer_and_is_counted_as_the_route_counts_it(
+    apps: tuple[FastAPI, FastAPI], lane_calls: list[int], case: str
+) -> None:
+    headers, chunks = RAW[case]
+    lane, route = [await call(app, headers, chunks) for app in apps]
+    assert lane == route
+    assert route.status is not None
+    assert 400 <= route.status < 500
+    assert list(route.counted) == [f"/api/v1/publish {route.status}"]
+    assert lane_calls == []
+
+
+async def test_a_cluster_error_while_publishing_is_a_503_either_way(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's RedisClusterException (no node for a slot, say) is not a RedisError: it is
+    raised here in place of the publish, as a cluster client raises it mid-failover."""
+
+    async def no_node_for_the_slot(*_: object) -> str:
+        raise RedisClusterException("no node serves this slot")
+
+    monkeypatch.setattr(AsyncUIManager, "publish", no_node_for_the_slot)
+    lane, route = await both(apis, {**bearer(SERVER_KEY), **JSON}, toast())
+    assert lane.status_code == 503, lane.text
+    assert_alike(lane, route)
+    assert lane.content == route.content
+    assert int(lane.headers["retry-after"]) >= 1
