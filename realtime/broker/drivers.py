@@ -6,13 +6,15 @@ straight onto a connection (`realtime.broker.evalsha`); on a cluster, onto the c
 the master of its slot, skipping redis-py's routing of each call (the producer pays for it in
 CPU on every publish, bench/results/publish_cost.md); a slot that moved or a master that went
 away sends the call through the cluster client, which follows MOVED and ASK, and the whole
-call rides through a slot that is moving (`ride_through`). A durable call
-(EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the master, which
-counts the replicas that have that connection's writes.
+call rides through a slot that is moving (`ride_through`). The client of each master is made
+on first use and retired once its node is a master no more (`realtime.broker.master_clients`).
+A durable call (EVENTS_MIN_REPLICAS) is followed by WAIT on the script's own connection to the
+master, which counts the replicas that have that connection's writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, TypeVar, cast
 
@@ -32,6 +34,7 @@ from realtime.broker.call import (
     ride_through_async,
 )
 from realtime.broker.evalsha import evalsha, evalsha_async
+from realtime.broker.master_clients import MasterClients
 
 T = TypeVar("T")
 SyncClient = redis.Redis | redis.RedisCluster
@@ -48,7 +51,7 @@ class SyncDriver:
         self.durability = durability
         self._cluster = client if isinstance(client, redis.RedisCluster) else None
         self._scripts: dict[str, Script] = {}
-        self._masters: dict[str, redis.Redis] = {}
+        self._masters: MasterClients[redis.Redis] = MasterClients()
 
     def run(self, call: Call[T]) -> T:
         """The call's parsed reply; Redis errors propagate (NotReplicated for a durable
@@ -74,7 +77,9 @@ class SyncDriver:
         try:
             return evalsha(master, call)
         except _REROUTE:  # the cluster client: MOVED, ASK
-            return self._script(call.script)(keys=call.keys, args=call.args)
+            reply = self._script(call.script)(keys=call.keys, args=call.args)
+            self._retire_former_masters()
+            return reply
 
     def _replicated(self, call: Call[Any]) -> Any:
         pipe = self._master_of(call.keys[0]).pipeline(transaction=False)
@@ -97,10 +102,18 @@ class SyncDriver:
             own = redis.ConnectionPool(
                 connection_class=pool.connection_class, **pool.connection_kwargs
             )
-            master = self._masters[node.name] = redis.Redis(
-                connection_pool=own, single_connection_client=True
-            )
+            master = redis.Redis(connection_pool=own, single_connection_client=True)
+            self._masters.add(node.name, master)
+            self._retire_former_masters()
         return master
+
+    def _retire_former_masters(self) -> None:
+        assert self._cluster is not None
+        primaries = self._cluster.get_primaries()  # type: ignore[no-untyped-call]
+        for former in self._masters.retire(node.name for node in primaries):
+            with contextlib.suppress(Exception):
+                former.close()
+                former.connection_pool.disconnect()  # close() keeps a given pool open
 
     def _reread_slots(self) -> None:
         if self._cluster is not None:
@@ -115,7 +128,8 @@ class AsyncDriver:
         self.durability = durability
         self._cluster = client if isinstance(client, redis.asyncio.RedisCluster) else None
         self._scripts: dict[str, AsyncScript] = {}
-        self._masters: dict[str, redis.asyncio.Redis] = {}
+        self._masters: MasterClients[redis.asyncio.Redis] = MasterClients()
+        self._closing: set[asyncio.Task[None]] = set()  # former masters' clients
 
     @property
     def cluster(self) -> bool:
@@ -164,9 +178,9 @@ class AsyncDriver:
         return min((int(s), int(us)) for s, us in replies.values())
 
     async def close(self) -> None:
-        for master in self._masters.values():
-            with contextlib.suppress(Exception):
-                await master.aclose()
+        for master in self._masters.take_all():
+            await _close_quietly(master)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await self.client.aclose()
 
     def _script(self, lua: Lua) -> AsyncScript:
@@ -182,7 +196,9 @@ class AsyncDriver:
         try:
             return await evalsha_async(master, call)
         except _REROUTE:  # the cluster client: MOVED, ASK
-            return await self._script(call.script)(keys=call.keys, args=call.args)
+            reply = await self._script(call.script)(keys=call.keys, args=call.args)
+            self._retire_former_masters()
+            return reply
 
     async def _replicated(self, call: Call[Any]) -> Any:
         pipe = self._master_of(call.keys[0]).pipeline(transaction=False)
@@ -211,9 +227,24 @@ class AsyncDriver:
             pool = redis.asyncio.ConnectionPool(
                 connection_class=node.connection_class, **node.connection_kwargs
             )
-            master = self._masters[node.name] = redis.asyncio.Redis(connection_pool=pool)
+            master = redis.asyncio.Redis(connection_pool=pool)
+            self._masters.add(node.name, master)
+            self._retire_former_masters()
         return master
+
+    def _retire_former_masters(self) -> None:
+        assert self._cluster is not None
+        primaries = self._cluster.get_primaries()
+        for former in self._masters.retire(node.name for node in primaries):
+            closing = asyncio.get_running_loop().create_task(_close_quietly(former))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _reread_slots(self) -> None:
         if self._cluster is not None:
             await self._cluster.nodes_manager.initialize()
+
+
+async def _close_quietly(client: redis.asyncio.Redis) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose(close_connection_pool=True)  # a given pool stays open otherwise
