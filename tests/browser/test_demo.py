@@ -23,8 +23,17 @@ def open_demo(context: BrowserContext, stack: Stack, user: str, query: str = "")
 
 
 def create_order(page: Page) -> None:
+    """Create an order and wait for its own "Order created" toast: an earlier order's (the
+    same user's, in another tab too) may still be on screen."""
+    shown = page.locator(".toast.success").evaluate_all(
+        "toasts => toasts.map(t => t.dataset.jobId)"
+    )
     page.click("#create-order")
-    expect(page.locator(".toast.success", has_text="Order created")).to_be_visible()
+    page.wait_for_function(
+        """shown => [...document.querySelectorAll('.toast.success')].some(
+            t => t.textContent.includes('Order created') && !shown.includes(t.dataset.jobId))""",
+        arg=shown,
+    )
 
 
 def import_orders(page: Page, count: int) -> Locator:
