@@ -46,11 +46,12 @@ async def insight_socket(websocket: WebSocket) -> None:
     presence: Presence | None = websocket.app.state.engine.presence
     offered = list(websocket.scope.get("subprotocols", []))
     requested = websocket.query_params.get("since") or None
+    origin = websocket.headers.get("origin")  # read now: accepting frees the request's headers
     start = await starting_point(requested, hub, settings) if hub is not None else ({}, None, True)
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     connection: ClientConnection | None = None
     try:
-        _check_request(websocket, settings)
+        _check_request(websocket, settings, origin)
         if start[0] is None:
             raise Refused(CloseCode.MALFORMED, "since is not a cursor")
         if start[2] or hub is None or presence is None:
@@ -87,9 +88,9 @@ async def _send(websocket: WebSocket, frame: bytes) -> None:
     await websocket.send({"type": "websocket.send", "text": frame.decode()})
 
 
-def _check_request(websocket: WebSocket, settings: Settings) -> None:
+def _check_request(websocket: WebSocket, settings: Settings, origin: str | None) -> None:
     """Validate origin, channel and the query's shape."""
-    if not settings.origin_allowed(websocket.headers.get("origin")):
+    if not settings.origin_allowed(origin):
         raise Refused(CloseCode.FORBIDDEN, "origin not allowed")
     params = websocket.query_params
     if any(len(params.getlist(name)) > 1 for name in ("channel", "since", "client")):

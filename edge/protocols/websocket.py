@@ -234,8 +234,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         await super().send(message)
         if message["type"] == "websocket.accept":
-            # The handshake is done: its request and response are never read again.
+            # The handshake is done: its request and response are never read again, nor are
+            # the request's headers (the endpoint reads the origin before it accepts), which
+            # the scope would otherwise keep for the socket's life (18 objects, 0.9 KB).
             del self.request, self.response
+            headers = self.scope["headers"]
+            if isinstance(headers, list):  # uvicorn's is; cleared in place for every holder
+                headers.clear()
 
     def write_frame(self, frame: bytes) -> bool:
         if (
