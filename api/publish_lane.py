@@ -16,7 +16,8 @@ the lane does not pass on is a publish it started: Redis not answering is answer
 with the route's own 503 (a second attempt could publish the event twice).
 
 The lane sits inside the other middleware, which therefore still apply: the request id, CORS,
-the body limit, and the metrics, counted under the route's template.
+the body limit, and the metrics, counted under the route's template. FastAPI's dependency
+overrides do not reach it: a test that overrides `server_key` must take the lane out too.
 """
 
 from __future__ import annotations

@@ -104,13 +104,15 @@ class SyncDriver:
             )
             master = redis.Redis(connection_pool=own, single_connection_client=True)
             self._masters.add(node.name, master)
-            self._retire_former_masters()
+            self._retire_former_masters(keep=node.name)
         return master
 
-    def _retire_former_masters(self) -> None:
+    def _retire_former_masters(self, keep: str = "") -> None:
+        """Retire the clients of nodes the cluster client counts as masters no more (never
+        `keep`'s, the master a call is about to use)."""
         assert self._cluster is not None
         primaries = self._cluster.get_primaries()  # type: ignore[no-untyped-call]
-        for former in self._masters.retire(node.name for node in primaries):
+        for former in self._masters.retire([keep, *(node.name for node in primaries)]):
             with contextlib.suppress(Exception):
                 former.close()
                 former.connection_pool.disconnect()  # close() keeps a given pool open
@@ -229,13 +231,14 @@ class AsyncDriver:
             )
             master = redis.asyncio.Redis(connection_pool=pool)
             self._masters.add(node.name, master)
-            self._retire_former_masters()
+            self._retire_former_masters(keep=node.name)
         return master
 
-    def _retire_former_masters(self) -> None:
+    def _retire_former_masters(self, keep: str = "") -> None:
+        """`SyncDriver._retire_former_masters`; the clients are closed by a task."""
         assert self._cluster is not None
         primaries = self._cluster.get_primaries()
-        for former in self._masters.retire(node.name for node in primaries):
+        for former in self._masters.retire([keep, *(node.name for node in primaries)]):
             closing = asyncio.get_running_loop().create_task(_close_quietly(former))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
