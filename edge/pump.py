@@ -1,18 +1,17 @@
 """One open session's life after its open, whatever its transport: the writer that drains
 its send buffer, the reader that watches the client (a WebSocket's polices what it sends and
-renews the session in band, `read_websocket`; an SSE stream's waits for it to leave), the timer
-of its token's expiry, and its first catch-up from the logs, until one of them ends it.
+renews the session in band, `read_websocket`; an SSE stream's waits for it to leave), its
+token's expiry (`edge.expiry`), and its first catch-up from the logs, until one of them ends it.
 
-Inbound frames are read by one helper task, and the token's expiry is a timer, so an open
-socket costs its own ASGI task and one more (and, while it catches up, a third): at tens of
-thousands of connections per process, every task is memory.
+Inbound frames are read by one helper task, and the token's expiry shares the process's one
+timer, so an open socket costs its own ASGI task and one more (and, while it catches up, a
+third): at tens of thousands of connections per process, every task is memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -23,6 +22,7 @@ from core.config import Settings
 from core.security import Identity, InvalidToken, accepted_until, verify_token_async
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
+from edge.expiry import Expiry
 from edge.frame_writer import FrameWriter
 from edge.handshake import auth_message
 from edge.hub import Hub
@@ -51,28 +51,6 @@ async def _renewed(current: Identity, token: str, settings: Settings) -> Identit
     if (identity.user_id, identity.business_id) != (current.user_id, current.business_id):
         return None
     return identity
-
-
-class Expiry:
-    """Closes the connection with 4401 when its token is no longer accepted (`exp` plus the
-    leeway, `core.security.accepted_until`); a renewal moves the moment."""
-
-    __slots__ = ("_connection", "_handle")
-
-    def __init__(self, connection: ClientConnection, until: float) -> None:
-        self._connection = connection
-        self._handle: asyncio.TimerHandle | None = None
-        self.move(until)
-
-    def move(self, until: float) -> None:
-        self.cancel()
-        self._handle = asyncio.get_running_loop().call_later(
-            max(0.0, until - time.time()), self._connection.close, CloseCode.UNAUTHORIZED
-        )
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 Reader = Callable[[Expiry], Coroutine[Any, Any, None]]  # watches the client (a helper task)

@@ -29,10 +29,11 @@ from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token_async
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
+from edge.expiry import Expiry
 from edge.frame_writer import STREAM_WRITER_EXTENSION, StreamWriter
 from edge.handshake import CHANNELS, bearer_token, well_formed_client
 from edge.http_answers import refusal_of
-from edge.pump import Expiry, log_broker_failure, pump
+from edge.pump import log_broker_failure, pump
 from edge.session import Refused, ended, join, leave, refused, starting_point
 from edge.tickets import redeem
 from realtime import sse
