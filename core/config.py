@@ -123,6 +123,7 @@ class Settings(EventsSettings):
     ws_handshake_timeout_seconds: float = Field(5.0, gt=0)
     ws_subscribe_timeout_seconds: float = Field(5.0, gt=0)
     # WebSocket heartbeats: a peer that leaves a ping unanswered this long is disconnected.
+    # Pings are sent within a second after their interval (edge.second_wheel).
     ws_ping_interval_seconds: float = Field(20.0, gt=0)
     ws_ping_timeout_seconds: float = Field(20.0, gt=0)
     # At a shutdown (SIGTERM), each open socket gets its 1012 at a random moment within this,

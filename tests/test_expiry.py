@@ -1,7 +1,7 @@
-"""A session's token expiry on the process's one timer (edge/expiry.py): it closes the session
-with 4401 within a second after its deadline and never before; a renewal moves it; a session
-that ended is never closed by it; and a thousand sessions share one timer. The behaviour
-under test is the clock itself, so these wait on it (bounded)."""
+"""A session's token expiry on the process's timer wheel (edge/expiry.py, edge/second_wheel.py):
+it closes the session with 4401 within a second after its deadline and never before; a renewal
+moves it; a session that ended is never closed by it; and a thousand sessions share one timer.
+The behaviour under test is the clock itself, so these wait on it (bounded)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from core.security import Identity
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
-from edge.expiry import Expiry, _of_loop
+from edge.expiry import Expiry
+from edge.second_wheel import WheelTimer, second_wheel
 from realtime.broker.log_calls import start_position
 from realtime.recipients import recipients_of
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # each waits on the clock, a second or two
 
 
 def session() -> ClientConnection:
@@ -62,11 +63,27 @@ async def test_a_thousand_sessions_share_one_timer_and_each_closes() -> None:
     now = time.time()
     sessions = [session() for _ in range(1000)]
     expiries = [Expiry(c, now + 0.2 + (n % 5) * 0.3) for n, c in enumerate(sessions)]
-    deadlines = _of_loop[asyncio.get_running_loop()]
-    assert len(deadlines._buckets) <= 3  # seconds, not sessions
+    wheel = second_wheel()
+    assert wheel.waiting >= 1000
+    assert wheel.seconds <= 3  # buckets of seconds, not a timer per session
     async with asyncio.timeout(4):
         await asyncio.gather(*(c.wait_closing() for c in sessions))
     assert {c.close_code for c in sessions} == {CloseCode.UNAUTHORIZED}
-    assert deadlines._buckets == {}
+    assert wheel.waiting == 0
     for expiry in expiries:
         expiry.cancel()
+
+
+async def test_a_timer_that_fails_takes_no_other_down() -> None:
+    fired: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("this timer's own failure")
+
+    now = time.time()
+    WheelTimer(0.1, fails)
+    WheelTimer(0.1, lambda: fired.append("same second"))
+    later = session()
+    Expiry(later, now + 1.2)  # a later second: the wheel must re-arm for it
+    await closed_at(later, 3)
+    assert fired == ["same second"]

@@ -44,6 +44,7 @@ UVICORN_RELIANCE = (
             "queue", "writable", "conn", "loop", "transport", "scope", "request", "response",
             "handshake_initiated", "handshake_complete", "close_sent", "close_timer",
             "close_timeout", "disconnected", "read_paused", "frames", "curr_msg_data_type",
+            "ping_interval", "ping_timer", "last_ping_rtt",
         ),
         methods={
             "__init__": ("self", "config", "server_state", "app_state", "_loop"),
@@ -56,9 +57,13 @@ UVICORN_RELIANCE = (
             "shutdown": ("self",),
             "run_asgi": ("self",),
             "send": ("self", "message"),
+            "schedule_ping": ("self",),
+            "send_keepalive_ping": ("self",),
         },
         calls={
             "data_received": ("handle_parser_exception", "handle_events"),
+            "start_keepalive": ("schedule_ping",),
+            "handle_pong": ("schedule_ping",),
             "handle_events": ("handle_connect",),
             "handle_text": ("send_receive_event_to_app",),
             "handle_cont": ("send_receive_event_to_app",),
@@ -66,6 +71,7 @@ UVICORN_RELIANCE = (
         uses={
             "queue": frozenset({"put_nowait", "get", "empty"}),
             "writable": frozenset({"is_set", "set", "clear", "wait"}),
+            "ping_timer": frozenset({"cancel"}),
         },
     ),
     Reliance(

@@ -2,9 +2,10 @@
 also offers itself as the socket's `FrameWriter` (`edge.frame_writer`).
 
 It holds less per socket than uvicorn's: an edge keeps tens of thousands open for hours, so
-the ASGI receive queue and the writable event become `edge.wakeups`' Inbox and Flag, and the
-handshake's request and response are dropped once the socket is open (what that saves:
-bench/results/design-figures.md).
+the ASGI receive queue and the writable event become `edge.wakeups`' Inbox and Flag, the
+handshake's request, response and headers are dropped once the socket is open (what that
+saves: bench/results/design-figures.md), and the keepalive ping waits on the process's timer
+wheel (`edge.second_wheel`) instead of a loop timer per socket.
 
 Hostile input (never a hang, a crash or a leak). websockets refuses a request line or header
 line over its limit (`MAX_LINE_LENGTH`, 8 KiB) or too many headers by queueing a 414 or 431
@@ -44,6 +45,7 @@ from websockets.protocol import State
 
 from edge.close_codes import CloseCode
 from edge.frame_writer import FRAME_WRITER_EXTENSION
+from edge.second_wheel import WheelTimer
 from edge.wakeups import Flag, Inbox
 
 if TYPE_CHECKING:
@@ -152,6 +154,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
                 timer.cancel()
         self._abort_timer = self._drain_timer = None
         super().connection_lost(exc)
+
+    def schedule_ping(self) -> None:
+        """The next keepalive ping, as uvicorn schedules it, on the process's timer wheel
+        (`edge.second_wheel`) rather than on a loop timer of its own per socket."""
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = WheelTimer(delay, self.send_keepalive_ping)  # type: ignore[assignment]
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()  # sends 1011 and closes the transport

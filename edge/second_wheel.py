@@ -1,0 +1,120 @@
+"""Timers kept to the second for every connection of a process, on one asyncio timer.
+
+Each open socket waits on two timers for as long as it lives: its token's expiry
+(`edge.expiry`) and its next keepalive ping (`edge.protocols.websocket`). A timer of the event
+loop costs about 650 bytes under uvloop (its handle, libuv's timer, a copy of the context): 25 MB
+at 19,000 connections for the two. Neither needs more than a second's precision, so each waits
+in the bucket of its second, rounded up (it fires within a second after its time, never
+before), and one loop timer fires at the earliest second that has a bucket. Adding and
+cancelling are set operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import weakref
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Due(Protocol):
+    def fire(self) -> None:
+        """Its second has come."""
+
+
+class SecondWheel:
+    """The timers of one event loop, by the second (wall clock) they fire at."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, set[Due]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for: int | None = None
+
+    def add(self, due: Due, at: float) -> int:
+        """Fire `due` once, within a second after `at` (time.time()); the second it waits for
+        (to `discard` it with)."""
+        second = math.ceil(at)
+        self._buckets.setdefault(second, set()).add(due)
+        if self._armed_for is None or second < self._armed_for:
+            self._arm(second)
+        return second
+
+    def discard(self, due: Due, second: int) -> None:
+        bucket = self._buckets.get(second)
+        if bucket is not None:
+            bucket.discard(due)
+            if not bucket:
+                del self._buckets[second]  # an armed timer that finds nothing re-arms
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    @property
+    def seconds(self) -> int:
+        return len(self._buckets)
+
+    def _arm(self, second: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(max(0.0, second - time.time()), self._fire)
+        self._armed_for = second
+
+    def _fire(self) -> None:
+        self._timer = self._armed_for = None
+        now = time.time()
+        try:
+            for second in sorted(s for s in self._buckets if s <= now):
+                for due in self._buckets.pop(second):
+                    try:
+                        due.fire()
+                    except Exception:  # one timer's failure is its own, as the loop's are
+                        logger.exception("a timer failed")
+        finally:
+            if self._buckets:
+                self._arm(min(self._buckets))
+
+
+_of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SecondWheel] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def second_wheel() -> SecondWheel:
+    """The running loop's wheel."""
+    loop = asyncio.get_running_loop()
+    wheel = _of_loop.get(loop)
+    if wheel is None:
+        wheel = _of_loop[loop] = SecondWheel(loop)
+    return wheel
+
+
+class WheelTimer:
+    """`loop.call_later(delay, callback)` kept to the second on the wheel; `cancel` as a
+    TimerHandle's."""
+
+    __slots__ = ("_callback", "_second", "_wheel")
+
+    def __init__(self, delay: float, callback: _Callback) -> None:
+        self._callback: _Callback | None = callback
+        self._wheel = second_wheel()
+        self._second: int | None = self._wheel.add(self, time.time() + delay)
+
+    def fire(self) -> None:
+        callback, self._callback, self._second = self._callback, None, None
+        if callback is not None:
+            callback()
+
+    def cancel(self) -> None:
+        if self._second is not None:
+            self._wheel.discard(self, self._second)
+        self._callback = self._second = None
+
+
+class _Callback(Protocol):
+    def __call__(self) -> None: ...
