@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import weakref
 from typing import Protocol
 
@@ -27,7 +26,8 @@ class Due(Protocol):
 
 
 class SecondWheel:
-    """The timers of one event loop, by the second (wall clock) they fire at."""
+    """The timers of one event loop, by the second of the loop's clock (monotonic, so a step
+    of the wall clock moves none of them) they fire at."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -36,8 +36,8 @@ class SecondWheel:
         self._armed_for: int | None = None
 
     def add(self, due: Due, at: float) -> int:
-        """Fire `due` once, within a second after `at` (time.time()); the second it waits for
-        (to `discard` it with)."""
+        """Fire `due` once, within a second after `at` (the loop's time); the second it waits
+        for (to `discard` it with)."""
         second = math.ceil(at)
         self._buckets.setdefault(second, set()).add(due)
         if self._armed_for is None or second < self._armed_for:
@@ -51,6 +51,9 @@ class SecondWheel:
             if not bucket:
                 del self._buckets[second]  # an armed timer that finds nothing re-arms
 
+    def time(self) -> float:
+        return self._loop.time()
+
     @property
     def waiting(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())
@@ -62,12 +65,12 @@ class SecondWheel:
     def _arm(self, second: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(max(0.0, second - time.time()), self._fire)
+        self._timer = self._loop.call_at(second, self._fire)
         self._armed_for = second
 
     def _fire(self) -> None:
         self._timer = self._armed_for = None
-        now = time.time()
+        now = self._loop.time()
         try:
             for second in sorted(s for s in self._buckets if s <= now):
                 for due in self._buckets.pop(second):
@@ -103,7 +106,7 @@ class WheelTimer:
     def __init__(self, delay: float, callback: _Callback) -> None:
         self._callback: _Callback | None = callback
         self._wheel = second_wheel()
-        self._second: int | None = self._wheel.add(self, time.time() + delay)
+        self._second: int | None = self._wheel.add(self, self._wheel.time() + delay)
 
     def fire(self) -> None:
         callback, self._callback, self._second = self._callback, None, None
