@@ -4,6 +4,7 @@ the caller's own order)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS
@@ -118,10 +120,15 @@ def is_server_key(presented: str, settings: Settings) -> bool:
     by its SHA-256 digest."""
     digest = hashlib.sha256(presented.encode()).digest()
     known = False
-    for key in settings.publish_keys:
-        expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+    for expected in _digests(settings.publish_keys):
         known |= hmac.compare_digest(digest, expected)
     return known
+
+
+@functools.lru_cache(maxsize=4)
+def _digests(keys: tuple[SecretStr, ...]) -> tuple[bytes, ...]:
+    """The keys' digests, made once per set of keys rather than on every request."""
+    return tuple(hashlib.sha256(key.get_secret_value().encode()).digest() for key in keys)
 
 
 def db_session() -> Iterator[Session]:

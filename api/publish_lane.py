@@ -47,6 +47,7 @@ from api.routes.publish import (
 )
 from api.telemetry import ROUTE_TEMPLATE
 from core.config import Settings
+from realtime.eventlog import Retention
 
 _PUBLISH_IN: TypeAdapter[PublishIn] = TypeAdapter(PublishIn)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -75,13 +76,14 @@ class PublishLane(HttpMiddleware):
             return
         received = await _read_body(receive)
         body = _body_of(received)
-        item = None if body is None else _valid_item(body, settings)
+        retention = settings.retention
+        item = None if body is None else _valid_item(body, retention)
         if item is None:  # refused, or the client left mid-body: the route answers
             await self.app(scope, _replaying(received, receive), send)
             return
         answer: Response
         try:
-            [event_id] = await publish_items([item], [idempotency_key], settings.retention)
+            [event_id] = await publish_items([item], [idempotency_key], retention)
         except HTTPException as refusal:  # Redis did not answer: the route's 503
             answer = await http_exception_handler(Request(scope, receive), refusal)
         except RequestValidationError as refusal:  # the log refused what the schema took
@@ -120,14 +122,14 @@ def _acceptable_idempotency_key(key: str) -> bool:
     return len(key) <= MAX_IDEMPOTENCY_KEY and _IDEMPOTENCY_KEY.fullmatch(key) is not None
 
 
-def _valid_item(body: bytes, settings: Settings) -> PublishIn | None:
+def _valid_item(body: bytes, retention: Retention) -> PublishIn | None:
     """The body as the route would take it (parsed by json.loads, validated as FastAPI
     validates a body, passed by the route's own checks), or None if the route refuses it."""
     if not body:
         return None
     try:
         item = _PUBLISH_IN.validate_python(json.loads(body), from_attributes=True)
-        refuse_before_publishing([item], settings.retention, lambda _: ("body",))
+        refuse_before_publishing([item], retention, lambda _: ("body",))
     except (ValueError, RecursionError, ValidationError, RequestValidationError):
         return None  # (json.loads raises ValueError, or RecursionError for deep nesting)
     return item

@@ -32,15 +32,14 @@ class SecondWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._buckets: dict[int, set[Due]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for: int | None = None
+        self._timer: asyncio.TimerHandle | None = None  # at the earliest bucket's second
 
     def add(self, due: Due, at: float) -> int:
         """Fire `due` once, within a second after `at` (the loop's time); the second it waits
         for (to `discard` it with)."""
         second = math.ceil(at)
         self._buckets.setdefault(second, set()).add(due)
-        if self._armed_for is None or second < self._armed_for:
+        if self._timer is None or second < self._timer.when():
             self._arm(second)
         return second
 
@@ -66,10 +65,9 @@ class SecondWheel:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_at(second, self._fire)
-        self._armed_for = second
 
     def _fire(self) -> None:
-        self._timer = self._armed_for = None
+        self._timer = None
         now = self._loop.time()
         try:
             for second in sorted(s for s in self._buckets if s <= now):

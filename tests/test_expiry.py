@@ -87,3 +87,27 @@ async def test_a_timer_that_fails_takes_no_other_down() -> None:
     Expiry(later, now + 1.2)  # a later second: the wheel must re-arm for it
     await closed_at(later, 3)
     assert fired == ["same second"]
+
+
+async def test_a_timer_cancelled_by_another_of_its_second_while_they_fire_stays_silent() -> None:
+    """The worst moment for a cancel: its timer's bucket has been taken off the wheel and is
+    being fired, as when closing one session ends another whose expiry shares the second."""
+    fired: list[str] = []
+    timers: dict[str, WheelTimer] = {}
+
+    def first() -> None:
+        fired.append("first")
+        for name, timer in timers.items():
+            if name != "first":
+                timer.cancel()  # whichever of the two fires first cancels the other
+
+    def second() -> None:
+        fired.append("second")
+        timers["first"].cancel()
+
+    timers["first"] = WheelTimer(0.1, first)
+    timers["second"] = WheelTimer(0.1, second)
+    witness = session()
+    Expiry(witness, time.time() + 1.2)
+    await closed_at(witness, 3)
+    assert fired in (["first"], ["second"])
