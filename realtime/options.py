@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from realtime.ids import check_client
 
-# What an idempotency key may be: it becomes part of a Redis key name.
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+# What an idempotency key may be made of (printable ASCII, no spaces): it becomes part of a
+# Redis key name. The HTTP API's header takes the same characters, fewer of them.
+IDEMPOTENCY_KEY_CHARACTERS = r"[\x21-\x7e]"
+MAX_IDEMPOTENCY_KEY = 200
+_IDEMPOTENCY_KEY = re.compile(rf"{IDEMPOTENCY_KEY_CHARACTERS}{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
 # The highest version: the append script compares versions as Lua numbers, exact up to 2**53.

@@ -49,6 +49,8 @@ from api.schemas import Problem, refusals
 from realtime import PublishOptions
 from realtime.eventlog import Retention
 from realtime.events import Event, Modal, ModalContent, Redirect, Refresh, Toast, Update
+from realtime.options import IDEMPOTENCY_KEY_CHARACTERS
+from realtime.options import MAX_IDEMPOTENCY_KEY as LOG_MAX_IDEMPOTENCY_KEY
 from realtime.payloads import JobProgress
 from realtime.publisher import AsyncUIManager
 
@@ -61,10 +63,10 @@ BODY_LIMITS: Mapping[str, int] = {
     "/publish": PUBLISH_MAX_BODY_BYTES,
     "/publish/batch": PUBLISH_BATCH_MAX_BODY_BYTES,
 }
-# The log takes idempotency keys of up to 200 characters (realtime/eventlog.py); a batch adds
+# The log's idempotency keys (realtime/options.py), 10 characters shorter: a batch adds
 # `:<item index>` (at most 4 more) to the header's.
-MAX_IDEMPOTENCY_KEY = 190
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"  # printable ASCII, no spaces
+MAX_IDEMPOTENCY_KEY = LOG_MAX_IDEMPOTENCY_KEY - 10
+IDEMPOTENCY_KEY_PATTERN = rf"^{IDEMPOTENCY_KEY_CHARACTERS}+$"
 
 IdempotencyKey = Annotated[
     str | None,
