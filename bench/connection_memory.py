@@ -28,7 +28,7 @@ from bench.common import server_env, token, wait_ready
 from cli.local_redis import LocalRedis, free_port
 
 WARM_UP = 50  # sockets opened before the first snapshot: what the first connections build
-SITES = 30  # allocation sites printed
+SITES = 80  # allocation sites printed
 SETTLE_SECONDS = 2.0  # for the edge to finish what the last connects started
 
 
@@ -43,6 +43,15 @@ def _edge(port: int, connections: int, report: Path) -> None:
     def after(_signal: int, _frame: FrameType | None) -> None:
         stats = tracemalloc.take_snapshot().compare_to(first[0], "lineno")
         lines = [f"total {sum(s.size_diff for s in stats) / connections:.0f} B per connection"]
+        by_file: dict[str, int] = {}
+        for stat in stats:
+            name = stat.traceback[0].filename
+            by_file[name] = by_file.get(name, 0) + stat.size_diff
+        lines += ["by file:"] + [
+            f"{size / connections:8.0f} B  {name}"
+            for name, size in sorted(by_file.items(), key=lambda item: -item[1])[:SITES]
+        ]
+        lines += ["by line:"]
         lines += [
             f"{s.size_diff / connections:8.0f} B {s.count_diff / connections:6.2f} objects  "
             f"{s.traceback[0].filename}:{s.traceback[0].lineno}"

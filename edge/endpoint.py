@@ -11,13 +11,14 @@ import contextlib
 import logging
 from functools import partial
 
+from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.config import Settings
 from core.security import Identity, InvalidToken, verify_token_async
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
-from edge.frame_writer import FRAME_WRITER_EXTENSION
+from edge.frame_writer import FRAME_WRITER_EXTENSION, SocketWire
 from edge.handshake import (
     BEARER_SUBPROTOCOL_PREFIX,
     CHANNELS,
@@ -42,37 +43,15 @@ CLOSE_TIMEOUT_SECONDS = 5.0  # served without `insight edge`: an ASGI close wait
 async def insight_socket(websocket: WebSocket) -> None:
     """The seed's `/api/v1/insight` WebSocket."""
     settings: Settings = websocket.app.state.settings
-    hub: Hub | None = websocket.app.state.engine.hub
-    presence: Presence | None = websocket.app.state.engine.presence
-    offered = list(websocket.scope.get("subprotocols", []))
-    requested = websocket.query_params.get("since") or None
-    origin = websocket.headers.get("origin")  # read now: accepting frees the request's headers
-    start = await starting_point(requested, hub, settings) if hub is not None else ({}, None, True)
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    connection: ClientConnection | None = None
+    wire: SocketWire | None = websocket.scope.get("extensions", {}).get(FRAME_WRITER_EXTENSION)
+    opened: tuple[ClientConnection, Hub, Presence] | None = None
     try:
-        _check_request(websocket, settings, origin)
-        if start[0] is None:
-            raise Refused(CloseCode.MALFORMED, "since is not a cursor")
-        if start[2] or hub is None or presence is None:
-            raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
-        identity = await _authenticate(websocket, settings, offered)
-        connection = await join(
-            identity,
-            start,
-            settings,
-            hub,
-            presence,
-            wire=websocket.scope.get("extensions", {}).get(FRAME_WRITER_EXTENSION),
-            since=requested,
-            client=websocket.query_params.get("client") or None,
-        )
-        logger.info(
-            "websocket connected",
-            extra={"user_id": identity.user_id, "business_id": identity.business_id},
-        )
-        read = partial(read_websocket, websocket, connection, settings, hub, presence)
-        code = await pump(connection, settings, hub, read, partial(_send, websocket))
+        opened = connection, hub, presence = await _open(websocket, settings, wire)
+        read = partial(
+            read_websocket, websocket, connection, settings, hub, presence,
+            waiting=wire.has_arrivals if wire is not None else None,
+        )  # fmt: skip
+        code = await pump(connection, settings, hub, read, partial(_send, websocket), wire)
         await _close(websocket, code, ended(connection, code, hub, "websocket"))
     except Refused as refusal:
         refused(refusal, "websocket")
@@ -80,19 +59,50 @@ async def insight_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        if connection is not None and hub is not None and presence is not None:
-            leave(connection, hub, presence)
+        if opened is not None:
+            leave(*opened)
+
+
+async def _open(
+    websocket: WebSocket, settings: Settings, wire: SocketWire | None
+) -> tuple[ClientConnection, Hub, Presence]:
+    """Accept the socket, check its request, authenticate it and join the hub; raises
+    Refused after accepting (or WebSocketDisconnect). A function of its own, and the query
+    and headers read without Starlette's caches on the socket, so that what the handshake
+    read (its token among it) is not held for the socket's life."""
+    hub: Hub | None = websocket.app.state.engine.hub
+    presence: Presence | None = websocket.app.state.engine.presence
+    params = QueryParams(websocket.scope["query_string"])
+    offered = list(websocket.scope.get("subprotocols", []))
+    requested = params.get("since") or None
+    origin = Headers(scope=websocket.scope).get("origin")  # accepting frees the headers
+    start = await starting_point(requested, hub, settings) if hub is not None else ({}, None, True)
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    _check_request(params, settings, origin)
+    if start[0] is None:
+        raise Refused(CloseCode.MALFORMED, "since is not a cursor")
+    if start[2] or hub is None or presence is None:
+        raise Refused(CloseCode.TRY_AGAIN_LATER, "event log unavailable")
+    identity = await _authenticate(websocket, params, settings, offered)
+    connection = await join(
+        identity, start, settings, hub, presence,
+        wire=wire, since=requested, client=params.get("client") or None,
+    )  # fmt: skip
+    logger.info(
+        "websocket connected",
+        extra={"user_id": identity.user_id, "business_id": identity.business_id},
+    )
+    return connection, hub, presence
 
 
 async def _send(websocket: WebSocket, frame: bytes) -> None:
     await websocket.send({"type": "websocket.send", "text": frame.decode()})
 
 
-def _check_request(websocket: WebSocket, settings: Settings, origin: str | None) -> None:
+def _check_request(params: QueryParams, settings: Settings, origin: str | None) -> None:
     """Validate origin, channel and the query's shape."""
     if not settings.origin_allowed(origin):
         raise Refused(CloseCode.FORBIDDEN, "origin not allowed")
-    params = websocket.query_params
     if any(len(params.getlist(name)) > 1 for name in ("channel", "since", "client")):
         raise Refused(CloseCode.MALFORMED, "repeated query parameter")
     if "client" in params and well_formed_client(params["client"]) is None:
@@ -102,11 +112,13 @@ def _check_request(websocket: WebSocket, settings: Settings, origin: str | None)
         raise Refused(CloseCode.FORBIDDEN, "channel not allowed")
 
 
-async def _authenticate(websocket: WebSocket, settings: Settings, offered: list[str]) -> Identity:
+async def _authenticate(
+    websocket: WebSocket, params: QueryParams, settings: Settings, offered: list[str]
+) -> Identity:
     """Token from the query, a `insight.bearer.<JWT>` subprotocol, or the first frame. A token
     offered in the query or a subprotocol that is not even shaped like one is refused at
     once, rather than left waiting for a first frame."""
-    queried = websocket.query_params.get("token")
+    queried = params.get("token")
     bearer = any(p.startswith(BEARER_SUBPROTOCOL_PREFIX) for p in offered)
     token = well_formed_token(queried) if queried else token_from_subprotocols(offered)
     if token is None and (queried or bearer):

@@ -10,6 +10,10 @@ the socket itself (`FrameWriter.write_frame`). Anything else (a backlog, a
 replay, a paused transport, a closing socket) goes through the connection's writer task, which
 waits for the transport to drain (`wait_writable`) and then writes its backlog in one call.
 
+A socket's writer also says when a message from the client arrives (`SocketWire`), so that
+the session reads only while one waits, rather than keeping a reader task (and its chain of
+awaiting coroutines) for the whole life of a socket that, like most, never sends again.
+
 The edge's ASGI app finds the writer in the WebSocket's scope under `FRAME_WRITER_EXTENSION`,
 put there by `insight edge`'s protocol (`edge.protocols.websocket`); served any other way
 (plain `uvicorn edge.app:app`, another ASGI server), it is absent and frames go through
@@ -19,6 +23,7 @@ ASGI sends.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 FRAME_WRITER_EXTENSION = "insight.frame_writer"
@@ -51,6 +56,19 @@ class FrameWriter(Protocol):
 
     async def wait_writable(self) -> None:
         """Return once the transport takes data again (at once if it does now)."""
+        ...
+
+
+class SocketWire(FrameWriter, Protocol):
+    """A WebSocket's writer, which also tells of the messages it queues for the app."""
+
+    def notify_arrivals(self, callback: Callable[[], None] | None) -> None:
+        """From now on, call `callback` each time a message (or the disconnect) is queued for
+        the app's `receive`, and at once if one is queued already; None stops."""
+        ...
+
+    def has_arrivals(self) -> bool:
+        """Whether a message waits to be received."""
         ...
 
 

@@ -3,9 +3,11 @@ its send buffer, the reader that watches the client (a WebSocket's polices what 
 renews the session in band, `read_websocket`; an SSE stream's waits for it to leave), its
 token's expiry (`edge.expiry`), and its first catch-up from the logs, until one of them ends it.
 
-Inbound frames are read by one helper task, and the token's expiry shares the process's one
-timer, so an open socket costs its own ASGI task and one more (and, while it catches up, a
-third): at tens of thousands of connections per process, every task is memory.
+Inbound frames are read by a helper task that runs only while a message waits (on a socket
+that says when one arrives, `SocketWire`), and the token's expiry and the keepalive wait on
+the process's timer wheel, so an idle open socket costs its own ASGI task and no other: at
+tens of thousands of connections per process, every task is memory (a task and the chain of
+coroutines waiting in it were a tenth of an idle connection's: bench/results/design-figures.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from core.security import Identity, InvalidToken, accepted_until, verify_token_a
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
 from edge.expiry import Expiry
-from edge.frame_writer import FrameWriter
+from edge.frame_writer import FrameWriter, SocketWire
 from edge.handshake import auth_message
 from edge.hub import Hub
 from edge.presence import Presence
@@ -58,33 +60,91 @@ SendFrame = Callable[[bytes], Awaitable[None]]  # one frame through ASGI, withou
 
 
 async def pump(
-    connection: ClientConnection, settings: Settings, hub: Hub, read: Reader, send: SendFrame
+    connection: ClientConnection,
+    settings: Settings,
+    hub: Hub,
+    read: Reader,
+    send: SendFrame,
+    arrivals: SocketWire | None = None,
 ) -> CloseCode:
     """Send what the fan-out could not write at once, until the connection must close, and
     return why; raises what `read` raised when the peer went away.
 
     Frames go to the connection's wire when its server offers one (`edge.frame_writer`),
-    else one at a time through `send`.
+    else one at a time through `send`. With `arrivals`, `read` runs only while a message
+    waits, and returns once none does; without, it watches the client until the end.
     """
     expiry = Expiry(connection, accepted_until(connection.identity, settings))
-    reader = asyncio.create_task(read(expiry))
+    helpers = HelperTasks(read, expiry)
+    if arrivals is None:
+        helpers.start(read(expiry))
+    else:
+        arrivals.notify_arrivals(helpers.message_arrived)
     # The replay of what the client missed runs beside the writer, which drains it to the
     # socket as it is queued: a page is read only once the socket took the previous ones.
-    catching_up = asyncio.create_task(_catch_up(hub, connection))
+    helpers.start(_catch_up(hub, connection))
     try:
         if connection.wire is not None:
             await _drain_to_wire(connection, connection.wire)
         else:
             await _drain_through_asgi(connection, send)
     finally:
+        if arrivals is not None:
+            arrivals.notify_arrivals(None)
         expiry.cancel()
-        reader.cancel()
-        catching_up.cancel()
-        await asyncio.gather(reader, catching_up, return_exceptions=True)
-    if not reader.cancelled() and (error := reader.exception()) is not None:
-        raise error  # the peer went away (WebSocketDisconnect, ClientDisconnect)
+        await helpers.stop()
+    if helpers.error is not None:
+        raise helpers.error  # the peer went away (WebSocketDisconnect, ClientDisconnect)
     assert connection.close_code is not None
     return connection.close_code
+
+
+class HelperTasks:
+    """A session's helper tasks: its first catch-up and its reader, each let go once it
+    ends, so that an idle socket that said when a message arrives (`SocketWire`) holds no
+    task but its own: a reader starts when a message arrives and none is reading, and ends
+    once none waits. The first error a helper raised is kept for `pump` to raise."""
+
+    __slots__ = ("_expiry", "_read", "_reading", "_tasks", "error")
+
+    def __init__(self, read: Reader, expiry: Expiry) -> None:
+        self._read = read
+        self._expiry = expiry
+        self._reading = False
+        self._tasks: list[asyncio.Task[None]] = []  # at most two; an empty set is 216 bytes
+        self.error: BaseException | None = None
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(self._ended)
+
+    def message_arrived(self) -> None:
+        if not self._reading and self.error is None:
+            self._reading = True
+            self.start(self._read_while_any())
+
+    async def _read_while_any(self) -> None:
+        try:
+            await self._read(self._expiry)
+        finally:
+            # Cleared as the reader returns, with no await between its last look at the
+            # socket and this: a message that arrives after it starts another reader.
+            self._reading = False
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.remove(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.error = self.error or error
+
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _catch_up(hub: Hub, connection: ClientConnection) -> None:
@@ -105,10 +165,16 @@ async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> Non
             await _writable_or_closing(wire, connection)
         if connection.close_code is not None or connection.gone:
             return
-        frames = connection.take(WIRE_BATCH_FRAMES, WIRE_BATCH_BYTES)
-        encode = connection.encode
-        if not wire.write_frame(b"".join(encode(frame) for frame in frames)):
+        if not _write_batch(connection, wire):
             raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
+
+
+def _write_batch(connection: ClientConnection, wire: FrameWriter) -> bool:
+    """The next batch from the buffer's head, in one write. A function of its own, so that
+    its frames (up to WIRE_BATCH_BYTES) are not held by the writer while it waits."""
+    encode = connection.encode
+    frames = connection.take(WIRE_BATCH_FRAMES, WIRE_BATCH_BYTES)
+    return wire.write_frame(b"".join(encode(frame) for frame in frames))
 
 
 async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) -> None:
@@ -126,8 +192,7 @@ async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) 
 
 async def _drain_through_asgi(connection: ClientConnection, send: SendFrame) -> None:
     while await connection.wait():
-        for frame in connection.take(1, WIRE_BATCH_BYTES):
-            await send(frame)
+        await send(connection.take(1, WIRE_BATCH_BYTES)[0])  # no local holds it while idle
 
 
 async def read_websocket(
@@ -137,13 +202,15 @@ async def read_websocket(
     hub: Hub,
     presence: Presence,
     expiry: Expiry,
+    *,
+    waiting: Callable[[], bool] | None = None,
 ) -> None:
     """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
     else is ignored. Ends the session on a frame that is too big, on a token that may not
     renew it (4401; `revoked` for a token the user's revocation refuses), or when the peer
-    goes away."""
+    goes away. With `waiting` (whether a message waits), returns once none does."""
     try:
-        while True:
+        while waiting is None or waiting():
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))

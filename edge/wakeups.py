@@ -12,6 +12,7 @@ futures only while a coroutine waits.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,17 +48,21 @@ class Signal:
 
 class Inbox:
     """The part of asyncio.Queue that uvicorn's protocol uses (put_nowait, get, empty),
-    without the deques and the Event a Queue allocates up front."""
+    without the deques and the Event a Queue allocates up front; `notify`, if set, is called
+    after each put, so that a consumer need not wait in `get` to learn of one."""
 
-    __slots__ = ("_arrived", "_items")
+    __slots__ = ("_arrived", "_items", "notify")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._arrived = Signal()
+        self.notify: Callable[[], None] | None = None
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
         self._arrived.fire()
+        if self.notify is not None:
+            self.notify()
 
     async def get(self) -> Any:
         while not self._items:

@@ -88,3 +88,22 @@ async def test_frames_that_are_not_auth_messages_are_ignored(
     [received] = await client.events(1)
     assert id_of(received) == event_id
     await client.close()
+
+
+async def test_a_renewal_is_read_whenever_it_comes_after_a_burst_or_an_idle_spell(
+    edge: Edge, settings: Settings
+) -> None:
+    """The edge reads a socket only while a message waits (`edge.pump.HelperTasks`): each
+    renewal here comes at a different moment of that reader's life, in a burst, right after
+    one, and once the socket has been idle long enough to deliver an event, and each is
+    read."""
+    user, business = unique("u"), unique("b")
+    client = await Client.connect(edge.ws_url, token_for(settings, user, business))
+    for n in range(300):
+        await client.ws.send("not an auth message" if n % 50 else "{}")
+    await renew(client, token_for(settings, user, business, 3600))
+    event_id = UIManager.for_user(user).refresh()
+    [received] = await client.events(1)  # the socket is idle: nothing waits to be read
+    assert id_of(received) == event_id
+    await renew(client, token_for(settings, unique("u"), business))  # not this session's
+    assert await client.closed_with() == CloseCode.UNAUTHORIZED

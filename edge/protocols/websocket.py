@@ -1,5 +1,5 @@
 """`EdgeWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol (`websockets-sansio`) that
-also offers itself as the socket's `FrameWriter` (`edge.frame_writer`).
+also offers itself as the socket's `SocketWire` (`edge.frame_writer`).
 
 It holds less per socket than uvicorn's: an edge keeps tens of thousands open for hours, so
 the ASGI receive queue and the writable event become `edge.wakeups`' Inbox and Flag, the
@@ -36,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -264,6 +265,14 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def takes_data(self) -> bool:
         return self.writable.is_set()
+
+    def notify_arrivals(self, callback: Callable[[], None] | None) -> None:
+        cast(Inbox, self.queue).notify = callback
+        if callback is not None and not self.queue.empty():
+            callback()
+
+    def has_arrivals(self) -> bool:
+        return not self.queue.empty()
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
