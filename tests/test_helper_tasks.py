@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from edge.pump import HelperTasks
+from tests.harness import eventually
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 5.0
 
 
 class Socket:
@@ -61,12 +60,6 @@ def helpers_for(socket: Socket) -> HelperTasks:
     return socket.helpers
 
 
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(WAIT):
-        while not condition():
-            await asyncio.sleep(0)
-
-
 async def test_a_message_arriving_as_the_reader_returns_is_read_by_a_new_reader() -> None:
     """The worst moment: the reader has seen an empty queue and returned, and its task's end
     is not yet known (its done callback runs later in the loop's queue) when a message
@@ -76,7 +69,7 @@ async def test_a_message_arriving_as_the_reader_returns_is_read_by_a_new_reader(
     helpers = helpers_for(socket)
     socket.arriving_as_the_reader_returns = "second"
     socket.arrive("first")
-    await until(lambda: socket.read == ["first", "second"] and helpers.running() == 0)
+    await eventually(lambda: socket.read == ["first", "second"] and helpers.running() == 0)
     await helpers.stop()
 
 
@@ -88,7 +81,7 @@ async def test_a_burst_is_read_in_order_by_one_reader_at_a_time_and_none_is_left
     for n, message in enumerate(burst):
         # Spread over the loop's iterations: some while a reader runs, some after it ended.
         loop.call_later(0.001 * (n % 7), socket.arrive, message)
-    await until(lambda: len(socket.read) == len(burst) and helpers.running() == 0)
+    await eventually(lambda: len(socket.read) == len(burst) and helpers.running() == 0)
     assert sorted(socket.read, key=lambda m: int(m[1:])) == burst
     assert socket.most_readers_at_once == 1
     await helpers.stop()
@@ -99,7 +92,7 @@ async def test_an_idle_socket_holds_no_helper_task() -> None:
     helpers = helpers_for(socket)
     socket.arrive("hello")
     assert helpers.running() == 1
-    await until(lambda: helpers.running() == 0)
+    await eventually(lambda: helpers.running() == 0)
     assert socket.read == ["hello"]
     await helpers.stop()
 
@@ -108,7 +101,7 @@ async def test_the_readers_error_is_kept_and_no_reader_starts_after_it() -> None
     socket = Socket()
     helpers = helpers_for(socket)
     socket.arrive("boom")
-    await until(lambda: helpers.error is not None and helpers.running() == 0)
+    await eventually(lambda: helpers.error is not None and helpers.running() == 0)
     assert isinstance(helpers.error, ConnectionResetError)
     socket.arrive("after")
     assert helpers.running() == 0
@@ -122,5 +115,5 @@ async def test_stopping_cancels_a_reader_in_the_middle_of_a_message() -> None:
     socket.arrive("slow")
     assert helpers.running() == 1
     await helpers.stop()
-    await until(lambda: helpers.running() == 0)
+    await eventually(lambda: helpers.running() == 0)
     assert helpers.error is None  # a cancelled reader is no error for `pump` to raise
