@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+_PRUNE_AT = 8  # waiters listed before the cancelled ones are dropped
+
 
 class Signal:
     """Wakes every coroutine waiting on it; holds a list of futures only while some wait.
@@ -27,17 +29,23 @@ class Signal:
     def __init__(self) -> None:
         self._waiters: list[asyncio.Future[None]] | None = None
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        """A future the next `fire` resolves. A future rather than a coroutine, so that a
+        writer that waits for hours holds no coroutine frame. One whose waiter was cancelled
+        stays listed, done, until the next `fire` or until enough pile up to be pruned."""
         future = asyncio.get_running_loop().create_future()
         waiters = self._waiters
         if waiters is None:
-            waiters = self._waiters = []
+            self._waiters = [future]
+            return future
+        if len(waiters) >= _PRUNE_AT:
+            waiters[:] = [waiter for waiter in waiters if not waiter.done()]
         waiters.append(future)
-        try:
-            await future
-        finally:
-            if future.cancelled() and self._waiters is waiters:
-                waiters.remove(future)
+        return future
+
+    def waiting(self) -> int:
+        """How many futures are listed (some may be done): what a wait costs until a fire."""
+        return len(self._waiters or ())
 
     def fire(self) -> None:
         waiters, self._waiters = self._waiters, None

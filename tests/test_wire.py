@@ -11,7 +11,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from edge.frame_writer import text_frame
-from edge.wakeups import Flag, Inbox
+from edge.wakeups import Flag, Inbox, Signal
 
 
 def parse_server_frame(data: bytes) -> Frame:
@@ -72,3 +72,36 @@ async def test_the_inbox_hands_out_messages_in_order_and_wakes_a_waiting_reader(
         assert await reader == {"n": 1}
         assert await inbox.get() == {"n": 2}
     assert inbox.empty()
+
+
+@pytest.mark.anyio
+async def test_waiters_cancelled_again_and_again_on_a_signal_never_fired_do_not_pile_up() -> None:
+    """A writer whose transport pauses and resumes while nothing new is queued cancels a
+    wait on its connection's signal each time: the signal must not keep every one."""
+    signal = Signal()
+    for _ in range(10_000):
+        waiter = asyncio.ensure_future(signal.wait())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    survivor = asyncio.ensure_future(signal.wait())
+    assert signal.waiting() <= 8
+    signal.fire()
+    async with asyncio.timeout(1):
+        await survivor
+    assert signal.waiting() == 0
+
+
+@pytest.mark.anyio
+async def test_a_fire_wakes_every_waiter_and_a_later_wait_waits_for_the_next() -> None:
+    signal = Signal()
+    waiters = [asyncio.ensure_future(signal.wait()) for _ in range(3)]
+    signal.fire()
+    async with asyncio.timeout(1):
+        await asyncio.gather(*waiters)
+    later = asyncio.ensure_future(signal.wait())
+    await asyncio.sleep(0)
+    assert not later.done()
+    signal.fire()
+    async with asyncio.timeout(1):
+        await later
