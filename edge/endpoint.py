@@ -72,7 +72,7 @@ async def _open(
     read (its token among it) is not held for the socket's life."""
     hub: Hub | None = websocket.app.state.engine.hub
     presence: Presence | None = websocket.app.state.engine.presence
-    params = QueryParams(websocket.scope["query_string"])
+    params = QueryParams(websocket.scope["query_string"])  # accepting frees the query too
     offered = list(websocket.scope.get("subprotocols", []))
     requested = params.get("since") or None
     origin = Headers(scope=websocket.scope).get("origin")  # accepting frees the headers

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import gc
 import os
 import socket
 import tomllib
+import types
 from typing import Any
 
 import pytest
@@ -28,10 +30,12 @@ from edge.frame_writer import FRAME_WRITER_EXTENSION, text_frame
 from edge.protocols.contract import (
     UVICORN_RELIANCE,
     UVICORN_REQUIREMENT,
+    WEBSOCKET_PROTOCOL_ATTRIBUTES,
     WEBSOCKETS_REQUIREMENT,
     Reliance,
     UvicornContractError,
     _changes,
+    attributes_set_by,
     check_uvicorn,
 )
 from edge.protocols.websocket import EdgeWebSocketProtocol
@@ -48,6 +52,13 @@ def test_pyproject_requires_exactly_the_tested_versions() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert UVICORN_REQUIREMENT in project["dependencies"]
     assert WEBSOCKETS_REQUIREMENT in project["dependencies"]
+
+
+def test_every_attribute_uvicorns_websocket_protocol_sets_has_a_slot_in_the_edges() -> None:
+    """Else it would land in an instance dict, which the edge's protocol avoids: that dict
+    was 1.9 KB of each socket's memory."""
+    assert set(WEBSOCKET_PROTOCOL_ATTRIBUTES) == attributes_set_by(WebSocketsSansIOProtocol)
+    assert set(WEBSOCKET_PROTOCOL_ATTRIBUTES) <= set(EdgeWebSocketProtocol.__slots__)
 
 
 def _reliance_on(owner: type) -> Reliance:
@@ -90,10 +101,10 @@ async def _accept_and_wait(scope: Any, receive: Any, send: Any) -> None:
         await receive()  # websocket.disconnect
 
 
-def _upgrade_request() -> bytes:
+def _upgrade_request(query: bytes = b"") -> bytes:
     key = base64.b64encode(os.urandom(16))
     return (
-        b"GET /socket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"GET /socket" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
@@ -170,9 +181,33 @@ def test_a_comment_a_string_or_an_inherited_method_does_not_satisfy_the_contract
     ]
 
 
+def _holding(root: object, text: bytes) -> list[object]:
+    """The strings and bytes reachable from `root` that contain `text`, modules, classes,
+    functions and event loops left out (they reach the whole process)."""
+    found: list[object] = []
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or isinstance(
+            item, types.ModuleType | type | types.FunctionType | asyncio.AbstractEventLoop
+        ):
+            continue
+        seen.add(id(item))
+        if isinstance(item, str | bytes | bytearray):
+            raw = item.encode(errors="replace") if isinstance(item, str) else bytes(item)
+            if text in raw:
+                found.append(item)
+            continue
+        todo.extend(gc.get_referents(item))
+    return found
+
+
 async def test_the_edge_protocol_offers_itself_as_the_sockets_frame_writer() -> None:
     """What makes `insight edge` the direct-write path (and plain uvicorn the ASGI one): after
-    the handshake, the app finds the protocol in the scope, and its frames reach the peer."""
+    the handshake, the app finds the protocol in the scope, and its frames reach the peer.
+    And once open, the socket holds its state in slots, and nothing of the request's query,
+    where a token may be: not websockets' parser, uvicorn's scope, nor the app's task."""
     offered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -189,7 +224,9 @@ async def test_the_edge_protocol_offers_itself_as_the_sockets_frame_writer() -> 
     theirs.setblocking(False)
     transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
     try:
-        protocol.data_received(_upgrade_request())
+        # Kept only reversed here, so that this test's own frame is not what is found.
+        reversed_token = os.urandom(24).hex()
+        protocol.data_received(_upgrade_request(b"?token=" + reversed_token[::-1].encode()))
         async with asyncio.timeout(5):
             writer = await offered
             assert writer is protocol
@@ -197,6 +234,8 @@ async def test_the_edge_protocol_offers_itself_as_the_sockets_frame_writer() -> 
             assert handshake.startswith(b"HTTP/1.1 101")
             assert protocol.write_frame(text_frame(b'{"type":"ui_refresh"}'))
             assert await loop.sock_recv(theirs, 4096) == text_frame(b'{"type":"ui_refresh"}')
+            assert protocol.__dict__ == {}  # all of an open socket's state is in slots
+            assert _holding(protocol, reversed_token[::-1].encode()) == []
     finally:
         theirs.close()
         async with asyncio.timeout(5):

@@ -21,6 +21,18 @@ UVICORN_REQUIREMENT = "uvicorn[standard]>=0.52.1,<0.55"
 WEBSOCKETS_REQUIREMENT = "websockets>=17.0,<18"
 
 
+# Every attribute uvicorn's WebSocket protocol sets on itself, as of the tested versions:
+# `edge.protocols.websocket` keeps them in slots (a test keeps this list whole).
+WEBSOCKET_PROTOCOL_ATTRIBUTES = (
+    "app", "app_state", "asgi_version", "client", "close_sent", "close_timeout", "close_timer",
+    "config", "conn", "connections", "curr_msg_data_type", "default_headers", "disconnected",
+    "frames", "handshake_complete", "handshake_initiated", "initial_response", "last_ping_rtt",
+    "logger", "loop", "pending_ping_payload", "ping_interval", "ping_sent_at", "ping_timeout",
+    "ping_timer", "pong_timer", "queue", "read_paused", "request", "response", "root_path",
+    "scheme", "scope", "server", "tasks", "transport", "writable",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Reliance:
     """What this module relies on in one of uvicorn's classes, beyond its public interface."""
@@ -163,6 +175,12 @@ def _changes(reliance: Reliance) -> list[str]:
             for extra in sorted(called - allowed)
         ]
     return changes
+
+
+def attributes_set_by(owner: type) -> set[str]:
+    """The names `owner`'s own code sets on its instances (`self.<name> = ...`)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(owner)))
+    return {name for node in ast.walk(tree) for name in _assigned_on_self(node)}
 
 
 def _is_self(node: ast.expr) -> bool:

@@ -46,6 +46,7 @@ from websockets.protocol import State
 
 from edge.close_codes import CloseCode
 from edge.frame_writer import FRAME_WRITER_EXTENSION
+from edge.protocols.contract import WEBSOCKET_PROTOCOL_ATTRIBUTES
 from edge.second_wheel import WheelTimer
 from edge.wakeups import Flag, Inbox
 
@@ -67,6 +68,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol that also offers itself as the socket's
     `FrameWriter`. It only adds a way to write data frames and trims what it holds: the
     handshake, pings, closing and flow control stay uvicorn's."""
+
+    # Every attribute uvicorn's class sets, and ours, in slots: uvicorn's class has an
+    # instance dict, which its 37 attributes outgrow Python's shared-key layout (30), so
+    # each socket's took 1.9 KB; slots declared here take its assignments at 8 bytes each
+    # (what that saves: bench/results/design-figures.md). An attribute a later uvicorn adds
+    # lands in the dict, as before; tests/test_uvicorn_contract.py keeps the list whole.
+    __slots__ = (*WEBSOCKET_PROTOCOL_ATTRIBUTES, "_abort_timer", "_drain_timer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -229,8 +237,10 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
             extensions[FRAME_WRITER_EXTENSION] = self
         # websockets' parser keeps the request alive for as long as the socket is open (it
-        # is a local of the parsing generator); the scope has its own copy of the headers.
+        # is a local of the parsing generator); the scope has its own copy of the headers,
+        # and of the path and query (which may carry the token).
         event.headers.clear()
+        event.path = ""
 
     async def send(self, message: ASGISendEvent) -> None:
         if (
@@ -246,11 +256,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.accept":
             # The handshake is done: its request and response are never read again, nor are
             # the request's headers (the endpoint reads the origin before it accepts), which
-            # the scope would otherwise keep for the socket's life (18 objects, 0.9 KB).
+            # the scope would otherwise keep for the socket's life (18 objects, 0.9 KB), nor
+            # is the query (read before accepting too), whose token need not stay in memory.
             del self.request, self.response
             headers = self.scope["headers"]
             if isinstance(headers, list):  # uvicorn's is; cleared in place for every holder
                 headers.clear()
+            self.scope["query_string"] = b""
 
     def write_frame(self, frame: bytes) -> bool:
         if (
