@@ -126,7 +126,7 @@ async def catch_up(
             if last:
                 break
             await connection.wait_for_room(budget // 2)
-            if connection.close_code is not None or connection.gone:
+            if connection.ending():
                 return Outcome(replayed, gap)
         connection.go_live(announce=announce, later=later)
     return Outcome(replayed, gap)

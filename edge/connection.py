@@ -149,7 +149,7 @@ class ClientConnection:
     async def wait_for_room(self, limit: int) -> None:
         """Until the replayed frames still queued take at most `limit` bytes (or the
         connection is closing): a catch-up holds no more of the logs than that."""
-        while self._replayed_bytes > limit and self.close_code is None and not self.gone:
+        while self._replayed_bytes > limit and not self.ending():
             await self._changed.wait()
 
     def go_live(self, *, announce: bool, later: Sequence[tuple[int, Key, bytes]] = ()) -> None:
@@ -185,15 +185,22 @@ class ClientConnection:
 
     async def wait_closing(self) -> None:
         """Until the connection must close or the peer is gone."""
-        while self.close_code is None and not self.gone:
+        while not self.ending():
             await self._changed.wait()
 
-    async def wait(self) -> bool:
-        """Wait until there are frames to send (True), or the connection must close (see
-        close_code) or the peer is gone (False)."""
-        while not self._outbox and self.close_code is None and not self.gone:
-            await self._changed.wait()
-        return self.close_code is None and not self.gone
+    def ending(self) -> bool:
+        """The connection must close, or its peer is gone: the writer stops."""
+        return self.close_code is not None or self.gone
+
+    def idle(self) -> bool:
+        """Nothing for the writer to do: no frame to send, no close to make, the peer here."""
+        return not self._outbox and not self.ending()
+
+    def changed(self) -> asyncio.Future[None]:
+        """Resolved at the next change (a frame queued, a close asked, the peer gone). The
+        writer awaits it directly while `idle`: a coroutine around it would be one more frame
+        held in memory for as long as the socket is idle."""
+        return self._changed.wait()
 
     def take(self, limit: int, max_bytes: int) -> list[bytes]:
         """Remove and return frames (JSON payloads) from the buffer's head: up to `limit`,

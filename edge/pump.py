@@ -160,10 +160,14 @@ async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> Non
     """Write the backlog in batches, each once the transport takes data: nothing is taken
     from the buffer while the write would wait, so the fan-out never overtakes it. A close
     does not wait for the transport: a peer that stopped reading never lets it drain."""
-    while await connection.wait():
+    while True:
+        while connection.idle():
+            await connection.changed()
+        if connection.ending():
+            return
         if not wire.takes_data():
             await _writable_or_closing(wire, connection)
-        if connection.close_code is not None or connection.gone:
+        if connection.ending():
             return
         if not _write_batch(connection, wire):
             raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
@@ -191,7 +195,11 @@ async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) 
 
 
 async def _drain_through_asgi(connection: ClientConnection, send: SendFrame) -> None:
-    while await connection.wait():
+    while True:
+        while connection.idle():
+            await connection.changed()
+        if connection.ending():
+            return
         await send(connection.take(1, WIRE_BATCH_BYTES)[0])  # no local holds it while idle
 
 

@@ -67,7 +67,7 @@ UVICORN_RELIANCE = (
             "handle_connect": ("self", "event"),
             "keepalive_timeout": ("self",),
             "shutdown": ("self",),
-            "run_asgi": ("self",),
+            "on_task_complete": ("self", "task"),
             "send": ("self", "message"),
             "schedule_ping": ("self",),
             "send_keepalive_ping": ("self",),
@@ -77,6 +77,7 @@ UVICORN_RELIANCE = (
             "start_keepalive": ("schedule_ping",),
             "handle_pong": ("schedule_ping",),
             "handle_events": ("handle_connect",),
+            "handle_connect": ("on_task_complete",),  # the ASGI task's done callback
             "handle_text": ("send_receive_event_to_app",),
             "handle_cont": ("send_receive_event_to_app",),
         },
@@ -206,10 +207,18 @@ def _assigned_on_self(node: ast.AST) -> list[str]:
 
 
 def _calls_on_self(tree: ast.AST) -> list[tuple[str, str | None]]:
-    """Every call `self.<a>(...)`, as (a, None), and `self.<a>.<m>(...)`, as (a, m)."""
+    """Every call `self.<a>(...)` and every `self.<a>` handed to a call (a callback, as in
+    `task.add_done_callback(self.<a>)`), as (a, None), and `self.<a>.<m>(...)`, as (a, m)."""
     calls: list[tuple[str, str | None]] = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        if not isinstance(node, ast.Call):
+            continue
+        calls += [
+            (argument.attr, None)
+            for argument in node.args
+            if isinstance(argument, ast.Attribute) and _is_self(argument.value)
+        ]
+        if not isinstance(node.func, ast.Attribute):
             continue
         called = node.func
         if _is_self(called.value):

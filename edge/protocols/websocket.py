@@ -191,8 +191,11 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()  # sends 1012 (or answers a pending handshake) and closes
         self._bound_close()
 
-    async def run_asgi(self) -> None:
-        await super().run_asgi()  # closes the transport unless a close is under way
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        # The ASGI task has ended, and closed the transport unless a close is under way. A
+        # done callback rather than an override of `run_asgi`: a coroutine wrapped around
+        # the app's would wait in memory for the socket's whole life.
+        super().on_task_complete(task)
         self._bound_close()
 
     def handle_parser_exception(self) -> None:
