@@ -84,10 +84,24 @@ async def pump(
     # socket as it is queued: a page is read only once the socket took the previous ones.
     helpers.start(_catch_up(hub, connection))
     try:
-        if connection.wire is not None:
-            await _drain_to_wire(connection, connection.wire)
-        else:
+        if (wire := connection.wire) is None:
             await _drain_through_asgi(connection, send)
+        # The writer to a wire, here rather than in a coroutine of its own (which would be
+        # one more frame held while the socket idles). It writes the backlog in batches, each
+        # once the transport takes data: nothing is taken from the buffer while the write
+        # would wait, so the fan-out never overtakes it. A close does not wait for the
+        # transport: a peer that stopped reading never lets it drain.
+        while wire is not None:
+            while connection.idle():
+                await connection.changed()
+            if connection.ending():
+                break
+            if not wire.takes_data():
+                await _writable_or_closing(wire, connection)
+            if connection.ending():
+                break
+            if not _write_batch(connection, wire):
+                raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
     finally:
         if arrivals is not None:
             arrivals.notify_arrivals(None)
@@ -154,23 +168,6 @@ async def _catch_up(hub: Hub, connection: ClientConnection) -> None:
     except Exception as error:  # a client that breaks in another way is no less down
         log_broker_failure("catching up from the logs failed", error)
         connection.close(CloseCode.TRY_AGAIN_LATER)
-
-
-async def _drain_to_wire(connection: ClientConnection, wire: FrameWriter) -> None:
-    """Write the backlog in batches, each once the transport takes data: nothing is taken
-    from the buffer while the write would wait, so the fan-out never overtakes it. A close
-    does not wait for the transport: a peer that stopped reading never lets it drain."""
-    while True:
-        while connection.idle():
-            await connection.changed()
-        if connection.ending():
-            return
-        if not wire.takes_data():
-            await _writable_or_closing(wire, connection)
-        if connection.ending():
-            return
-        if not _write_batch(connection, wire):
-            raise WebSocketDisconnect(1006)  # closed under us: the peer or the server left
 
 
 def _write_batch(connection: ClientConnection, wire: FrameWriter) -> bool:
