@@ -47,10 +47,7 @@ async def insight_socket(websocket: WebSocket) -> None:
     opened: tuple[ClientConnection, Hub, Presence] | None = None
     try:
         opened = connection, hub, presence = await _open(websocket, settings, wire)
-        read = partial(
-            read_websocket, websocket, connection, settings, hub, presence,
-            waiting=wire.has_arrivals if wire is not None else None,
-        )  # fmt: skip
+        read = partial(read_websocket, websocket, connection, settings, hub, presence, wire)
         code = await pump(connection, settings, hub, read, partial(_send, websocket), wire)
         await _close(websocket, code, ended(connection, code, hub, "websocket"))
     except Refused as refusal:

@@ -206,16 +206,15 @@ async def read_websocket(
     settings: Settings,
     hub: Hub,
     presence: Presence,
+    arrivals: SocketWire | None,
     expiry: Expiry,
-    *,
-    waiting: Callable[[], bool] | None = None,
 ) -> None:
     """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
     else is ignored. Ends the session on a frame that is too big, on a token that may not
     renew it (4401; `revoked` for a token the user's revocation refuses), or when the peer
-    goes away. With `waiting` (whether a message waits), returns once none does."""
+    goes away. With `arrivals` (the socket's notice of messages), returns once none waits."""
     try:
-        while waiting is None or waiting():
+        while arrivals is None or arrivals.has_arrivals():
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
