@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from core.security import issued_before
 from edge import telemetry
 from edge.catch_up import Reads, catch_up
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
+from edge.listeners import Listener, Listeners
 from realtime.broker import LiveFeed, LogStore
 from realtime.frames import REVOKE_EVENT_ID, parse_announcement, parse_event_id
 from realtime.recipients import Recipient
@@ -49,8 +51,7 @@ class Hub:
         self._subscribe_timeout = subscribe_timeout
         self._replay_budget = replay_budget
         self._reads = Reads(asyncio.Semaphore(PAGE_READS), asyncio.Semaphore(BULK_READS))
-        # live channel -> {connection: the index of that recipient in the connection's}
-        self._by_channel: dict[bytes, dict[ClientConnection, int]] = {}
+        self._listeners = Listeners()
         self.connections: set[ClientConnection] = set()
         self.revoked: set[ClientConnection] = set()  # closed by a revocation (4401 revoked)
         self._resyncs: set[asyncio.Task[None]] = set()
@@ -70,7 +71,7 @@ class Hub:
         waiters = []
         for index, recipient in enumerate(connection.recipients):
             channel = recipient.live_channel.encode()
-            self._by_channel.setdefault(channel, {})[connection] = index
+            self._listeners.add(channel, connection, index)
             waiter = self.feed.hold(channel)
             if waiter is not None:
                 waiters.append(asyncio.shield(waiter))
@@ -89,11 +90,7 @@ class Hub:
         self.revoked.discard(connection)
         for recipient in connection.recipients:
             channel = recipient.live_channel.encode()
-            listeners = self._by_channel.get(channel)
-            if listeners is not None:
-                listeners.pop(connection, None)
-                if not listeners:
-                    del self._by_channel[channel]
+            self._listeners.remove(channel, connection)
             self.feed.release(channel)
 
     async def catch_up(self, connection: ClientConnection, *, announce: bool = False) -> None:
@@ -118,7 +115,7 @@ class Hub:
 
     def revoke(self, user_id: str, mark: int) -> None:
         """Close the user's connections here whose tokens the mark refuses (4401 revoked)."""
-        listeners = self._by_channel.get(Recipient.user(user_id).live_channel.encode())
+        listeners = self._listeners.on(Recipient.user(user_id).live_channel.encode())
         if listeners:
             self._revoke(listeners, mark)
 
@@ -126,9 +123,9 @@ class Hub:
         self.revoked.add(connection)
         connection.close(CloseCode.UNAUTHORIZED)
 
-    def _revoke(self, listeners: dict[ClientConnection, int], mark: int) -> None:
+    def _revoke(self, listeners: Collection[Listener], mark: int) -> None:
         closed = 0
-        for connection, index in list(listeners.items()):
+        for connection, index in list(listeners):
             # index 0: listening as that user (the user's channel is nobody else's)
             if index == 0 and issued_before(connection.identity, mark):
                 self.close_revoked(connection)
@@ -142,7 +139,7 @@ class Hub:
     # -- what the live feed tells (realtime.broker.Listener) ------------------------------
 
     def on_message(self, channel: bytes, data: bytes) -> None:
-        listeners = self._by_channel.get(channel)
+        listeners = self._listeners.on(channel)
         if not listeners:
             return
         coalesce_key, event_id, tab, body = parse_announcement(data)
@@ -160,23 +157,20 @@ class Hub:
             return
         if tab:  # for one tab of the user (`realtime.broker.log_calls`): its connections only
             client = tab.decode(errors="replace")
-            listeners = {c: i for c, i in listeners.items() if c.client == client}
-        for connection, index in listeners.items():
+            listeners = [(c, i) for c, i in listeners if c.client == client]
+        for connection, index in listeners:
             connection.offer(index, event, event_id, coalesce_key, body)
         telemetry.record_delivery(body, event, len(listeners))
 
-    def _listeners_of(self, channels: set[bytes]) -> set[ClientConnection]:
-        return {c for channel in channels for c in self._by_channel.get(channel, ())}
-
     def on_lost(self, channels: set[bytes]) -> None:
         """These channels stopped flowing: their connections wait for a catch-up."""
-        for connection in self._listeners_of(channels):
+        for connection in self._listeners.connections(channels):
             connection.hold_live_events()
 
     def on_restored(self, channels: set[bytes]) -> None:
         """Replay, for each connection of these channels, what was published meanwhile."""
         task = asyncio.get_running_loop().create_task(
-            self._resync(list(self._listeners_of(channels)))
+            self._resync(list(self._listeners.connections(channels)))
         )
         self._resyncs.add(task)
         task.add_done_callback(self._resyncs.discard)
