@@ -12,30 +12,23 @@ import time
 
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
-from edge.second_wheel import WheelTimer
+from edge.second_wheel import OnTheWheel
 
 
-class Expiry:
+class Expiry(OnTheWheel):
     """Closes the connection with 4401 when its token is no longer accepted; `move` for a
     renewal, `cancel` when the session ends."""
 
-    __slots__ = ("_connection", "_timer")
+    __slots__ = ("_connection",)
 
     def __init__(self, connection: ClientConnection, until: float) -> None:
+        super().__init__()
         self._connection = connection
-        self._timer: WheelTimer | None = None
         self.move(until)
 
     def move(self, until: float) -> None:
         """From now on, close at `until` (wall-clock seconds) instead."""
-        self.cancel()
-        self._timer = WheelTimer(until - time.time(), self._expired)
+        self.start(until - time.time())
 
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self) -> None:
-        self._timer = None
+    def expired(self) -> None:
         self._connection.close(CloseCode.UNAUTHORIZED)

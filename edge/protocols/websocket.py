@@ -47,7 +47,7 @@ from websockets.protocol import State
 from edge.close_codes import CloseCode
 from edge.frame_writer import FRAME_WRITER_EXTENSION
 from edge.protocols.contract import WEBSOCKET_PROTOCOL_ATTRIBUTES
-from edge.second_wheel import WheelTimer
+from edge.second_wheel import OnTheWheel
 from edge.wakeups import Flag, Inbox
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         (`edge.second_wheel`) rather than on a loop timer of its own per socket."""
         assert self.ping_interval is not None
         delay = max(0.0, self.ping_interval - self.last_ping_rtt)
-        self.ping_timer = WheelTimer(delay, self.send_keepalive_ping)  # type: ignore[assignment]
+        self.ping_timer = _KeepalivePing(self, delay)  # type: ignore[assignment]
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()  # sends 1011 and closes the transport
@@ -291,6 +291,20 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
+
+
+class _KeepalivePing(OnTheWheel):
+    """The socket's next keepalive ping, on the wheel."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: EdgeWebSocketProtocol, delay: float) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self.start(delay)
+
+    def expired(self) -> None:
+        self._protocol.send_keepalive_ping()
 
 
 def edge_websocket_protocol(drain_seconds: float) -> type[EdgeWebSocketProtocol]:
