@@ -32,16 +32,18 @@ SITES = 80  # allocation sites printed
 SETTLE_SECONDS = 2.0  # for the edge to finish what the last connects started
 
 
-def _edge(port: int, connections: int, report: Path) -> None:
+def _edge(port: int, connections: int, report: Path, depth: int) -> None:
     """In the edge's process: SIGUSR2 takes the first snapshot, SIGUSR1 writes the report."""
-    tracemalloc.start(1)
+    tracemalloc.start(depth)
     first: list[tracemalloc.Snapshot] = []
 
     def before(_signal: int, _frame: FrameType | None) -> None:
         first.append(tracemalloc.take_snapshot())
 
     def after(_signal: int, _frame: FrameType | None) -> None:
-        stats = tracemalloc.take_snapshot().compare_to(first[0], "lineno")
+        stats = tracemalloc.take_snapshot().compare_to(
+            first[0], "lineno" if depth == 1 else "traceback"
+        )
         lines = [f"total {sum(s.size_diff for s in stats) / connections:.0f} B per connection"]
         by_file: dict[str, int] = {}
         for stat in stats:
@@ -54,7 +56,7 @@ def _edge(port: int, connections: int, report: Path) -> None:
         lines += ["by line:"]
         lines += [
             f"{s.size_diff / connections:8.0f} B {s.count_diff / connections:6.2f} objects  "
-            f"{s.traceback[0].filename}:{s.traceback[0].lineno}"
+            f"{s.traceback[0].filename}:{s.traceback[0].lineno}{_callers(s.traceback)}"
             for s in stats[:SITES]
         ]
         report.write_text("\n".join(lines) + "\n")
@@ -65,6 +67,11 @@ def _edge(port: int, connections: int, report: Path) -> None:
     from edge.serving import serve
 
     serve(Settings(), "127.0.0.1", port)
+
+
+def _callers(traceback: tracemalloc.Traceback) -> str:
+    """` <- file:line` for each caller of an allocating line (with --depth over 1)."""
+    return "".join(f" <- {Path(f.filename).name}:{f.lineno}" for f in list(traceback)[1:])
 
 
 async def _open(port: int, users: list[str]) -> list[websockets.ClientConnection]:
@@ -91,7 +98,7 @@ async def _report(edge: subprocess.Popen[bytes], report: Path) -> str:
     return await asyncio.to_thread(report.read_text)
 
 
-def measure(connections: int) -> str:
+def measure(connections: int, depth: int = 1) -> str:
     """The report: bytes and objects per connection, by allocating line."""
     with tempfile.TemporaryDirectory(prefix="connection-memory-") as directory:
         report = Path(directory) / "report.txt"
@@ -99,6 +106,7 @@ def measure(connections: int) -> str:
         port = free_port()
         command = [sys.executable, "-m", "bench.connection_memory", "--edge", str(port)]
         command += ["--connections", str(connections), "--report", str(report)]
+        command += ["--depth", str(depth)]
         edge = subprocess.Popen(command, env=server_env(server.url), stderr=subprocess.DEVNULL)
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz")
@@ -127,13 +135,16 @@ async def _sockets_and_report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=2_000)
+    parser.add_argument(
+        "--depth", type=int, default=1, help="frames of each allocation's traceback (its callers)"
+    )
     parser.add_argument("--edge", type=int, help=argparse.SUPPRESS)  # the edge's own process
     parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.edge:
-        _edge(args.edge, args.connections, args.report)
+        _edge(args.edge, args.connections, args.report, args.depth)
         return 0
-    print(measure(args.connections), end="")
+    print(measure(args.connections, args.depth), end="")
     return 0
 
 

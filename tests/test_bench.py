@@ -214,13 +214,18 @@ def test_a_quick_broadcast_reaches_every_socket_once_on_insight_and_broadcaster(
     assert "| broadcaster |" in (tmp_path / "broadcast.md").read_text()
 
 
-def test_the_connection_memory_probe_reports_what_idle_sockets_add_by_line() -> None:
+def test_the_connection_memory_probe_reports_what_idle_sockets_add_by_file_and_line() -> None:
+    command = [sys.executable, "-m", "bench.connection_memory", "--connections", "100"]
     run = subprocess.run(
-        [sys.executable, "-m", "bench.connection_memory", "--connections", "100"],
+        [*command, "--depth", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    total, *sites = run.stdout.splitlines()
+    total, *lines = run.stdout.splitlines()
     assert total.startswith("total ")
     assert int(total.split()[1]) > 1000  # an open socket costs kilobytes, not nothing
+    files, sites = lines[1 : lines.index("by line:")], lines[lines.index("by line:") + 1 :]
+    assert lines[0] == "by file:"
+    assert any(line.rstrip().endswith(".py") for line in files), files
     assert any("websockets" in site or "edge/" in site for site in sites), sites
+    assert any(" <- " in site for site in sites), sites  # each line's callers, to 3 deep
