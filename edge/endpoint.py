@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -30,8 +29,9 @@ from edge.handshake import (
 )
 from edge.hub import Hub
 from edge.presence import Presence
-from edge.pump import pump, read_websocket
+from edge.pump import pump
 from edge.session import Refused, ended, join, leave, refused, starting_point
+from edge.socket_client import SocketClient
 from realtime.frames import DEFAULT_CHANNEL
 from realtime.ids import CLIENT_RULE
 
@@ -47,8 +47,8 @@ async def insight_socket(websocket: WebSocket) -> None:
     opened: tuple[ClientConnection, Hub, Presence] | None = None
     try:
         opened = connection, hub, presence = await _open(websocket, settings, wire)
-        read = partial(read_websocket, websocket, connection, settings, hub, presence, wire)
-        code = await pump(connection, settings, hub, read, partial(_send, websocket), wire)
+        client = SocketClient(websocket, connection, settings, hub, presence, wire)
+        code = await pump(connection, settings, hub, client, wire)
         await _close(websocket, code, ended(connection, code, hub, "websocket"))
     except Refused as refusal:
         refused(refusal, "websocket")
@@ -90,10 +90,6 @@ async def _open(
         extra={"user_id": identity.user_id, "business_id": identity.business_id},
     )
     return connection, hub, presence
-
-
-async def _send(websocket: WebSocket, frame: bytes) -> None:
-    await websocket.send({"type": "websocket.send", "text": frame.decode()})
 
 
 def _check_request(params: QueryParams, settings: Settings, origin: str | None) -> None:

@@ -1,7 +1,8 @@
 """One open session's life after its open, whatever its transport: the writer that drains
-its send buffer, the reader that watches the client (a WebSocket's polices what it sends and
-renews the session in band, `read_websocket`; an SSE stream's waits for it to leave), its
-token's expiry (`edge.expiry`), and its first catch-up from the logs, until one of them ends it.
+its send buffer, the reader that watches the client (a `Client`'s: a WebSocket's polices what
+it sends and renews the session in band, `edge.socket_client`; an SSE stream's waits for it to
+leave), its token's expiry (`edge.expiry`), and its first catch-up from the logs, until one of
+them ends it.
 
 Inbound frames are read by a helper task that runs only while a message waits (on a socket
 that says when one arrives, `SocketWire`), and the token's expiry and the keepalive wait on
@@ -14,21 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 import redis
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect
 
 from core.config import Settings
-from core.security import Identity, InvalidToken, accepted_until, verify_token_async
+from core.security import accepted_until
 from edge.close_codes import CloseCode
 from edge.connection import ClientConnection
 from edge.expiry import Expiry
 from edge.frame_writer import FrameWriter, SocketWire
-from edge.handshake import auth_message
 from edge.hub import Hub
-from edge.presence import Presence
 
 logger = logging.getLogger(__name__)
 
@@ -43,41 +42,37 @@ def log_broker_failure(message: str, error: BaseException) -> None:
     logger.warning(message, extra={"error": repr(error)}, exc_info=unexpected)
 
 
-async def _renewed(current: Identity, token: str, settings: Settings) -> Identity | None:
-    """The identity of an in-band `auth` message if it may extend this session: a valid
-    token for the same user and business. None closes the socket with 4401."""
-    try:
-        identity = await verify_token_async(token, settings)
-    except InvalidToken:
-        return None
-    if (identity.user_id, identity.business_id) != (current.user_id, current.business_id):
-        return None
-    return identity
+class Client(Protocol):
+    """A session's client as its transport sees it. An object rather than callbacks: a
+    partial or a bound method held for the session's life is one more object per socket."""
 
+    async def read(self, expiry: Expiry) -> None:
+        """Watch the client (in a helper task). Returns once no message waits, on a socket
+        that says when one arrives (`SocketWire`); else when the session ends. Raises when
+        the peer went away."""
 
-Reader = Callable[[Expiry], Coroutine[Any, Any, None]]  # watches the client (a helper task)
-SendFrame = Callable[[bytes], Awaitable[None]]  # one frame through ASGI, without a wire
+    async def send(self, frame: bytes) -> None:
+        """One frame through ASGI: only for a connection without a wire."""
 
 
 async def pump(
     connection: ClientConnection,
     settings: Settings,
     hub: Hub,
-    read: Reader,
-    send: SendFrame,
+    client: Client,
     arrivals: SocketWire | None = None,
 ) -> CloseCode:
     """Send what the fan-out could not write at once, until the connection must close, and
-    return why; raises what `read` raised when the peer went away.
+    return why; raises what `client.read` raised when the peer went away.
 
     Frames go to the connection's wire when its server offers one (`edge.frame_writer`),
-    else one at a time through `send`. With `arrivals`, `read` runs only while a message
-    waits, and returns once none does; without, it watches the client until the end.
+    else one at a time through `client.send`. With `arrivals`, `client.read` runs only while
+    a message waits; without, it watches the client until the end.
     """
     expiry = Expiry(connection, accepted_until(connection.identity, settings))
-    helpers = HelperTasks(read, expiry)
+    helpers = HelperTasks(client, expiry)
     if arrivals is None:
-        helpers.start(read(expiry))
+        helpers.start(client.read(expiry))
     else:
         arrivals.notify_arrivals(helpers.message_arrived)
     # The replay of what the client missed runs beside the writer, which drains it to the
@@ -85,7 +80,7 @@ async def pump(
     helpers.start(_catch_up(hub, connection))
     try:
         if (wire := connection.wire) is None:
-            await _drain_through_asgi(connection, send)
+            await _drain_through_asgi(connection, client)
         # The writer to a wire, here rather than in a coroutine of its own (which would be
         # one more frame held while the socket idles). It writes the backlog in batches, each
         # once the transport takes data: nothing is taken from the buffer while the write
@@ -119,10 +114,10 @@ class HelperTasks:
     task but its own: a reader starts when a message arrives and none is reading, and ends
     once none waits. The first error a helper raised is kept for `pump` to raise."""
 
-    __slots__ = ("_expiry", "_read", "_reading", "_tasks", "error")
+    __slots__ = ("_client", "_expiry", "_reading", "_tasks", "error")
 
-    def __init__(self, read: Reader, expiry: Expiry) -> None:
-        self._read = read
+    def __init__(self, client: Client, expiry: Expiry) -> None:
+        self._client = client
         self._expiry = expiry
         self._reading = False
         self._tasks: list[asyncio.Task[None]] = []  # at most two; an empty set is 216 bytes
@@ -140,7 +135,7 @@ class HelperTasks:
 
     async def _read_while_any(self) -> None:
         try:
-            await self._read(self._expiry)
+            await self._client.read(self._expiry)
         finally:
             # Cleared as the reader returns, with no await between its last look at the
             # socket and this: a message that arrives after it starts another reader.
@@ -191,60 +186,10 @@ async def _writable_or_closing(wire: FrameWriter, connection: ClientConnection) 
             wait.cancel()
 
 
-async def _drain_through_asgi(connection: ClientConnection, send: SendFrame) -> None:
+async def _drain_through_asgi(connection: ClientConnection, client: Client) -> None:
     while True:
         while connection.idle():
             await connection.changed()
         if connection.ending():
             return
-        await send(connection.take(1, WIRE_BATCH_BYTES)[0])  # no local holds it while idle
-
-
-async def read_websocket(
-    websocket: WebSocket,
-    connection: ClientConnection,
-    settings: Settings,
-    hub: Hub,
-    presence: Presence,
-    arrivals: SocketWire | None,
-    expiry: Expiry,
-) -> None:
-    """Read inbound frames: an `auth` message renews the session (a later `exp`); anything
-    else is ignored. Ends the session on a frame that is too big, on a token that may not
-    renew it (4401; `revoked` for a token the user's revocation refuses), or when the peer
-    goes away. With `arrivals` (the socket's notice of messages), returns once none waits."""
-    try:
-        while arrivals is None or arrivals.has_arrivals():
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            text = message.get("text")
-            if len(text or message.get("bytes") or "") > settings.ws_max_message_bytes:
-                connection.close(CloseCode.MESSAGE_TOO_BIG)
-                return
-            auth = auth_message(text) if text is not None else None
-            if auth is None or auth.token is None:
-                continue  # not a renewal: the session goes on
-            identity = await _renewed(connection.identity, auth.token, settings)
-            if identity is None:
-                logger.info(
-                    "websocket renewal refused", extra={"user_id": connection.identity.user_id}
-                )
-                connection.close(CloseCode.UNAUTHORIZED)
-                return
-            try:
-                revoked = await presence.revoked(identity)
-            except redis.RedisError:
-                connection.close(CloseCode.TRY_AGAIN_LATER)  # unchecked: never accepted
-                return
-            if revoked:
-                logger.info(
-                    "websocket renewal revoked", extra={"user_id": connection.identity.user_id}
-                )
-                hub.close_revoked(connection)
-                return
-            connection.identity = identity
-            expiry.move(accepted_until(identity, settings))
-    except WebSocketDisconnect:
-        connection.hang_up()
-        raise
+        await client.send(connection.take(1, WIRE_BATCH_BYTES)[0])  # no local holds it

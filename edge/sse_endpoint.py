@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
@@ -99,9 +98,8 @@ async def insight_sse(scope: Scope, receive: Receive, send: Send) -> None:
             extra={"user_id": identity.user_id, "business_id": identity.business_id},
         )
         await send({"type": "http.response.start", "status": 200, "headers": sse.STREAM_HEADERS})
-        stream = _Stream(send, wire)
-        read = partial(_watch, receive, connection, stream, settings)
-        code = await pump(connection, settings, hub, read, stream.frame)
+        stream = _Stream(send, receive, wire, connection, settings)
+        code = await pump(connection, settings, hub, stream)
         await stream.end(sse.closing(code, ended(connection, code, hub, "sse")))
     except ClientDisconnect:
         pass
@@ -166,15 +164,26 @@ async def _authenticate(request: Request, settings: Settings, broker: Broker | N
 
 
 class _Stream:
-    """The response's body: through the wire when `insight edge` serves it, else ASGI."""
+    """The stream's client as `edge.pump` sees it (`pump.Client`), and the response's body:
+    through the wire when `insight edge` serves it, else ASGI."""
 
-    __slots__ = ("_send", "_wire")
+    __slots__ = ("_connection", "_receive", "_send", "_settings", "_wire")
 
-    def __init__(self, send: Send, wire: StreamWriter | None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        receive: Receive,
+        wire: StreamWriter | None,
+        connection: ClientConnection,
+        settings: Settings,
+    ) -> None:
         self._send = send
+        self._receive = receive
         self._wire = wire
+        self._connection = connection
+        self._settings = settings
 
-    async def frame(self, frame: bytes) -> None:
+    async def send(self, frame: bytes) -> None:
         await self._body(sse_frame(frame))
 
     async def keep_alive(self) -> bool:
@@ -192,38 +201,34 @@ class _Stream:
             async with asyncio.timeout(END_TIMEOUT_SECONDS):
                 await self._send({"type": "http.response.body", "body": last, "more_body": False})
 
+    async def read(self, expiry: Expiry) -> None:
+        """Until the client leaves (ClientDisconnect), send a comment every
+        SSE_KEEPALIVE_SECONDS; close with 1013 a stream whose transport took nothing for a
+        ping's interval and timeout. (A stream cannot renew in band: `expiry` ends it, and
+        the client reopens.)"""
+        settings = self._settings
+        interval = settings.sse_keepalive_seconds
+        stalled_limit = settings.ws_ping_interval_seconds + settings.ws_ping_timeout_seconds
+        stalled = 0.0
+        message = asyncio.ensure_future(self._receive())
+        try:
+            while True:
+                await asyncio.wait([message], timeout=interval)
+                if message.done():
+                    if message.result()["type"] == "http.disconnect":
+                        self._connection.hang_up()
+                        raise ClientDisconnect
+                    # A body, which a GET ignores.
+                    message = asyncio.ensure_future(self._receive())
+                elif await self.keep_alive():
+                    stalled = 0.0
+                else:
+                    stalled += interval
+                    if stalled >= stalled_limit:
+                        self._connection.close(CloseCode.TRY_AGAIN_LATER)
+                        return
+        finally:
+            message.cancel()
+
     async def _body(self, data: bytes) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
-
-
-async def _watch(
-    receive: Receive,
-    connection: ClientConnection,
-    stream: _Stream,
-    settings: Settings,
-    expiry: Expiry,
-) -> None:
-    """Until the client leaves (ClientDisconnect), send a comment every SSE_KEEPALIVE_SECONDS;
-    close with 1013 a stream whose transport took nothing for a ping's interval and timeout.
-    (A stream cannot renew in band: `expiry` ends it, and the client reopens.)"""
-    interval = settings.sse_keepalive_seconds
-    stalled_limit = settings.ws_ping_interval_seconds + settings.ws_ping_timeout_seconds
-    stalled = 0.0
-    message = asyncio.ensure_future(receive())
-    try:
-        while True:
-            await asyncio.wait([message], timeout=interval)
-            if message.done():
-                if message.result()["type"] == "http.disconnect":
-                    connection.hang_up()
-                    raise ClientDisconnect
-                message = asyncio.ensure_future(receive())  # a body, which a GET ignores
-            elif await stream.keep_alive():
-                stalled = 0.0
-            else:
-                stalled += interval
-                if stalled >= stalled_limit:
-                    connection.close(CloseCode.TRY_AGAIN_LATER)
-                    return
-    finally:
-        message.cancel()

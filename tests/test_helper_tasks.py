@@ -25,7 +25,7 @@ class Socket:
 
     def __init__(self) -> None:
         self.waiting: list[str] = []
-        self.read: list[str] = []
+        self.received: list[str] = []
         self.readers_at_once = 0
         self.most_readers_at_once = 0
         self.helpers: HelperTasks | None = None
@@ -36,8 +36,8 @@ class Socket:
         assert self.helpers is not None
         self.helpers.message_arrived()
 
-    async def reader(self, _expiry: Any) -> None:
-        """`read_websocket`'s shape: read while a message waits, then return."""
+    async def read(self, _expiry: Any) -> None:
+        """`SocketClient.read`'s shape: read while a message waits, then return."""
         self.readers_at_once += 1
         self.most_readers_at_once = max(self.most_readers_at_once, self.readers_at_once)
         try:
@@ -46,7 +46,7 @@ class Socket:
                 message = self.waiting.pop(0)
                 if message == "boom":
                     raise ConnectionResetError("the peer left")
-                self.read.append(message)
+                self.received.append(message)
         finally:
             self.readers_at_once -= 1
         if (late := self.arriving_as_the_reader_returns) is not None:
@@ -56,7 +56,7 @@ class Socket:
 
 
 def helpers_for(socket: Socket) -> HelperTasks:
-    socket.helpers = HelperTasks(socket.reader, expiry=None)  # type: ignore[arg-type]
+    socket.helpers = HelperTasks(socket, expiry=None)  # type: ignore[arg-type]
     return socket.helpers
 
 
@@ -69,7 +69,7 @@ async def test_a_message_arriving_as_the_reader_returns_is_read_by_a_new_reader(
     helpers = helpers_for(socket)
     socket.arriving_as_the_reader_returns = "second"
     socket.arrive("first")
-    await eventually(lambda: socket.read == ["first", "second"] and helpers.running() == 0)
+    await eventually(lambda: socket.received == ["first", "second"] and helpers.running() == 0)
     await helpers.stop()
 
 
@@ -81,8 +81,8 @@ async def test_a_burst_is_read_in_order_by_one_reader_at_a_time_and_none_is_left
     for n, message in enumerate(burst):
         # Spread over the loop's iterations: some while a reader runs, some after it ended.
         loop.call_later(0.001 * (n % 7), socket.arrive, message)
-    await eventually(lambda: len(socket.read) == len(burst) and helpers.running() == 0)
-    assert sorted(socket.read, key=lambda m: int(m[1:])) == burst
+    await eventually(lambda: len(socket.received) == len(burst) and helpers.running() == 0)
+    assert sorted(socket.received, key=lambda m: int(m[1:])) == burst
     assert socket.most_readers_at_once == 1
     await helpers.stop()
 
@@ -93,7 +93,7 @@ async def test_an_idle_socket_holds_no_helper_task() -> None:
     socket.arrive("hello")
     assert helpers.running() == 1
     await eventually(lambda: helpers.running() == 0)
-    assert socket.read == ["hello"]
+    assert socket.received == ["hello"]
     await helpers.stop()
 
 
@@ -105,7 +105,7 @@ async def test_the_readers_error_is_kept_and_no_reader_starts_after_it() -> None
     assert isinstance(helpers.error, ConnectionResetError)
     socket.arrive("after")
     assert helpers.running() == 0
-    assert socket.read == []
+    assert socket.received == []
     await helpers.stop()
 
 
