@@ -27,7 +27,7 @@ from api.routes import (
 )
 from api.schemas import MAX_BODY_BYTES
 from api.telemetry import Measure, metrics_endpoint
-from core.config import get_settings
+from core.config import FASTAPI_TELEMETRY_OFF, get_settings
 from core.json_logs import configure_logging
 
 API_PREFIX = "/api/v1"
@@ -52,10 +52,7 @@ def create_app() -> FastAPI:
         description="Submit long jobs; their progress and outcome reach the user's page "
         "through the realtime edge (WebSocket /api/v1/insight).",
         lifespan=lifespan,
-        # Insight's telemetry is its Prometheus metrics and JSON logs. FastAPI's own
-        # OpenTelemetry layer, left on, asks the global providers whether it is configured on
-        # every request: 5% of a POST /orders' CPU, for nothing.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
 
     settings = get_settings()

@@ -30,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from core.config import READY_CHECK_SECONDS, get_settings
+from core.config import FASTAPI_TELEMETRY_OFF, READY_CHECK_SECONDS, get_settings
 from core.json_logs import configure_logging
 from edge.endpoint import insight_socket
 from edge.engine import BrokerFactory, Engine, redis_broker
@@ -75,8 +75,7 @@ def create_app(broker: BrokerFactory = redis_broker) -> FastAPI:
     app = FastAPI(
         title="Insight realtime edge",
         lifespan=lifespan,
-        # FastAPI's OpenTelemetry layer off, as the job API's (api/main.py says why).
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.broker_factory = broker
     # insight.js is an ES module: a page on another origin (the app on :3000, the edge on
