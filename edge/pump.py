@@ -136,6 +136,11 @@ class HelperTasks:
     async def _read_while_any(self) -> None:
         try:
             await self._client.read(self._expiry)
+        except Exception as error:
+            # Known now, not at the task's done callback: a message queued in between (the
+            # second disconnect uvicorn queues for a close frame) starts no reader after this.
+            self.error = self.error or error
+            raise
         finally:
             # Cleared as the reader returns, with no await between its last look at the
             # socket and this: a message that arrives after it starts another reader.

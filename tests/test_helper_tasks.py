@@ -49,10 +49,11 @@ class Socket:
                 self.received.append(message)
         finally:
             self.readers_at_once -= 1
-        if (late := self.arriving_as_the_reader_returns) is not None:
-            self.arriving_as_the_reader_returns = None
-            # Queued now, it runs after this return and before the task's done callback.
-            asyncio.get_running_loop().call_soon(self.arrive, late)
+            if (late := self.arriving_as_the_reader_returns) is not None:
+                self.arriving_as_the_reader_returns = None
+                # Queued now, it runs after this return (or raise) and before the task's
+                # done callback.
+                asyncio.get_running_loop().call_soon(self.arrive, late)
 
 
 def helpers_for(socket: Socket) -> HelperTasks:
@@ -106,6 +107,19 @@ async def test_the_readers_error_is_kept_and_no_reader_starts_after_it() -> None
     socket.arrive("after")
     assert helpers.running() == 0
     assert socket.received == []
+    await helpers.stop()
+
+
+async def test_a_message_arriving_as_the_reader_raises_starts_no_other_reader() -> None:
+    """The peer left (the reader raised) and another message comes before the reader's task
+    is known to have ended, as uvicorn queues a second disconnect for a close frame: no
+    reader may start to read past the end of the session."""
+    socket = Socket()
+    helpers = helpers_for(socket)
+    socket.arriving_as_the_reader_returns = "second disconnect"
+    socket.arrive("boom")
+    await eventually(lambda: helpers.running() == 0 and socket.waiting == ["second disconnect"])
+    assert isinstance(helpers.error, ConnectionResetError)
     await helpers.stop()
 
 
