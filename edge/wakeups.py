@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-_PRUNE_AT = 8  # waiters listed before the cancelled ones are dropped
+_PRUNE_AT = 8  # waiters listed before the cancelled ones are first dropped
 
 
 class Signal:
@@ -38,7 +38,8 @@ class Signal:
         if waiters is None:
             self._waiters = [future]
             return future
-        if len(waiters) >= _PRUNE_AT:
+        size = len(waiters)
+        if size >= _PRUNE_AT and size & (size - 1) == 0:  # at 8, 16, 32...: O(1) a wait
             waiters[:] = [waiter for waiter in waiters if not waiter.done()]
         waiters.append(future)
         return future

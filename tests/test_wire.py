@@ -105,3 +105,17 @@ async def test_a_fire_wakes_every_waiter_and_a_later_wait_waits_for_the_next() -
     signal.fire()
     async with asyncio.timeout(1):
         await later
+
+
+@pytest.mark.anyio
+async def test_many_live_waiters_on_one_signal_are_all_woken_and_pruning_keeps_them() -> None:
+    signal = Signal()
+    waiters = [asyncio.ensure_future(signal.wait()) for _ in range(1_000)]
+    cancelled = waiters[::3]
+    for waiter in cancelled:
+        waiter.cancel()
+    more = [asyncio.ensure_future(signal.wait()) for _ in range(100)]  # pruning runs meanwhile
+    await asyncio.gather(*cancelled, return_exceptions=True)
+    signal.fire()
+    async with asyncio.timeout(1):
+        await asyncio.gather(*(w for w in waiters if w not in cancelled), *more)
