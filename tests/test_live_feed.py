@@ -63,3 +63,47 @@ async def test_a_channel_released_and_held_again_at_once_is_confirmed(
     finally:
         await publisher.aclose()
         await feed.close()
+
+
+async def test_a_channel_released_while_its_subscribe_is_on_its_way_ends_unsubscribed(
+    redis_server: LocalRedis,
+) -> None:
+    """The only connection of a user leaves while the feed's SSUBSCRIBE for its channel is on
+    its way: Redis confirms a subscription nobody wants any more, and the feed must take it
+    back rather than keep receiving that user's events for as long as it is connected."""
+
+    class Listener:
+        def on_message(self, channel: bytes, data: bytes) -> None:
+            pass
+
+        def on_lost(self, channels: set[bytes]) -> None:
+            pass
+
+        def on_restored(self, channels: set[bytes]) -> None:
+            pass
+
+    feed = RedisLiveFeed(SingleNode(redis_server.url), home=redis_server.url)
+    feed.start(Listener())
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        settled = feed.hold(b"insight:{user:in-flight-first}:live")
+        assert settled is not None
+        await asyncio.wait_for(settled, 5)
+        left = []
+        for attempt in range(40):  # the release lands at a different moment of the round trip
+            channel = f"insight:{{user:in-flight-{attempt}}}:live".encode()
+            feed.hold(channel)
+            for _ in range(attempt % 8):
+                await asyncio.sleep(0)
+            feed.release(channel)
+            left.append(channel)
+        # Held after every release, so its SSUBSCRIBE goes after the SUNSUBSCRIBEs they need,
+        # on the same connection: once it is confirmed, Redis has taken those.
+        sentinel = feed.hold(b"insight:{user:in-flight-sentinel}:live")
+        assert sentinel is not None
+        await asyncio.wait_for(sentinel, 5)
+        subscribers = dict(await admin.pubsub_shardnumsub(*left))
+        assert [channel for channel in left if subscribers[channel]] == []
+    finally:
+        await admin.aclose()
+        await feed.close()

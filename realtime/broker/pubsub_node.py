@@ -78,7 +78,11 @@ class NodeSubscriptions:
         self._ping_interval = ping_interval
         self._last_heard = 0.0
         self.wanted: set[bytes] = set()
-        self.active: set[bytes] = set()  # confirmed by Redis on the current connection
+        self.active: set[bytes] = set()  # subscribed at Redis on the current connection
+        # Channels wanted or dropped since the control task last looked: what it compares,
+        # rather than all of `wanted` against all of `active` (at tens of thousands of
+        # channels, that comparison on every connect was most of a connect's CPU).
+        self._changed: set[bytes] = set()
         self._outstanding: deque[_Pending] = deque()
         self._answered = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -108,12 +112,14 @@ class NodeSubscriptions:
         if channel in self.active:
             self._on_confirmed({channel})
         else:
+            self._changed.add(channel)
             self._dirty.set()
 
     def drop(self, channel: bytes) -> None:
         """Unsubscribe from `channel`."""
         if channel in self.wanted:
             self.wanted.discard(channel)
+            self._changed.add(channel)
             self._dirty.set()
 
     @property
@@ -184,6 +190,7 @@ class NodeSubscriptions:
                 continue
             delay = 0.05
             self._redis = connection
+            self._changed = set(self.wanted)  # a new connection holds nothing yet
             self.heard()
             control = asyncio.create_task(self._control(), name="pubsub-control")
             try:
@@ -252,17 +259,21 @@ class NodeSubscriptions:
                     self._redis.write(resp_command("PING"))
                 continue
             self._dirty.clear()
-            unsubscribe = self.active - self.wanted
-            subscribe = self.wanted - self.active
+            changed, self._changed = self._changed, set()
+            wanted, active = self.wanted, self.active
+            unsubscribe = {c for c in changed if c in active and c not in wanted}
+            subscribe = {c for c in changed if c in wanted and c not in active}
             # Forget a channel before unsubscribing, so a connection that arrives meanwhile
             # waits for the next SSUBSCRIBE instead of trusting a subscription on its way out.
-            self.active.difference_update(unsubscribe)
+            active.difference_update(unsubscribe)
             await self._send(b"SUNSUBSCRIBE", unsubscribe)
             confirmed = await self._send(b"SSUBSCRIBE", subscribe)
-            confirmed &= self.wanted  # dropped meanwhile: the next pass unsubscribes it
-            self.active.update(confirmed)
+            # What Redis holds now. A channel dropped while its SSUBSCRIBE was on its way is
+            # among them, and in `_changed` (drop() put it there): the next pass unsubscribes
+            # it, where comparing `active` with `wanted` left it subscribed.
+            active.update(confirmed)
             self.connected.set()
-            if confirmed:
+            if confirmed := confirmed & self.wanted:
                 self._on_confirmed(confirmed)
 
     async def _send(self, verb: bytes, channels: set[bytes]) -> set[bytes]:
