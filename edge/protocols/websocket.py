@@ -7,28 +7,16 @@ handshake's request, response and headers are dropped once the socket is open (w
 saves: bench/results/design-figures.md), and the keepalive ping waits on the process's timer
 wheel (`edge.second_wheel`) instead of a loop timer per socket.
 
-Hostile input (never a hang, a crash or a leak). websockets refuses a request line or header
-line over its limit (`MAX_LINE_LENGTH`, 8 KiB) or too many headers by queueing a 414 or 431
-and sending nothing more, but uvicorn, as of 0.54, only writes websockets' output once a
-request has parsed: the refusal was never written, and the TCP connection stayed open. This
-protocol writes it and closes.
-
-Nothing held: a peer that stops reading, its TCP window shut, would hold its socket for
-ever, because every close (uvicorn's and the app's) waits for the transport's write buffer to
-drain, and the app's close first waits for the transport to take data at all. This protocol
-queues the app's close frame at once, and aborts the connection CLOSE_GRACE_SECONDS after any
-close it starts if the peer has not taken it by then.
-
-A shutdown drains: each open socket gets its 1012 at a random moment within `drain_seconds`
-(WS_SHUTDOWN_DRAIN_SECONDS), as Phoenix's socket drainer does, so that the clients, which
-reconnect at once, reach the other edges as a stream rather than a herd: at a rolling deploy
-all of an edge's sockets would otherwise land on the others in the same instant.
-
-A text message that is not UTF-8 is closed 4400 (malformed), like any other malformed first
-frame, instead of uvicorn's 1007 with an error and its traceback logged for every one. And a
-connection failed for a protocol error (1009 for a message over WS_MAX_MESSAGE_BYTES) is
-half-closed and drained rather than closed at once, so that the peer reads its close code
-(see `EdgeWebSocketProtocol.handle_parser_exception`).
+What it changes in uvicorn's behaviour, each said where it is done:
+- a handshake websockets refuses (a line over 8 KiB, too many headers) is answered and closed,
+  where uvicorn 0.54 left it unwritten and the connection open (`_refuse_handshake`);
+- nothing held: every close the edge starts is queued at once and bounded, even for a peer
+  whose TCP window is shut (`_start_close`, `_bound_close`);
+- a shutdown spreads its 1012s over WS_SHUTDOWN_DRAIN_SECONDS, as Phoenix's socket drainer
+  does, so clients reach the other edges as a stream, not a herd (`shutdown`);
+- a text message that is not UTF-8 closes 4400, like any malformed frame, not uvicorn's 1007
+  with a traceback (`send_receive_event_to_app`); a protocol error (1009) half-closes and
+  drains so that the peer reads its code (`handle_parser_exception`).
 """
 
 from __future__ import annotations
@@ -66,14 +54,12 @@ logger = logging.getLogger(__name__)
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol that also offers itself as the socket's
-    `FrameWriter`. It only adds a way to write data frames and trims what it holds: the
-    handshake, pings, closing and flow control stay uvicorn's."""
+    `SocketWire`. It only adds a way to write data frames and to hear of messages, and trims
+    what it holds: the handshake, pings, closing and flow control stay uvicorn's."""
 
-    # Every attribute uvicorn's class sets, and ours, in slots: uvicorn's class has an
-    # instance dict, which its 37 attributes outgrow Python's shared-key layout (30), so
-    # each socket's took 1.9 KB; slots declared here take its assignments at 8 bytes each
-    # (what that saves: bench/results/design-figures.md). An attribute a later uvicorn adds
-    # lands in the dict, as before; tests/test_uvicorn_contract.py keeps the list whole.
+    # uvicorn's attributes (and ours) in slots, not the 1.9 KB dict its 37 attributes need
+    # (bench/results/design-figures.md); one a later uvicorn adds lands in a dict, as before,
+    # and tests/test_uvicorn_contract.py keeps this list whole.
     __slots__ = (*WEBSOCKET_PROTOCOL_ATTRIBUTES, "_abort_timer", "_drain_timer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -121,17 +107,21 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _start_close(self, code: int, reason: str) -> None:
         """What uvicorn does for the app's `websocket.close`, without first waiting for the
-        transport to take data: tell the app, queue the close frame, read the peer's reply
-        (its close frame), close when it comes or after `close_timeout`, and abort the
-        connection if even that cannot be done in time (`_bound_close`)."""
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        transport to take data (`_closing` after `close_timeout`)."""
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
+        self._closing(code, reason, self.close_timeout)
+
+    def _closing(self, code: int, reason: str, wait: float) -> None:
+        """Our close frame is queued: tell the app, read on for the peer's reply (its close
+        frame, or its half of the TCP connection), close after `wait` at the latest, and
+        abort if even that cannot be done in time (`_bound_close`)."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.close_sent = True
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        self.close_timer = self.loop.call_later(wait, self.transport.close)
         self._bound_close()
 
     def _bound_close(self) -> None:
@@ -215,15 +205,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.close_sent:
             close = self.conn.close_sent
             assert close is not None
-            self.queue.put_nowait(
-                {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
-            )
-            self.close_sent = True
-            if self.read_paused:
-                self.read_paused = False
-                self.transport.resume_reading()
-            self.close_timer = self.loop.call_later(CLOSE_LINGER_SECONDS, self.transport.close)
-            self._bound_close()
+            self._closing(close.code, close.reason, CLOSE_LINGER_SECONDS)
         writes = self.conn.data_to_send()
         if data := b"".join(writes):
             self.transport.write(data)
