@@ -18,16 +18,6 @@ from core import json_logs as log_context
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
-def app_path(scope: Scope) -> str:
-    """The request's path as the app's routes spell it: without the ASGI root path, so a proxy
-    prefix changes nothing."""
-    path: str = scope.get("path", "")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path
-
-
 class HttpMiddleware:
     """Wraps `app`; `handle` sees each HTTP request, anything else (lifespan) passes by."""
 

@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import is_server_key
-from api.middleware import HttpMiddleware, app_path
+from api.middleware import HttpMiddleware
 from api.publish_schemas import Published, PublishIn
 from api.refusals import invalid_request
 from api.routes.publish import (
@@ -46,6 +46,7 @@ from api.routes.publish import (
     refuse_before_publishing,
 )
 from api.telemetry import ROUTE_TEMPLATE
+from core.app_path import app_path
 from core.config import Settings
 from realtime.eventlog import Retention
 

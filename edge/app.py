@@ -30,6 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from core.app_path import app_path
 from core.config import FASTAPI_TELEMETRY_OFF, READY_CHECK_SECONDS, get_settings
 from core.json_logs import configure_logging
 from edge.endpoint import insight_socket
@@ -162,20 +163,14 @@ class Edge:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and _route_path(scope) == SOCKET_PATH:
+        if scope["type"] == "websocket" and app_path(scope) == SOCKET_PATH:
             scope["app"] = self.api  # where the handler finds settings and the hub
             await insight_socket(WebSocket(scope, receive, send))
-        elif scope["type"] == "http" and (route := self.routes.get(_route_path(scope))):
+        elif scope["type"] == "http" and (route := self.routes.get(app_path(scope))):
             scope["app"] = self.api
             await route(scope, receive, send)
         else:
             await self.api(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 app = Edge(create_app())

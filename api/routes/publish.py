@@ -31,7 +31,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SettingsDep, server_key
-from api.middleware import app_path
 from api.publish_schemas import (
     EXAMPLE_EVENT_ID,
     PUBLISH_BATCH_MAX_BODY_BYTES,
@@ -46,6 +45,7 @@ from api.publish_schemas import (
 )
 from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS, BodyLimit, unavailable
 from api.schemas import Problem, refusals
+from core.app_path import app_path
 from realtime import PublishOptions
 from realtime.eventlog import Retention
 from realtime.events import Event, Modal, ModalContent, Redirect, Refresh, Toast, Update
