@@ -15,27 +15,33 @@ from realtime.broker.topology import SingleNode
 pytestmark = pytest.mark.anyio
 
 
+class Listener:
+    """The feed's listener, keeping what it was told: messages by channel, channels lost."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[bytes, asyncio.Event] = {}
+        self.lost: list[set[bytes]] = []
+
+    def on_message(self, channel: bytes, data: bytes) -> None:
+        self.arrived.setdefault(channel, asyncio.Event()).set()
+
+    def on_lost(self, channels: set[bytes]) -> None:
+        self.lost.append(channels)
+
+    def on_restored(self, channels: set[bytes]) -> None:
+        pass
+
+
 async def test_a_channel_released_and_held_again_at_once_is_confirmed(
     redis_server: LocalRedis,
 ) -> None:
     """The last connection of a user leaves and a new one arrives in the same instant: the
     subscription never went away, and the newcomer must still be told it is live, and be.
     """
-    lost: list[set[bytes]] = []
-    arrived: dict[bytes, asyncio.Event] = {}
-
-    class Listener:
-        def on_message(self, channel: bytes, data: bytes) -> None:
-            arrived.setdefault(channel, asyncio.Event()).set()
-
-        def on_lost(self, channels: set[bytes]) -> None:
-            lost.append(channels)
-
-        def on_restored(self, channels: set[bytes]) -> None:
-            pass
-
+    listener = Listener()
+    lost, arrived = listener.lost, listener.arrived
     feed = RedisLiveFeed(SingleNode(redis_server.url), home=redis_server.url)
-    feed.start(Listener())
+    feed.start(listener)
     publisher = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         for n in range(20):
@@ -71,17 +77,6 @@ async def test_a_channel_released_while_its_subscribe_is_on_its_way_ends_unsubsc
     """The only connection of a user leaves while the feed's SSUBSCRIBE for its channel is on
     its way: Redis confirms a subscription nobody wants any more, and the feed must take it
     back rather than keep receiving that user's events for as long as it is connected."""
-
-    class Listener:
-        def on_message(self, channel: bytes, data: bytes) -> None:
-            pass
-
-        def on_lost(self, channels: set[bytes]) -> None:
-            pass
-
-        def on_restored(self, channels: set[bytes]) -> None:
-            pass
-
     feed = RedisLiveFeed(SingleNode(redis_server.url), home=redis_server.url)
     feed.start(Listener())
     admin = redis.asyncio.Redis.from_url(redis_server.url)
