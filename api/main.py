@@ -9,6 +9,7 @@ import redis.asyncio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from starlette.types import ASGIApp
 
 from api.middleware import RequestId
 from api.publish_lane import PublishLane
@@ -46,8 +47,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.job_broker.close()
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(
+class JobAPI(FastAPI):
+    """The job API's FastAPI, with the publish lane (api/publish_lane.py says why) outside all
+    of its middleware, Starlette's own too: the first layer a request meets."""
+
+    publish_lane: str | None = f"{API_PREFIX}/publish"  # None: every publish takes the route
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.publish_lane is None:
+            return stack
+        return PublishLane(stack, self.publish_lane, publish.BODY_LIMITS["/publish"])
+
+
+def create_app() -> JobAPI:
+    app = JobAPI(
         title="Insight job API",
         description="Submit long jobs; their progress and outcome reach the user's page "
         "through the realtime edge (WebSocket /api/v1/insight).",
@@ -58,9 +72,6 @@ def create_app() -> FastAPI:
     settings = get_settings()
     # Before uvicorn logs "Started server process", so that every line is JSON and redacted.
     configure_logging(settings.log_level)
-    # Valid publishes skip FastAPI's request machinery (api/publish_lane.py says why); inside
-    # every other middleware, which still apply to them.
-    app.add_middleware(PublishLane, path=f"{API_PREFIX}/publish")
     # Not FastAPI's max_body_size: Starlette answers its 413 in text/plain; this one in JSON.
     # The publish routes take bigger bodies than the rest (api/schemas.py says why).
     app.add_middleware(

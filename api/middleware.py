@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import json_logs as log_context
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 class HttpMiddleware:
@@ -39,8 +39,7 @@ class RequestId(HttpMiddleware):
     its jobs, and answered back in X-Request-ID."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = request_id_for(Headers(scope=scope).get("x-request-id", ""))
         scope.setdefault("state", {})["request_id"] = request_id  # request.state.request_id
 
         async def send_with_id(message: Message) -> None:
@@ -53,3 +52,8 @@ class RequestId(HttpMiddleware):
             await self.app(scope, receive, send_with_id)
         finally:
             log_context.request_id.reset(token)
+
+
+def request_id_for(given: str) -> str:
+    """The caller's X-Request-ID if it is a sane one, else a new id."""
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex

@@ -24,7 +24,7 @@ from starlette.types import Message
 
 import api.publish_lane
 from api.main import create_app
-from api.publish_lane import PublishLane
+from api.publish_schemas import PUBLISH_MAX_BODY_BYTES
 from api.routes.publish import publish_items
 from cli.local_redis import LocalRedis
 from core.config import Settings, get_settings
@@ -90,11 +90,25 @@ REFUSED: dict[str, tuple[dict[str, str], bytes]] = {
         {**bearer(SERVER_KEY), **JSON, "Idempotency-Key": "k" * 191},
         toast(),
     ),
+    "a body over the limit, declared": (
+        {**bearer(SERVER_KEY), **JSON},
+        toast(coalesce_key=f'"{"k" * PUBLISH_MAX_BODY_BYTES}"'),
+    ),
     **{
         f"hostile: {name}": ({**bearer(SERVER_KEY), **JSON}, body)
         for name, (path, body, _, _) in HOSTILE.items()
         if path == "/publish"
     },
+}
+
+
+# Served by the route, not the lane, and answered 200: the lane leaves them to the layers
+# that add to the answer (CORS) or to the route's own reading of them.
+ROUTED: dict[str, tuple[dict[str, str], bytes]] = {
+    "a browser's, with an Origin": (
+        {**bearer(SERVER_KEY), **JSON, "Origin": "https://app.example"},
+        toast(),
+    ),
 }
 
 
@@ -124,12 +138,7 @@ def keys(redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 async def apps(keys: Settings) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
     """(with the lane, without it): the same app, each with its lifespan run."""
     with_lane, without = create_app(), create_app()
-    without.user_middleware = [
-        m
-        for m in without.user_middleware
-        if m.cls is not PublishLane  # type: ignore[comparison-overlap]  # Starlette's typing
-    ]
-    assert len(without.user_middleware) == len(with_lane.user_middleware) - 1
+    without.publish_lane = None
     async with (
         with_lane.router.lifespan_context(with_lane),
         without.router.lifespan_context(without),
@@ -192,6 +201,38 @@ async def test_a_request_the_route_refuses_gets_the_routes_own_refusal(
     assert_alike(lane, route)
     assert lane.content == route.content
     assert lane_calls == []
+
+
+@pytest.mark.parametrize("case", ROUTED, ids=list(ROUTED))
+async def test_a_publish_the_lane_leaves_to_the_route_is_answered_alike(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int], case: str
+) -> None:
+    headers, body = ROUTED[case]
+    lane, route = await both(apis, headers, body)
+    assert lane.status_code == 200, lane.text
+    assert_alike(lane, route)
+    assert lane.headers["access-control-allow-origin"] == "*"
+    assert lane_calls == []
+
+
+async def test_the_lane_answers_the_callers_request_id_or_a_new_one(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], lane_calls: list[int]
+) -> None:
+    lane, _ = apis
+    headers = {**bearer(SERVER_KEY), **JSON}
+    given = await lane.post(
+        "/api/v1/publish", content=toast(), headers={**headers, "X-Request-ID": "job-7:a"}
+    )
+    insane = await lane.post(
+        "/api/v1/publish", content=toast(), headers={**headers, "X-Request-ID": "a b"}
+    )
+    fresh = [await lane.post("/api/v1/publish", content=toast(), headers=headers) for _ in range(2)]
+    assert [a.status_code for a in (given, insane, *fresh)] == [200] * 4
+    assert lane_calls == [1] * 4
+    assert given.headers["x-request-id"] == "job-7:a"
+    ids = {insane.headers["x-request-id"], *(a.headers["x-request-id"] for a in fresh)}
+    assert len(ids) == 3
+    assert all(re.fullmatch("[0-9a-f]{32}", request_id) for request_id in ids)
 
 
 async def test_a_users_token_is_refused_by_the_route_as_no_server_credential(
@@ -303,6 +344,23 @@ RAW: dict[str, tuple[list[tuple[bytes, bytes]], list[bytes | None]]] = {
     ),
     "a streamed body over the limit": (RAW_AUTH, [b'{"pad":"', *[b"x" * 65_536] * 4]),
     "a client that leaves mid-body": (RAW_AUTH, [b'{"to"', None]),
+    "a client that leaves mid-body, of a declared length": (
+        [*RAW_AUTH, (b"content-length", b"%d" % len(toast()))],
+        [toast()[:9], None],
+    ),
+    "more body than declared": (
+        [*RAW_AUTH, (b"content-length", b"2")],
+        [toast()[:1], b"x" * PUBLISH_MAX_BODY_BYTES],
+    ),
+    "an unknown key, then the server key": (
+        [
+            (b"authorization", b"Bearer " + b"x" * 40),
+            *RAW_AUTH,
+            (b"content-length", b"%d" % len(toast())),
+        ],
+        [toast()],
+    ),
+    "chunked": ([*RAW_AUTH, (b"transfer-encoding", b"chunked")], [toast()[:9], b"{"]),
 }
 
 
@@ -334,3 +392,22 @@ async def test_a_cluster_error_while_publishing_is_a_503_either_way(
     assert_alike(lane, route)
     assert lane.content == route.content
     assert int(lane.headers["retry-after"]) >= 1
+
+
+async def test_a_defect_in_the_lane_is_counted_as_the_500_the_server_answers(
+    apps: tuple[FastAPI, FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the app's middleware, the lane has no ServerErrorMiddleware around it: what it
+    raises reaches the server (uvicorn answers 500 and logs it), counted here as such."""
+
+    async def defect(*_: object) -> list[str]:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(api.publish_lane, "publish_items", defect)
+    before = requests_counted()
+    with pytest.raises(RuntimeError, match="a defect"):
+        await call(apps[0], [*RAW_AUTH, (b"content-length", b"%d" % len(toast()))], [toast()])
+    after = requests_counted()
+    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {
+        "/api/v1/publish 500": 1
+    }
