@@ -7,7 +7,10 @@ database, PUBLISH_API_KEYS). Then R calls of each, one after the other, each cal
 - `publish, UIManager`: `UIManager(...).show_toast(...)` in this process, straight to Redis;
 - `publish, HTTP`: `POST /api/v1/publish` with the server key, one keep-alive connection;
 - `presence, UIManager`: `UIManager(...).connections()` in this process;
-- `presence, HTTP`: `GET /api/v1/presence/users/{id}`.
+- `presence, HTTP`: `GET /api/v1/presence/users/{id}`;
+- `floor, HTTP` and `floor, HTTP + Redis`: the same POST to `bench.floor_api` on uvicorn, a
+  bare ASGI app, answering at once or after one Redis round trip through the job API's kind
+  of asyncio client: what the publish route's figure cannot go below on this stack.
 
 `cpu_us_per_call` is the CPU of the process that does the work: this process for UIManager
 (time.process_time over the loop), the API process for HTTP (psutil, over the loop);
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -52,6 +57,8 @@ USERS = 100
 INSIGHT = Target("insight")  # the tree's
 KEY = "bench-publish-key-0123456789-abcdefghijklmnop"
 BASELINE = "publish, UIManager"
+FLOOR = "floor, HTTP"
+FLOOR_REDIS = "floor, HTTP + Redis"
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -77,10 +84,17 @@ def _start_api(port: int, env: dict[str, str], code: Path | None) -> subprocess.
     subprocess.run(
         [sys.executable, "-m", "cli.main", "migrate"], env=env, check=True, timeout=60, cwd=code
     )
+    return _uvicorn("api.main:app", port, env, code)
+
+
+def _uvicorn(
+    app: str, port: int, env: dict[str, str], code: Path | None
+) -> subprocess.Popen[bytes]:
+    """`app` under uvicorn as the bench runs the job API; output in LOGS/<port>.log."""
     LOGS.mkdir(exist_ok=True)
     with open(LOGS / f"{port}.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--no-access-log"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code,
         )  # fmt: skip
@@ -167,6 +181,15 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
             started.append(start_edge(edge_port, server.url))
             env = _api_env(server.url, f"sqlite:///{Path(scratch) / 'insight.db'}")
             started.append(api := _start_api(api_port, env, target.code))
+            floors: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # name: (URL, server)
+            if target.code is None:  # the floor is the stack's, whichever commit the API runs
+                for name, floor_env in (
+                    (FLOOR, server_env(server.url)),
+                    (FLOOR_REDIS, {**server_env(server.url), "FLOOR_REDIS_URL": server.url}),
+                ):
+                    port = free_port()
+                    started.append(floor := _uvicorn("bench.floor_api:app", port, floor_env, None))
+                    floors[name] = (f"http://127.0.0.1:{port}", floor)
             # UIManager's own log, made as default_event_log makes it (one connection).
             client = sync_client(server.url, single_connection_client=True, socket_timeout=5)
             log = EventLog(client, Settings(jwt_secret=SECRET).retention)
@@ -175,6 +198,7 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
                 return UIManager(Recipient.user(user), log)
 
             with (
+                contextlib.ExitStack() as clients,
                 _sockets(f"ws://127.0.0.1:{edge_port}/api/v1/insight", names),
                 httpx.Client(
                     base_url=f"http://127.0.0.1:{api_port}/api/v1",
@@ -185,11 +209,11 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
                 _wait_presence(ui, names)
                 api_process = psutil.Process(api.pid)
 
-                def post(n: int) -> None:
+                def post(n: int, client: httpx.Client = http, path: str = "/publish") -> None:
                     body = {"to": {"user": names[n % users]},
                             "event": {"type": "ui_toast", "title": "Bench", "description": str(n),
                                       "variant": "info"}}  # fmt: skip
-                    http.post("/publish", json=body).raise_for_status()
+                    client.post(path, json=body).raise_for_status()
 
                 def presence(n: int) -> None:
                     answer = http.get(f"/presence/users/{names[n % users]}")
@@ -202,6 +226,12 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
                     ("presence, UIManager", lambda n: ui(names[n % users]).connections(), None),
                     ("presence, HTTP", presence, api_process),
                 ]  # fmt: skip
+                for name, (url, floor) in floors.items():
+                    floor_http = clients.enter_context(
+                        httpx.Client(base_url=url, headers=http.headers, timeout=10)
+                    )
+                    call = functools.partial(post, client=floor_http, path="/")
+                    kinds.append((name, call, psutil.Process(floor.pid)))
                 rows = [
                     {"measure": name, "target": target.label, "users": users,
                      **_timed(call, calls, process)}
@@ -234,10 +264,17 @@ def main() -> None:
             for row in rows:
                 print(json.dumps(row), flush=True)
             cpu = {row["measure"]: row["cpu_us_per_call"] for row in rows}
-            ratios.setdefault(target.label, []).append(cpu["publish, HTTP"] / cpu[BASELINE])
+            for name in ("publish, HTTP", FLOOR, FLOOR_REDIS):
+                if name in cpu:
+                    label = target.label if name == "publish, HTTP" else f"{target.label} {name}"
+                    ratios.setdefault(label, []).append(cpu[name] / cpu[BASELINE])
+            if FLOOR_REDIS in cpu:
+                label = f"{target.label}: HTTP publish CPU / {FLOOR_REDIS} CPU"
+                ratios.setdefault(label, []).append(cpu["publish, HTTP"] / cpu[FLOOR_REDIS])
     for label, values in ratios.items():
+        what = label if ":" in label else f"{label}: HTTP CPU / direct publish CPU"
         print(
-            f"# {label}: HTTP publish CPU / direct publish CPU, median of {len(values)}: "
+            f"# {what}, median of {len(values)}: "
             f"{statistics.median(values):.2f}x ({', '.join(f'{v:.2f}' for v in values)})"
         )
 
