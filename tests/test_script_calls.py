@@ -201,3 +201,70 @@ def test_a_forked_child_makes_retry_keys_of_its_own() -> None:
     after = retry_key()
     assert len({before, from_child, after}) == 3
     assert from_child.rpartition(".")[0] != before.rpartition(".")[0] == after.rpartition(".")[0]
+
+
+def connections_to(server: LocalRedis) -> int:
+    """How many clients Redis counts, the asking one aside."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(cast(dict[str, int], client.info("clients"))["connected_clients"]) - 1
+    finally:
+        client.close()
+
+
+async def test_the_connections_calls_leave_idle_never_starve_the_pools_other_callers(
+    own_redis: LocalRedis,
+) -> None:
+    """An asyncio client keeps some connections its publishes left idle for its next
+    publishes (realtime/broker/evalsha.py, `_Idle`). The pool counts them in use: were it to
+    keep them all, a burst of other calls on the same client would wait for a connection
+    that never comes back, and fail. Here a pool of 4 has just run a burst of publishes, and
+    4 calls that each hold a connection for a moment must all be answered."""
+    client = await async_client(own_redis.url, wait_for_connection=3, max_connections=4)
+    log = AsyncEventLog(client, RETENTION)
+    publish = AsyncUIManager(Recipient.user(unique("u")), log).publish
+    ids = await asyncio.gather(*(publish(toast(n)) for n in range(16)))
+    assert len(set(ids)) == 16
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        held = await asyncio.gather(
+            *(cast(Awaitable[object], client.blpop([unique("nothing")], 0.2)) for _ in range(4))
+        )
+    assert held == [None] * 4
+    assert time.monotonic() - started < 1.5
+    await log.driver.close()
+
+
+async def test_closing_a_client_closes_the_connections_it_kept_idle(
+    own_redis: LocalRedis,
+) -> None:
+    before = connections_to(own_redis)
+    client = await async_client(own_redis.url, wait_for_connection=3, max_connections=64)
+    log = AsyncEventLog(client, RETENTION)
+    publish = AsyncUIManager(Recipient.user(unique("u")), log).publish
+    await asyncio.gather(*(publish(toast(n)) for n in range(16)))
+    assert connections_to(own_redis) > before
+    await log.driver.close()
+    deadline = time.monotonic() + 5
+    while connections_to(own_redis) > before:
+        assert time.monotonic() < deadline, "the kept connections stayed open"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_kept_connection_that_redis_closed_is_replaced_by_the_next_publish(
+    own_redis: LocalRedis,
+) -> None:
+    """Redis drops idle clients (its `timeout`), and an operator can kill them: the next
+    publish finds the kept connection dead and makes a new one, publishing once."""
+    user = unique("u")
+    client = await async_client(own_redis.url, wait_for_connection=3, max_connections=64)
+    log = AsyncEventLog(client, RETENTION)
+    publish = AsyncUIManager(Recipient.user(user), log).publish
+    await asyncio.gather(*(publish(toast(n)) for n in range(8)))
+    killer = redis.Redis.from_url(own_redis.url)
+    assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
+    killer.close()
+    for n in range(8, 12):
+        await publish(toast(n))
+    assert logged(own_redis.url, user) == 12
+    await log.driver.close()

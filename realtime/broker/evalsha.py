@@ -60,13 +60,60 @@ def _send(conn: redis.connection.AbstractConnection, call: Call[Any]) -> Any:
 
 async def evalsha_async(client: redis.asyncio.Redis, call: Call[Any]) -> Any:
     """`evalsha` for asyncio code, on a connection of the client's pool (Insight's asyncio
-    clients pool their connections: an event loop runs many calls at once)."""
+    clients pool their connections: an event loop runs many calls at once).
+
+    A connection a call leaves fit for another is kept by `_Idle` for the next call, rather
+    than handed back to the pool and taken from it again."""
     pool = client.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    idle = _Idle.of(pool)
+    conn = idle.take()
+    if conn is None:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        return await _run_async(conn, call)
-    finally:
+        reply = await _run_async(conn, call)
+    except BaseException:  # maybe mid-reply (a cancel, a timeout): the pool checks it
         await pool.release(conn)
+        raise
+    if not idle.keep(conn):
+        await pool.release(conn)
+    return reply
+
+
+class _Idle:
+    """The connections of one pool that calls have left idle, taken again by the next call.
+
+    The pool's own checkout and return are the dearest part of a call in this process: a
+    lock, a condition, a timeout, a check that nothing is left to read, and the library's
+    observability records each way (bench/results/design-figures.md). A connection kept here
+    has just read its reply in full and is still connected, so it holds nothing to read; it
+    stays the pool's, counted in use, so the pool's close closes it too, and a dead one is
+    found by the call's send (`_run_async` connects it anew) as at any other moment. At most
+    a quarter of the pool's connections wait here, so its other callers are never starved."""
+
+    __slots__ = ("connections", "most")
+    MOST = 4
+
+    def __init__(self, most: int) -> None:
+        self.connections: list[redis.asyncio.connection.AbstractConnection] = []
+        self.most = most
+
+    @classmethod
+    def of(cls, pool: redis.asyncio.ConnectionPool) -> _Idle:
+        idle = getattr(pool, _ATTRIBUTE, None)
+        if idle is None:  # kept on the pool, for its lifetime (its connections refer to it)
+            idle = cls(min(cls.MOST, pool.max_connections // 4))
+            setattr(pool, _ATTRIBUTE, idle)
+        return cast(_Idle, idle)
+
+    def take(self) -> redis.asyncio.connection.AbstractConnection | None:
+        return self.connections.pop() if self.connections else None
+
+    def keep(self, conn: redis.asyncio.connection.AbstractConnection) -> bool:
+        """Whether `conn` is kept for the next call (else the caller returns it to the pool)."""
+        if len(self.connections) >= self.most or not conn.is_connected:
+            return False
+        self.connections.append(conn)
+        return True
 
 
 async def _run_async(conn: redis.asyncio.connection.AbstractConnection, call: Call[Any]) -> Any:
@@ -87,3 +134,6 @@ async def _send_async(conn: redis.asyncio.connection.AbstractConnection, call: C
         await conn.read_response()
         await conn.send_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
         return await conn.read_response()
+
+
+_ATTRIBUTE = "_insight_idle"  # where a pool keeps its _Idle
