@@ -45,6 +45,7 @@ from api.publish_schemas import (
 )
 from api.refusals import REDIS_FAILURES, RETRY_AFTER_SECONDS, BodyLimit, unavailable
 from api.schemas import Problem, refusals
+from api.telemetry import ROUTE_TEMPLATE
 from core.app_path import app_path
 from realtime import PublishOptions
 from realtime.eventlog import Retention
@@ -279,4 +280,10 @@ class BodyLimits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = app_path(scope) if scope["type"] == "http" else ""
-        await self._by_path.get(path, self._default)(scope, receive, send)
+        limit = self._by_path.get(path)
+        if limit is None:
+            await self._default(scope, receive, send)
+            return
+        # A 413 answered before routing is still a request to this route, counted as one.
+        scope.setdefault(ROUTE_TEMPLATE, path)
+        await limit(scope, receive, send)

@@ -11,6 +11,7 @@ always the route's own.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
@@ -411,3 +412,107 @@ async def test_a_defect_in_the_lane_is_counted_as_the_500_the_server_answers(
     assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {
         "/api/v1/publish 500": 1
     }
+
+
+# --- strangers' requests, at random ------------------------------------------------------
+
+HEADER_VALUES: dict[bytes, list[bytes | None]] = {
+    b"authorization": [
+        f"Bearer {SERVER_KEY}".encode(), f"bearer {ROTATED_KEY}".encode(),
+        f"Bearer  {SERVER_KEY}".encode(), f"Bearer {SERVER_KEY} ".encode(), b"Bearer " + b"x" * 40,
+        f"Basic {SERVER_KEY}".encode(), b"Bearer", b"", None,
+    ],
+    b"content-type": [
+        b"application/json", b"application/json; charset=utf-8", b"APPLICATION/JSON",
+        b"application/problem+json", b"text/json", b"application/json, text/plain", b"", None,
+    ],
+    b"content-length": [
+        b"<length>", b"<length>", b"+<length>", b" <length>", b"0", b"999999", None,
+    ],
+    b"idempotency-key": [None, None, b"<unique>", b"a b", b"k" * 191, b"\xe9t\xe9"],
+    b"origin": [None, None, None, b"https://app.example", b"null"],
+    b"x-request-id": [None, b"job-7:a", b"a b", b"x" * 101],
+    b"transfer-encoding": [None, None, None, b"chunked"],
+}  # fmt: skip
+BODIES: list[bytes] = [
+    toast(), toast(), toast("urn:user:42"), b"\xef\xbb\xbf" + toast(), toast(extra=1),
+    toast(version=-1), b"", b"{", b"[]", b"null", b'{"to":{"user":"u"}}',
+    toast().replace(b"T", b"\xff"),
+    toast(coalesce_key=f'"{"k" * PUBLISH_MAX_BODY_BYTES}"'),
+]  # fmt: skip
+
+
+# What a producer sends: each header above keeps this value (None: not sent) most of the time.
+PLAIN: dict[bytes, bytes | None] = {
+    b"authorization": f"Bearer {SERVER_KEY}".encode(),
+    b"content-type": b"application/json",
+    b"content-length": b"<length>",
+}
+
+
+def stranger(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], list[bytes | None]]:
+    """A request's headers and body chunks: a producer's, each part of it swapped, now and
+    then, for a value on one of the lane's edges, a header sometimes sent twice."""
+    body = toast(unique("u")) if rng.random() < 0.5 else rng.choice(BODIES)
+    headers: list[tuple[bytes, bytes]] = []
+    for name, values in HEADER_VALUES.items():
+        value = PLAIN.get(name) if rng.random() < 0.85 else rng.choice(values)
+        if value is None:
+            continue
+        value = value.replace(b"<length>", b"%d" % len(body))
+        value = value.replace(b"<unique>", unique("key").encode())
+        headers.append((name, value))
+        if rng.random() < 0.03:
+            headers.append((name, rng.choice([v for v in values if v is not None])))
+    rng.shuffle(headers)
+    cut = rng.randrange(len(body) + 1) if body and rng.random() < 0.2 else len(body)
+    chunks: list[bytes | None] = [body[:cut], body[cut:]] if cut < len(body) else [body]
+    if rng.random() < 0.03:
+        chunks[-1] = None  # the client leaves before its body's end
+    return headers, chunks
+
+
+async def test_the_lane_answers_strangers_requests_exactly_as_the_route_does(
+    apps: tuple[FastAPI, FastAPI], lane_calls: list[int]
+) -> None:
+    """300 requests drawn at random, each to the app with the lane and to the app without:
+    the same status, headers (the date and a fresh request id aside) and body (an event id
+    aside, unless an idempotency key made it the same), counted alike; and the lane served
+    exactly the ones the route accepted."""
+    rng = random.Random(20261207)
+    served = 0
+    for _ in range(300):
+        headers, chunks = stranger(rng)
+        lane_calls.clear()
+        lane, route = [await call(app, headers, chunks) for app in apps]
+        keyed = any(name == b"idempotency-key" for name, _ in headers)
+        context = (headers, chunks, lane, route)
+        assert lane.status == route.status, context
+        assert lane.headers == route.headers, context
+        assert lane.counted == route.counted, context
+        if lane.status == 200 and not keyed:
+            assert EVENT_ID.match(lane.body.decode()), context
+            assert EVENT_ID.match(route.body.decode()), context
+        else:
+            assert lane.body == route.body, context
+        if lane_calls:
+            assert lane.status == 200, context  # a refusal is always the route's
+        elif lane.status == 200:  # left to the route: what the lane must not answer itself
+            assert not lane_may_serve(headers, chunks), context
+        served += len(lane_calls)
+    assert 20 <= served <= 200  # both sides of the lane's edges were drawn
+
+
+def lane_may_serve(headers: list[tuple[bytes, bytes]], chunks: list[bytes | None]) -> bool:
+    """Whether the lane may answer an accepted request itself: one of each header it reads,
+    no Origin (CORS adds to the answer), and a body of the length it declared."""
+    names = [name for name, _ in headers]
+    read = [name for name in names if name in HEADER_VALUES]
+    body = b"".join(chunk for chunk in chunks if chunk is not None)
+    return (
+        len(read) == len(set(read))
+        and b"origin" not in names
+        and b"transfer-encoding" not in names
+        and dict(headers).get(b"content-length") == b"%d" % len(body)
+        and None not in chunks
+    )
