@@ -1,11 +1,12 @@
 """POST /api/v1/publish's lane (api/publish_lane.py) answers exactly as the route it shortcuts.
 
-Two job APIs in this process, the same app but for the lane (one has it, one has it taken out
-of its middleware), against the session's Redis: every request below is sent to both, and the
-answers must be the same, status, headers and body (an event id aside: each publish makes its
-own, except under one Idempotency-Key, where both must answer the same id). The lane must also
-have served every request the route accepts, and none that it refuses, so that a refusal is
-always the route's own.
+Two job APIs in this process, the same app but for the lane (one has it, one has it taken out:
+`JobAPI.publish_lane = None`), against the session's Redis: every request below is sent to
+both, and the answers must be the same, status, headers and body (an event id aside: each
+publish makes its own, except under one Idempotency-Key, where both must answer the same id).
+The lane must serve what a producer sends when the route accepts it, and nothing the route
+refuses, so that a refusal is always the route's own; what it leaves to the route (an Origin,
+a body of no declared length, a header it reads given twice) is answered alike.
 """
 
 from __future__ import annotations
