@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import is_server_key
 from api.middleware import HttpMiddleware, request_id_for
 from api.publish_schemas import Published, PublishIn
-from api.refusals import invalid_request
+from api.refusals import declared_length, invalid_request
 from api.routes.publish import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_IDEMPOTENCY_KEY,
@@ -151,13 +151,13 @@ def _lane_headers(scope: Scope, max_bytes: int, settings: Settings) -> dict[byte
             if name in found:
                 return None
             found[name] = value
-    length = found.get(b"content-length", b"")
+    length = declared_length(found.get(b"content-length", b"").decode("latin-1"))
     key = found.get(b"idempotency-key")
     lane_may_serve = (
         b"origin" not in found
         and b"transfer-encoding" not in found
-        and length.isdigit()
-        and int(length) <= max_bytes
+        and length is not None
+        and length <= max_bytes
         and _holds_server_key(found.get(b"authorization", b"").decode("latin-1"), settings)
         and _json_typed(found.get(b"content-type", b"").decode("latin-1"))
         and (key is None or _acceptable_idempotency_key(key.decode("latin-1")))

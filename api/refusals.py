@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,8 +57,8 @@ class BodyLimit(HttpMiddleware):
         self.max_bytes = max_bytes
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
+        declared = declared_length(Headers(scope=scope).get("content-length", ""))
+        if declared is not None and declared > self.max_bytes:
             await _problem(BodyTooLarge(self.max_bytes))(scope, receive, send)
             return
 
@@ -86,6 +87,16 @@ class BodyLimit(HttpMiddleware):
             if started:
                 raise
             await _problem(refusal)(scope, receive, send)
+
+
+def declared_length(value: str) -> int | None:
+    """A Content-Length's number (ASCII digits only), or None if it is not one. Past 18
+    digits, leading zeros aside, it is read as sys.maxsize: over any limit, where int() would
+    refuse a string of thousands of digits (a stranger's 500)."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else sys.maxsize
 
 
 async def _discard_the_rest(receive: Receive) -> None:

@@ -88,7 +88,8 @@ class _Idle:
     has just read its reply in full and is still connected, so it holds nothing to read; it
     stays the pool's, counted in use, so the pool's close closes it too, and a dead one is
     found by the call's send (`_run_async` connects it anew) as at any other moment. At most
-    a quarter of the pool's connections wait here, so its other callers are never starved."""
+    MOST wait here (a quarter of a small pool), and the pool's bound is raised by as many, so
+    its other callers are never starved."""
 
     __slots__ = ("connections", "most")
     MOST = 4
@@ -102,6 +103,9 @@ class _Idle:
         idle = getattr(pool, _ATTRIBUTE, None)
         if idle is None:  # kept on the pool, for its lifetime (its connections refer to it)
             idle = cls(min(cls.MOST, pool.max_connections // 4))
+            # The pool counts a kept connection in use: the kept come on top of its bound,
+            # so that its other callers still have every connection it was made with.
+            pool.max_connections += idle.most
             setattr(pool, _ATTRIBUTE, idle)
         return cast(_Idle, idle)
 
