@@ -11,18 +11,16 @@ a body of no declared length, a header it reads given twice) is answered alike.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from redis.exceptions import RedisClusterException
-from starlette.types import Message
 
 import api.publish_lane
 from api.main import create_app
@@ -32,7 +30,8 @@ from cli.local_redis import LocalRedis
 from core.config import Settings, get_settings
 from core.security import issue_token
 from realtime.publisher import AsyncUIManager
-from tests.harness import WAIT, unique
+from tests.harness import unique
+from tests.jobs.asgi_calls import Reply, send_to
 from tests.jobs.test_publish_api import HOSTILE, ROTATED_KEY, SERVER_KEY, raw
 
 pytestmark = pytest.mark.anyio
@@ -278,60 +277,9 @@ async def test_a_lane_publish_is_counted_under_the_routes_template(
 # --- what only a raw ASGI request can send -----------------------------------------------
 
 
-class Answer(NamedTuple):
-    status: int | None  # None: nothing was answered
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    counted: dict[str, float]  # insight_api_requests samples this request added
-
-
-async def call(
-    app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: list[bytes | None]
-) -> Answer:
-    """One POST /api/v1/publish of `chunks` (None: the client leaves) straight to the app."""
-    messages: list[Message] = [
-        {"type": "http.disconnect"}
-        if chunk is None
-        else {"type": "http.request", "body": chunk, "more_body": n + 1 < len(chunks)}
-        for n, chunk in enumerate(chunks)
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    path = "/api/v1/publish"
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "server": ("api", 80), "client": ("127.0.0.1", 5000), "path": path,
-        "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
-    }  # fmt: skip
-    before = requests_counted()
-    async with asyncio.timeout(WAIT):
-        await app(scope, receive, send)
-    after = requests_counted()
-    start = next((m for m in sent if m["type"] == "http.response.start"), None)
-    return Answer(
-        None if start is None else start["status"],
-        []
-        if start is None
-        else [h for h in start["headers"] if h[0] not in (b"date", b"x-request-id")],
-        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
-        {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
-    )
-
-
-def requests_counted() -> dict[str, float]:
-    return {
-        f"{s.labels['route']} {s.labels['status']}": s.value
-        for metric in REGISTRY.collect()
-        if metric.name == "insight_api_requests"
-        for s in metric.samples
-        if s.name == "insight_api_requests_total"
-    }
+def answered(reply: Reply) -> tuple[object, ...]:
+    """What a client sees of an app's answer, and what the app counted."""
+    return reply.status, reply.headers, reply.body, reply.counted
 
 
 RAW_AUTH = [
@@ -371,11 +319,11 @@ async def test_a_raw_request_gets_the_routes_answer_and_is_counted_as_the_route_
     apps: tuple[FastAPI, FastAPI], lane_calls: list[int], case: str
 ) -> None:
     headers, chunks = RAW[case]
-    lane, route = [await call(app, headers, chunks) for app in apps]
-    assert lane == route
+    lane, route = [await send_to(app, headers, chunks) for app in apps]
+    assert answered(lane) == answered(route)
     assert route.status is not None
     assert 400 <= route.status < 500
-    assert list(route.counted) == [f"/api/v1/publish {route.status}"]
+    assert list(route.counted) == [f"POST /api/v1/publish {route.status}"]
     assert lane_calls == []
 
 
@@ -406,13 +354,10 @@ async def test_a_defect_in_the_lane_is_counted_as_the_500_the_server_answers(
         raise RuntimeError("a defect")
 
     monkeypatch.setattr(api.publish_lane, "publish_items", defect)
-    before = requests_counted()
-    with pytest.raises(RuntimeError, match="a defect"):
-        await call(apps[0], [*RAW_AUTH, (b"content-length", b"%d" % len(toast()))], [toast()])
-    after = requests_counted()
-    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {
-        "/api/v1/publish 500": 1
-    }
+    headers = [*RAW_AUTH, (b"content-length", b"%d" % len(toast()))]
+    reply = await send_to(apps[0], headers, [toast()])
+    assert reply.raised == "RuntimeError('a defect')"
+    assert (reply.status, reply.counted) == (None, {"POST /api/v1/publish 500": 1})
 
 
 # --- strangers' requests, at random ------------------------------------------------------
@@ -485,7 +430,7 @@ async def test_the_lane_answers_strangers_requests_exactly_as_the_route_does(
     for _ in range(300):
         headers, chunks = stranger(rng)
         lane_calls.clear()
-        lane, route = [await call(app, headers, chunks) for app in apps]
+        lane, route = [await send_to(app, headers, chunks) for app in apps]
         keyed = any(name == b"idempotency-key" for name, _ in headers)
         context = (headers, chunks, lane, route)
         assert lane.status == route.status, context
