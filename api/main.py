@@ -51,7 +51,9 @@ class JobAPI(FastAPI):
     """The job API's FastAPI, with the publish lane (api/publish_lane.py says why) outside all
     of its middleware, Starlette's own too: the first layer a request meets."""
 
-    publish_lane: str | None = f"{API_PREFIX}/publish"  # None: every publish takes the route
+    # None: every publish takes the route (set before the app's first call, lifespan
+    # included: Starlette builds the stack then).
+    publish_lane: str | None = f"{API_PREFIX}/publish"
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()

@@ -78,7 +78,7 @@ class PublishLane(HttpMiddleware):
         if headers is None:
             await self.app(scope, receive, send)
             return
-        received = await _read_body(receive)
+        received = await _read_body(receive, self.max_bytes)
         body = _body_of(received, self.max_bytes)
         retention = settings.retention
         item = None if body is None else _valid_item(body, retention)
@@ -205,22 +205,27 @@ def _valid_item(body: bytes, retention: Retention) -> PublishIn | None:
     return item
 
 
-async def _read_body(receive: Receive) -> list[Message]:
-    """The messages of the whole body (of the length declared, within the limit: the server
+async def _read_body(receive: Receive, max_bytes: int) -> list[Message]:
+    """The messages of the whole body (of the length declared, within the limit: a server
     holds it to that), or of as much as came before the client left (the last message is
-    then not a body's)."""
+    then not a body's) or passed `max_bytes` (the last one says more is to come)."""
     messages = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+        size += len(message.get("body", b""))
+        if size > max_bytes:  # more than it declared: the route's body limit reads on
             return messages
 
 
 def _body_of(messages: list[Message], max_bytes: int) -> bytes | None:
     """The body the messages carry, or None if the client left before its end or it is over
     `max_bytes` (more than it declared: the route's body limit answers)."""
-    if messages[-1]["type"] != "http.request":
+    last = messages[-1]
+    if last["type"] != "http.request" or last.get("more_body", False):
         return None
     body = b"".join(message.get("body", b"") for message in messages)
     return body if len(body) <= max_bytes else None

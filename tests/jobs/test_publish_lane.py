@@ -11,6 +11,7 @@ a body of no declared length, a header it reads given twice) is answered alike.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,16 +22,18 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from redis.exceptions import RedisClusterException
+from starlette.types import Message
 
 import api.publish_lane
 from api.main import create_app
 from api.publish_schemas import PUBLISH_MAX_BODY_BYTES
+from api.refusals import DRAIN_BYTES
 from api.routes.publish import publish_items
 from cli.local_redis import LocalRedis
 from core.config import Settings, get_settings
 from core.security import issue_token
 from realtime.publisher import AsyncUIManager
-from tests.harness import unique
+from tests.harness import WAIT, unique
 from tests.jobs.asgi_calls import Reply, send_to
 from tests.jobs.test_publish_api import HOSTILE, ROTATED_KEY, SERVER_KEY, raw
 
@@ -462,3 +465,36 @@ def lane_may_serve(headers: list[tuple[bytes, bytes]], chunks: list[bytes | None
         and dict(headers).get(b"content-length") == b"%d" % len(body)
         and None not in chunks
     )
+
+
+async def test_a_body_longer_than_declared_is_read_no_further_than_the_limit_by_the_lane(
+    apps: tuple[FastAPI, FastAPI], lane_calls: list[int]
+) -> None:
+    """A server holds a body to its Content-Length; a raw ASGI one need not. Chunks that never
+    end, under a Content-Length of 2: the lane stops reading past the publish limit and hands
+    what it read to the route, whose body limit refuses it (and stops reading in its turn)."""
+    read = 0
+
+    async def endless() -> Message:
+        nonlocal read
+        read += 1
+        await asyncio.sleep(0)  # as a server's receive does: the timeout below can fire
+        return {"type": "http.request", "body": b"x" * 65_536, "more_body": True}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    path = "/api/v1/publish"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "server": ("api", 80), "client": ("127.0.0.1", 5000), "path": path,
+        "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [*RAW_AUTH, (b"content-length", b"2")],
+    }  # fmt: skip
+    async with asyncio.timeout(WAIT):
+        await apps[0](scope, endless, send)
+    assert sent[0]["status"] == 413
+    assert read * 65_536 <= PUBLISH_MAX_BODY_BYTES + DRAIN_BYTES + 2 * 65_536
+    assert lane_calls == []
