@@ -59,7 +59,8 @@ class JobAPI(FastAPI):
         stack = super().build_middleware_stack()
         if self.publish_lane is None:
             return stack
-        return PublishLane(stack, self.publish_lane, publish.BODY_LIMITS["/publish"])
+        limit = publish.BODY_LIMITS[self.publish_lane.removeprefix(API_PREFIX)]
+        return PublishLane(stack, self.publish_lane, limit)
 
 
 def create_app() -> JobAPI:

@@ -50,7 +50,7 @@ from api.routes.publish import (
     publish_items,
     refuse_before_publishing,
 )
-from api.telemetry import ROUTE_TEMPLATE, record
+from api.telemetry import record
 from core import json_logs as log_context
 from core.app_path import app_path
 from core.config import Settings
@@ -72,7 +72,6 @@ class PublishLane(HttpMiddleware):
         if scope["method"] != "POST" or app_path(scope) != self.path:
             await self.app(scope, receive, send)
             return
-        scope[ROUTE_TEMPLATE] = self.path  # whoever answers (a 413 while the route reads too)
         settings: Settings = scope["app"].state.settings
         headers = _lane_headers(scope, self.max_bytes, settings)
         if headers is None:

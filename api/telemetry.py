@@ -61,7 +61,7 @@ _series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 def route_template(scope: MutableMapping[str, Any]) -> str:
     """`/api/v1/jobs/{job_id}` for a request to /api/v1/jobs/123: the matched route's path,
     with the prefix of the router it was included through (or the one a middleware that
-    serves a route itself, `api.publish_lane`, put under ROUTE_TEMPLATE)."""
+    answers before routing put under ROUTE_TEMPLATE: `api.routes.publish.BodyLimits`)."""
     served = scope.get(ROUTE_TEMPLATE)
     if isinstance(served, str):
         return served

@@ -13,40 +13,30 @@ connection dead, and a pool disconnected under the kept connections, then closed
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio
 
-from cli.local_redis import LocalRedis, free_port
+from cli.local_redis import LocalRedis
 from realtime.broker.topology import async_client
 from realtime.eventlog import AsyncEventLog, Retention
 from realtime.events import Toast
 from realtime.publisher import AsyncUIManager
 from realtime.recipients import Recipient
 from tests.harness import unique
+from tests.test_script_calls import log_of, own_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+own_redis = own_redis  # the fixture, used by name
 RETENTION = Retention(max_len=10_000, max_age_seconds=60)
 DEADLINE = 2.0  # the longest a test waits for Redis to show what it expects
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A Redis to stop, restart and count the clients of, without touching anyone else's."""
-    server = LocalRedis(free_port(), tmp_path / "redis").start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)  # were a test to fail while it is stopped
-    server.stop()
 
 
 class Publisher:
@@ -72,26 +62,9 @@ class Publisher:
         await self.log.driver.close()
 
 
-def logged(url: str, user: str) -> dict[str, str]:
-    """The user's log: each event's description -> its Stream entry id."""
-    client = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        entries = cast(
-            list[tuple[str, dict[str, str]]], client.xrange(Recipient.user(user).stream_key)
-        )
-    finally:
-        client.close()
-    found: dict[str, str] = {}
-    for entry, fields in entries:
-        description = json.loads(fields["f"])["description"]
-        assert description not in found, f"{description} logged twice"
-        found[description] = entry
-    return found
-
-
 def assert_each_id_is_its_own(url: str, user: str, ids: dict[str, str]) -> None:
     """Every publish answered the id of the entry its own event made, and nothing else."""
-    log = logged(url, user)
+    log = log_of(url, user)
     for description, event_id in ids.items():
         assert event_id.endswith(f".{log[description]}"), (description, event_id, log)
 
@@ -249,7 +222,7 @@ async def test_after_a_redis_restart_each_publish_on_a_dead_kept_connection_publ
     names = [f"after{n}" for n in range(8)]
     async with asyncio.timeout(DEADLINE):
         answered = await asyncio.gather(*(publisher.publish(name) for name in names))
-    assert sorted(logged(own_redis.url, publisher.user)) == sorted(names)
+    assert sorted(log_of(own_redis.url, publisher.user)) == sorted(names)
     assert_each_id_is_its_own(
         own_redis.url, publisher.user, dict(zip(names, answered, strict=True))
     )
@@ -298,7 +271,7 @@ async def test_a_kept_connection_that_redis_closed_is_replaced_by_the_next_publi
     names = [f"after{n}" for n in range(4)]
     async with asyncio.timeout(DEADLINE):
         answered = [await publisher.publish(name) for name in names]
-    assert len(logged(own_redis.url, publisher.user)) == 12
+    assert len(log_of(own_redis.url, publisher.user)) == 12
     assert_each_id_is_its_own(
         own_redis.url, publisher.user, dict(zip(names, answered, strict=True))
     )

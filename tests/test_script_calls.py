@@ -6,6 +6,7 @@ an error at once, not a hang; the reply is the script's, whichever driver runs i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -37,9 +38,13 @@ RETENTION = Retention(max_len=100, max_age_seconds=60)
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A Redis to flush and restart without touching anyone else's."""
+    """A Redis to flush, stop, restart and count the clients of, without touching anyone
+    else's."""
     server = LocalRedis(free_port(), tmp_path / "redis").start()
     yield server
+    if server.process is not None:  # were a test to fail while it is stopped (SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
 
 
@@ -71,8 +76,9 @@ def without_clock(page: Page) -> Page:
     return dataclasses.replace(page, through=None)
 
 
-def entry_of(url: str, user: str, description: str) -> str:
-    """The Stream id of the user's one logged event with this description."""
+def log_of(url: str, user: str) -> dict[str, str]:
+    """The user's log, read with a plain client: each event's description -> its Stream
+    entry id (a description logged twice fails the test)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
         entries = cast(
@@ -80,8 +86,17 @@ def entry_of(url: str, user: str, description: str) -> str:
         )
     finally:
         client.close()
-    (entry,) = [e for e, fields in entries if json.loads(fields["f"])["description"] == description]
-    return entry
+    found: dict[str, str] = {}
+    for entry, fields in entries:
+        description = json.loads(fields["f"])["description"]
+        assert description not in found, f"{description} logged twice"
+        found[description] = entry
+    return found
+
+
+def entry_of(url: str, user: str, description: str) -> str:
+    """The Stream id of the user's one logged event with this description."""
+    return log_of(url, user)[description]
 
 
 def logged(url: str, user: str) -> int:
