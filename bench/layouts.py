@@ -41,6 +41,8 @@ LAYOUTS = {
             "misrouted",
             "duplicated",
             "server_cpu_us_per_event",
+            "server_kernel_us_per_event",
+            "server_wakeups_per_event",
             "rss_kib_per_connection",
             "connect_seconds",
             "redis_cpu_us_per_event",

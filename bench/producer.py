@@ -52,6 +52,18 @@ def produce(
     Path(out).write_text(json.dumps({"sent": sent, "cpu_seconds": cpu_seconds, "calls": calls}))
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What the rig's processes had used at one moment: the servers' CPU seconds, and of
+    them those spent in the kernel; how often the servers' main threads, which run their event
+    loops, woke from a wait (voluntary context switches); each Redis node's CPU seconds."""
+
+    server_cpu: float
+    server_kernel: float
+    server_wakeups: int
+    nodes: dict[int, float]
+
+
 @dataclass
 class Traffic:
     """Producers under way; `Rig.finish` turns them into a Window."""
@@ -60,6 +72,6 @@ class Traffic:
     seconds: float
     producers: list[SpawnProcess]
     outputs: list[Path]
-    cpu_before: tuple[float, dict[int, float]]
+    usage_before: Usage
     masters: list[int]
     commands_before: dict[int, int]

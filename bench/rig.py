@@ -27,9 +27,9 @@ import psutil
 import redis
 
 from bench import loadclient
-from bench.producer import Traffic, produce
+from bench.producer import Traffic, Usage, produce
 from bench.targets import Target
-from bench.window import Window, quantile_ms, summarise, with_masters
+from bench.window import ServerUsage, Window, quantile_ms, summarise, with_masters
 from cli.local_redis import LocalRedis, free_port
 from tests.local_cluster import LocalCluster
 
@@ -175,7 +175,7 @@ class Rig:
 
     def server_cpu(self) -> float:
         """The server processes' CPU seconds so far (user and system)."""
-        return self._cpu()[0]
+        return self._usage().server_cpu
 
     def _redis_pids(self) -> dict[int, int]:
         """Every Redis node's process by port: the private Redis, or each cluster node."""
@@ -185,14 +185,20 @@ class Rig:
     def _masters(self) -> list[int]:
         return self.cluster.masters() if self.cluster is not None else [self._redis().port]
 
-    def _cpu(self) -> tuple[float, dict[int, float]]:
-        """Server CPU seconds, and each Redis node's, so far."""
-        servers = sum(sum(p.cpu_times()[:2]) for p in self._server_processes())
+    def _usage(self) -> Usage:
+        """What the servers and each Redis node have used so far."""
+        servers = self._server_processes()
+        times = [p.cpu_times() for p in servers]
         nodes = {
             port: sum(psutil.Process(pid).cpu_times()[:2])
             for port, pid in self._redis_pids().items()
         }
-        return servers, nodes
+        return Usage(
+            server_cpu=sum(t.user + t.system for t in times),
+            server_kernel=sum(t.system for t in times),
+            server_wakeups=sum(p.num_ctx_switches().voluntary for p in servers),
+            nodes=nodes,
+        )
 
     @staticmethod
     def _commands(ports: list[int]) -> dict[int, int]:
@@ -230,10 +236,10 @@ class Rig:
         ]
         masters = self._masters()
         commands_before = self._commands(masters)
-        cpu_before = self._cpu()
+        usage_before = self._usage()
         for process in processes:
             process.start()
-        return Traffic(rate, seconds, processes, outputs, cpu_before, masters, commands_before)
+        return Traffic(rate, seconds, processes, outputs, usage_before, masters, commands_before)
 
     def finish(self, traffic: Traffic) -> Window:
         for process in traffic.producers:
@@ -247,17 +253,22 @@ class Rig:
                 sent.setdefault(user, set()).update(numbers)
         published = sum(len(numbers) for numbers in sent.values())
         self._drain(published)
-        (server_after, redis_after), (server_before, redis_before) = self._cpu(), traffic.cpu_before
+        after, before = self._usage(), traffic.usage_before
         commands_after = self._commands(traffic.masters)
-        server_cpu = server_after - server_before
-        nodes = {port: cpu - redis_before.get(port, 0.0) for port, cpu in redis_after.items()}
+        nodes = {port: cpu - before.nodes.get(port, 0.0) for port, cpu in after.nodes.items()}
         records = [r for batch in self._call("take", [{} for _ in self.pipes]) for r in batch]
         window = summarise(
             self.target.label,
             traffic,
             sent,
             records,
-            server_cpu if self.servers else None,
+            ServerUsage(
+                after.server_cpu - before.server_cpu,
+                after.server_kernel - before.server_kernel,
+                after.server_wakeups - before.server_wakeups,
+            )
+            if self.servers
+            else None,
             sum(nodes.values()),
             sum(p["cpu_seconds"] for p in produced),
         )

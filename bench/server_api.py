@@ -8,9 +8,12 @@ database, PUBLISH_API_KEYS). Then R calls of each, one after the other, each cal
 - `publish, HTTP`: `POST /api/v1/publish` with the server key, one keep-alive connection;
 - `presence, UIManager`: `UIManager(...).connections()` in this process;
 - `presence, HTTP`: `GET /api/v1/presence/users/{id}`;
-- `floor, HTTP` and `floor, HTTP + Redis`: the same POST to `bench.floor_api` on uvicorn, a
-  bare ASGI app, answering at once or after one Redis round trip through the job API's kind
-  of asyncio client: what the publish route's figure cannot go below on this stack.
+- `floor, HTTP`: the same POST to `bench.floor_api` on uvicorn, a bare ASGI app answering at
+  once; `floor, HTTP + Redis`, `+ EVALSHA` and `+ bare Redis`: the same after one Redis round
+  trip, through the job API's kind of redis-py client (a PING with all its layers), through
+  the job API's own call path (an EVALSHA of a one-line script), or on a bare asyncio
+  connection of the floor's own (`bench.floor_api`): what the publish route's figure cannot go
+  below on this stack, and what a Redis connection of Insight's own would take off it.
 
 `cpu_us_per_call` is the CPU of the process that does the work: this process for UIManager
 (time.process_time over the loop), the API process for HTTP (psutil, over the loop);
@@ -58,7 +61,14 @@ INSIGHT = Target("insight")  # the tree's
 KEY = "bench-publish-key-0123456789-abcdefghijklmnop"
 BASELINE = "publish, UIManager"
 FLOOR = "floor, HTTP"
-FLOOR_REDIS = "floor, HTTP + Redis"
+FLOOR_EVALSHA = "floor, HTTP + EVALSHA"
+# Each floor and its round trip to Redis (`bench.floor_api`'s FLOOR_REDIS_CALL; None: none).
+FLOORS = {
+    FLOOR: None,
+    "floor, HTTP + Redis": "client",
+    FLOOR_EVALSHA: "evalsha",
+    "floor, HTTP + bare Redis": "bare",
+}
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -183,10 +193,10 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
             started.append(api := _start_api(api_port, env, target.code))
             floors: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # name: (URL, server)
             if target.code is None:  # the floor is the stack's, whichever commit the API runs
-                for name, floor_env in (
-                    (FLOOR, server_env(server.url)),
-                    (FLOOR_REDIS, {**server_env(server.url), "FLOOR_REDIS_URL": server.url}),
-                ):
+                for name, round_trip in FLOORS.items():
+                    floor_env = server_env(server.url)
+                    if round_trip is not None:
+                        floor_env.update(FLOOR_REDIS_URL=server.url, FLOOR_REDIS_CALL=round_trip)
                     port = free_port()
                     started.append(floor := _uvicorn("bench.floor_api:app", port, floor_env, None))
                     floors[name] = (f"http://127.0.0.1:{port}", floor)
@@ -264,13 +274,13 @@ def main() -> None:
             for row in rows:
                 print(json.dumps(row), flush=True)
             cpu = {row["measure"]: row["cpu_us_per_call"] for row in rows}
-            for name in ("publish, HTTP", FLOOR, FLOOR_REDIS):
+            for name in ("publish, HTTP", *FLOORS):
                 if name in cpu:
                     label = target.label if name == "publish, HTTP" else f"{target.label} {name}"
                     ratios.setdefault(label, []).append(cpu[name] / cpu[BASELINE])
-            if FLOOR_REDIS in cpu:
-                label = f"{target.label}: HTTP publish CPU / {FLOOR_REDIS} CPU"
-                ratios.setdefault(label, []).append(cpu["publish, HTTP"] / cpu[FLOOR_REDIS])
+            if FLOOR_EVALSHA in cpu:
+                label = f"{target.label}: HTTP publish CPU / {FLOOR_EVALSHA} CPU"
+                ratios.setdefault(label, []).append(cpu["publish, HTTP"] / cpu[FLOOR_EVALSHA])
     for label, values in ratios.items():
         what = label if ":" in label else f"{label}: HTTP CPU / direct publish CPU"
         print(

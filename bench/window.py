@@ -37,6 +37,11 @@ class Window:
     server_cpu_us_per_event: float | None
     redis_cpu_us_per_event: float
     producer_cpu_us_per_event: float
+    # Of the server's CPU, what the kernel spent (the socket reads and writes, the waits and
+    # wakeups), and how often its event loop woke from a wait: at low rates each event wakes it,
+    # and what a wakeup costs, not the server's own code, is most of its CPU per event.
+    server_kernel_us_per_event: float | None = None
+    server_wakeups_per_event: float | None = None
     # The masters' CPU alone (replicas left out); with several masters, the busiest one's
     # share of the masters' CPU and of the commands they processed, in percent.
     masters_cpu_us_per_event: float | None = None
@@ -65,12 +70,21 @@ def with_masters(window: Window, node_cpu: dict[int, float], commands: dict[int,
     )
 
 
+@dataclass(frozen=True)
+class ServerUsage:
+    """What the servers used over a window: CPU seconds, of them in the kernel, and wakeups."""
+
+    cpu: float
+    kernel: float
+    wakeups: int
+
+
 def summarise(
     target: str,
     traffic: Traffic,
     sent: dict[str, set[int]],
     records: list[Record],
-    server_cpu: float | None,
+    server: ServerUsage | None,
     redis_cpu: float,
     producer_cpu: float,
 ) -> Window:
@@ -98,12 +112,17 @@ def summarise(
         p99_ms=quantile_ms(latencies, 0.99),
         max_ms=round(latencies[-1] / 1e6, 3) if latencies else None,
         delivered_per_s=round(delivered / traffic.seconds, 1),
-        server_cpu_us_per_event=(
-            round(server_cpu / delivered * 1e6, 1) if server_cpu is not None and delivered else None
-        ),
+        server_cpu_us_per_event=_per_event(server.cpu * 1e6 if server else None, delivered),
         redis_cpu_us_per_event=round(redis_cpu / max(published, 1) * 1e6, 1),
         producer_cpu_us_per_event=round(producer_cpu / max(published, 1) * 1e6, 1),
+        server_kernel_us_per_event=_per_event(server.kernel * 1e6 if server else None, delivered),
+        server_wakeups_per_event=_per_event(server.wakeups if server else None, delivered, 2),
     )
+
+
+def _per_event(total: float | None, events: int, digits: int = 1) -> float | None:
+    """`total` per event delivered (None without a server or without deliveries)."""
+    return round(total / events, digits) if total is not None and events else None
 
 
 def quantile_ms(ordered_ns: list[int], q: float) -> float | None:

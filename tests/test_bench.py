@@ -40,6 +40,12 @@ def test_a_quick_bench_run_counts_every_event_and_writes_tables_and_plots(
         assert row["p50_ms"] is not None
     insight = next(row for row in push["runs"] if row["target"] == "insight")
     assert insight["server_cpu_us_per_event"] > 0
+    # the kernel's part of the edge's CPU (CPU times tick by 10 ms: a tiny run's may read 0),
+    # and how often its loop woke: about once an event (a few more for a short run's timers)
+    assert 0 <= insight["server_kernel_us_per_event"] <= insight["server_cpu_us_per_event"]
+    assert 0 < insight["server_wakeups_per_event"] < 5
+    floor = next(row for row in push["runs"] if row["target"] == "floor")
+    assert floor["server_kernel_us_per_event"] is None  # no server process to measure
     assert insight["rss_kib_per_connection"] is not None
 
     storm = json.loads((tmp_path / "reconnect_storm.json").read_text())
