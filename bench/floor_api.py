@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from typing import cast
 from urllib.parse import urlsplit
 
 import hiredis
@@ -54,8 +55,7 @@ class _BareRedis(asyncio.Protocol):
         return bare
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)

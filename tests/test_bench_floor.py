@@ -19,6 +19,12 @@ from tests.harness import WAIT
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    """uvloop, as under uvicorn: its transports are not asyncio's classes."""
+    return "asyncio", {"use_uvloop": True}
+
+
 async def post(body: bytes = b'{"to":{"user":"u1"}}') -> list[Message]:
     inbox: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
