@@ -53,14 +53,27 @@ def produce(
 
 
 @dataclass(frozen=True)
-class Usage:
-    """What the rig's processes had used at one moment: the servers' CPU seconds, and of
-    them those spent in the kernel; how often the servers' main threads, which run their event
-    loops, woke from a wait (voluntary context switches); each Redis node's CPU seconds."""
+class ServerUsage:
+    """The servers' CPU seconds, of them those spent in the kernel, and how often their main
+    threads, which run their event loops, woke from a wait (voluntary context switches): so
+    far, or over a window (`since`)."""
 
-    server_cpu: float
-    server_kernel: float
-    server_wakeups: int
+    cpu: float
+    kernel: float
+    wakeups: int
+
+    def since(self, before: ServerUsage) -> ServerUsage:
+        return ServerUsage(
+            self.cpu - before.cpu, self.kernel - before.kernel, self.wakeups - before.wakeups
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the rig's processes had used at one moment: the servers', and each Redis node's
+    CPU seconds by port."""
+
+    servers: ServerUsage
     nodes: dict[int, float]
 
 

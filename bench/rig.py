@@ -27,9 +27,9 @@ import psutil
 import redis
 
 from bench import loadclient
-from bench.producer import Traffic, Usage, produce
+from bench.producer import ServerUsage, Traffic, Usage, produce
 from bench.targets import Target
-from bench.window import ServerUsage, Window, quantile_ms, summarise, with_masters
+from bench.window import Window, quantile_ms, summarise, with_masters
 from cli.local_redis import LocalRedis, free_port
 from tests.local_cluster import LocalCluster
 
@@ -175,7 +175,7 @@ class Rig:
 
     def server_cpu(self) -> float:
         """The server processes' CPU seconds so far (user and system)."""
-        return self._usage().server_cpu
+        return self._usage().servers.cpu
 
     def _redis_pids(self) -> dict[int, int]:
         """Every Redis node's process by port: the private Redis, or each cluster node."""
@@ -194,10 +194,12 @@ class Rig:
             for port, pid in self._redis_pids().items()
         }
         return Usage(
-            server_cpu=sum(t.user + t.system for t in times),
-            server_kernel=sum(t.system for t in times),
-            server_wakeups=sum(p.num_ctx_switches().voluntary for p in servers),
-            nodes=nodes,
+            ServerUsage(
+                cpu=sum(t.user + t.system for t in times),
+                kernel=sum(t.system for t in times),
+                wakeups=sum(p.num_ctx_switches().voluntary for p in servers),
+            ),
+            nodes,
         )
 
     @staticmethod
@@ -262,13 +264,7 @@ class Rig:
             traffic,
             sent,
             records,
-            ServerUsage(
-                after.server_cpu - before.server_cpu,
-                after.server_kernel - before.server_kernel,
-                after.server_wakeups - before.server_wakeups,
-            )
-            if self.servers
-            else None,
+            after.servers.since(before.servers) if self.servers else None,
             sum(nodes.values()),
             sum(p["cpu_seconds"] for p in produced),
         )

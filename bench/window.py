@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bench.client_stats import Record
-from bench.producer import Traffic
+from bench.producer import ServerUsage, Traffic
 
 
 @dataclass
@@ -38,8 +38,9 @@ class Window:
     redis_cpu_us_per_event: float
     producer_cpu_us_per_event: float
     # Of the server's CPU, what the kernel spent (the socket reads and writes, the waits and
-    # wakeups), and how often its event loop woke from a wait: at low rates each event wakes it,
-    # and what a wakeup costs, not the server's own code, is most of its CPU per event.
+    # wakeups), and how often its event loop woke from a wait: at low rates each event wakes
+    # it, and the kernel's part is then about the same for every server, whatever its own code
+    # costs (docs/benchmarks.md).
     server_kernel_us_per_event: float | None = None
     server_wakeups_per_event: float | None = None
     # The masters' CPU alone (replicas left out); with several masters, the busiest one's
@@ -68,15 +69,6 @@ def with_masters(window: Window, node_cpu: dict[int, float], commands: dict[int,
             round(100 * max(commands.values()) / sum(commands.values()), 1) if several else None
         ),
     )
-
-
-@dataclass(frozen=True)
-class ServerUsage:
-    """What the servers used over a window: CPU seconds, of them in the kernel, and wakeups."""
-
-    cpu: float
-    kernel: float
-    wakeups: int
 
 
 def summarise(
