@@ -66,6 +66,10 @@ class _BareRedis(asyncio.Protocol):
         while self._waiting:
             self._waiting.popleft().set_exception(exc or ConnectionError("redis closed"))
 
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
     def call(self, packed: bytes) -> asyncio.Future[object]:
         assert self._transport is not None
         reply = asyncio.get_running_loop().create_future()

@@ -268,14 +268,16 @@ async def closed(client: Client, timeout: float = WAIT) -> tuple[int, str]:
     return code, received.reason
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+async def eventually(
+    condition: Callable[[], bool], timeout: float = WAIT, what: str = "condition not met"
+) -> None:
     """Poll `condition` until it holds, for state only visible by asking (an HTTP probe)."""
     deadline = time.monotonic() + timeout
     while True:
         if condition():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"{what} within {timeout}s")
         await asyncio.sleep(0.05)
 
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis
-from starlette.types import Message
 
 from bench import floor_api
 from cli.local_redis import LocalRedis
 from tests.harness import WAIT
+from tests.jobs.asgi_calls import Reply, send_to
 
 pytestmark = pytest.mark.anyio
 
@@ -25,19 +25,8 @@ def anyio_backend() -> tuple[str, dict[str, bool]]:
     return "asyncio", {"use_uvloop": True}
 
 
-async def post(body: bytes = b'{"to":{"user":"u1"}}') -> list[Message]:
-    inbox: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
-    await floor_api.app(scope, receive, send)
-    return sent
+async def post() -> Reply:
+    return await send_to(floor_api.app, [], [b'{"to":{"user":"u1"}}'], path="/")
 
 
 @pytest.fixture
@@ -46,6 +35,8 @@ async def fresh_floor() -> AsyncIterator[None]:
     yield
     for client in floor_api._clients:
         await client.aclose()
+    for bare in floor_api._bare:
+        bare.close()
     floor_api._clients.clear()
     floor_api._bare.clear()
 
@@ -59,9 +50,9 @@ async def test_the_bare_floor_answers_without_redis(
     monkeypatch: pytest.MonkeyPatch, fresh_floor: None
 ) -> None:
     monkeypatch.delenv("FLOOR_REDIS_URL", raising=False)
-    sent = await post()
-    assert sent[0]["status"] == 200
-    assert sent[1]["body"] == b'{"id":"floor"}'
+    answer = await post()
+    assert answer.status == 200
+    assert answer.body == b'{"id":"floor"}'
 
 
 @pytest.mark.parametrize(("kind", "command"), [
@@ -80,8 +71,7 @@ async def test_each_floor_makes_one_round_trip_of_its_kind_per_request(
     await post()  # the first connects: a health check's PING, a script sent once
     before = calls_of(server, command)
     for _ in range(5):
-        sent = await post()
-        assert sent[0]["status"] == 200
+        assert (await post()).status == 200
     assert calls_of(server, command) - before == 5
     server.close()
 

@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import signal
-import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -30,7 +29,7 @@ from realtime.eventlog import AsyncEventLog, Retention
 from realtime.events import Toast
 from realtime.publisher import AsyncUIManager
 from realtime.recipients import Recipient
-from tests.harness import unique
+from tests.harness import eventually, unique
 from tests.test_script_calls import log_of, own_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -82,13 +81,6 @@ def connections_to(url: str) -> int:
     return int(info_clients(url)["connected_clients"]) - 1
 
 
-async def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.01)
-
-
 async def all_connections_serve_at_once(url: str, client: redis.asyncio.Redis, n: int) -> None:
     """`n` BLPOPs on the client, each on a key of its own: all `n` must be blocked at Redis at
     once (each on a connection of the pool), then all are answered."""
@@ -96,9 +88,10 @@ async def all_connections_serve_at_once(url: str, client: redis.asyncio.Redis, n
     before = int(info_clients(url)["blocked_clients"])
     held = [asyncio.ensure_future(cast(Awaitable[object], client.blpop([key], 2))) for key in lists]
     try:
-        await until(
+        await eventually(
             lambda: int(info_clients(url)["blocked_clients"]) - before == n,
-            f"{n} calls could not each have a connection of the pool",
+            DEADLINE,
+            what=f"{n} calls could not each have a connection of the pool",
         )
     finally:
         pusher = redis.Redis.from_url(url)
@@ -237,7 +230,9 @@ async def test_a_client_serves_after_its_pool_disconnected_and_its_close_leaves_
     client = publisher.client
     await asyncio.gather(*(publisher.publish(f"first{n}") for n in range(16)))
     await client.connection_pool.disconnect()
-    await until(lambda: connections_to(own_redis.url) == before, "disconnect left some open")
+    await eventually(
+        lambda: connections_to(own_redis.url) == before, DEADLINE, what="disconnect left some open"
+    )
     names = [f"again{n}" for n in range(16)]
     async with asyncio.timeout(DEADLINE):
         answered = await asyncio.gather(*(publisher.publish(name) for name in names))
@@ -251,8 +246,10 @@ async def test_a_client_serves_after_its_pool_disconnected_and_its_close_leaves_
     )
     assert connections_to(own_redis.url) > before
     await publisher.close()
-    await until(
-        lambda: connections_to(own_redis.url) == before, "the client's close left connections open"
+    await eventually(
+        lambda: connections_to(own_redis.url) == before,
+        DEADLINE,
+        what="the client's close left connections open",
     )
 
 

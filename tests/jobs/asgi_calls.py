@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from starlette.types import Message
+from starlette.types import ASGIApp, Message
 
 from tests.harness import WAIT
 
@@ -32,7 +31,7 @@ class Reply:
 
 
 async def send_to(
-    app: FastAPI,
+    app: ASGIApp,
     headers: Headers,
     chunks: Chunks,
     *,
