@@ -60,11 +60,11 @@ USERS = 100
 INSIGHT = Target("insight")  # the tree's
 KEY = "bench-publish-key-0123456789-abcdefghijklmnop"
 BASELINE = "publish, UIManager"
-FLOOR = "floor, HTTP"
+HTTP_PUBLISH = "publish, HTTP"
 FLOOR_EVALSHA = "floor, HTTP + EVALSHA"
 # Each floor and its round trip to Redis (`bench.floor_api`'s FLOOR_REDIS_CALL; None: none).
 FLOORS = {
-    FLOOR: None,
+    "floor, HTTP": None,
     "floor, HTTP + Redis": "client",
     FLOOR_EVALSHA: "evalsha",
     "floor, HTTP + bare Redis": "bare",
@@ -232,7 +232,7 @@ def measure(calls: int, users: int = USERS, target: Target = INSIGHT) -> list[Ro
                 kinds: list[tuple[str, Callable[[int], object], psutil.Process | None]] = [
                     (BASELINE,
                      lambda n: ui(names[n % users]).show_toast("Bench", str(n), "info"), None),
-                    ("publish, HTTP", post, api_process),
+                    (HTTP_PUBLISH, post, api_process),
                     ("presence, UIManager", lambda n: ui(names[n % users]).connections(), None),
                     ("presence, HTTP", presence, api_process),
                 ]  # fmt: skip
@@ -274,13 +274,13 @@ def main() -> None:
             for row in rows:
                 print(json.dumps(row), flush=True)
             cpu = {row["measure"]: row["cpu_us_per_call"] for row in rows}
-            for name in ("publish, HTTP", *FLOORS):
+            for name in (HTTP_PUBLISH, *FLOORS):
                 if name in cpu:
-                    label = target.label if name == "publish, HTTP" else f"{target.label} {name}"
+                    label = target.label if name == HTTP_PUBLISH else f"{target.label} {name}"
                     ratios.setdefault(label, []).append(cpu[name] / cpu[BASELINE])
             if FLOOR_EVALSHA in cpu:
                 label = f"{target.label}: HTTP publish CPU / {FLOOR_EVALSHA} CPU"
-                ratios.setdefault(label, []).append(cpu["publish, HTTP"] / cpu[FLOOR_EVALSHA])
+                ratios.setdefault(label, []).append(cpu[HTTP_PUBLISH] / cpu[FLOOR_EVALSHA])
     for label, values in ratios.items():
         what = label if ":" in label else f"{label}: HTTP CPU / direct publish CPU"
         print(
